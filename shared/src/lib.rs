@@ -1,0 +1,31 @@
+//! tickcast-shared: the wire protocol every other tickcast crate speaks.
+//!
+//! What lives here: the protocol version and ALPN, the control-stream messages
+//! ([`msg::Hello`], [`msg::Welcome`], [`msg::Reject`]), the input datagram
+//! ([`msg::InputDatagram`]), the snapshot chunk format ([`chunk`]), the connect-token
+//! format ([`token`]) and the close codes ([`close`]). `docs/PROTOCOL.md` describes the
+//! same bytes for people writing a client in another language.
+//!
+//! What it never does: open a socket, read a clock, spawn a thread or depend on another
+//! tickcast crate. bincode is an implementation detail of [`wire`]; no other module or
+//! crate names it.
+//!
+//! Entry points: [`wire::encode_into`] / [`wire::decode_exact`] for messages,
+//! [`chunk::parse_chunk`] for snapshot chunks, [`token::TokenKey`] for tokens.
+
+pub mod chunk;
+pub mod close;
+pub mod msg;
+pub mod token;
+pub mod wire;
+
+/// Version of the wire protocol described in `docs/PROTOCOL.md`. A Hello carrying another
+/// version is rejected with [`msg::RejectReason::BadVersion`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The TLS ALPN protocol id both sides must offer.
+pub const ALPN: &[u8] = b"tickcast/1";
+
+/// A simulation tick number. Tick 0 is the first tick a server runs; it wraps never in
+/// practice (at 60 Hz, `u32` lasts over two years).
+pub type Tick = u32;
