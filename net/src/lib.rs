@@ -1,1 +1,404 @@
-//! placeholder
+//! tickcast-net: the QUIC layer, on a thread of its own.
+//!
+//! What it does: owns the quinn endpoint and every peer; runs the handshake on the
+//! control stream (Hello → Welcome/Reject, connect tokens, limits); turns peers' actions
+//! into [`PeerEvent`]s on bounded channels; and fans each published tick out to every
+//! peer as datagrams, the same bytes to all (a refcount clone per chunk, no copy, no
+//! encode), skipping a tick for a peer whose send buffer cannot take all of it.
+//!
+//! What it never does: touch the simulation's world, encode a snapshot, queue without a
+//! bound, or let bytes from a peer panic the thread.
+//!
+//! Entry point: [`spawn`] binds the socket and starts the thread; the returned
+//! [`NetHandle`] publishes ticks ([`TickPublisher`]), drains events, answers joins and
+//! shuts it down.
+
+mod fanout;
+mod nonce;
+mod server;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tickcast_shared::Tick;
+use tickcast_shared::chunk::DEFAULT_CHUNK_PAYLOAD;
+use tickcast_shared::event::{JoinAck, PeerEvent};
+use tickcast_shared::msg::RejectReason;
+
+pub use fanout::{PeerSendState, SendDecision, decide_tick_for_peer};
+pub use nonce::{NonceCache, NonceVerdict};
+
+/// Errors starting or running the network layer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A file or socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS setup failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A configuration value is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// How the network layer runs. Every field has a default that says why it is that value.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Address to listen on. Default `127.0.0.1:4433`: loopback until someone decides to
+    /// expose the server.
+    pub listen: SocketAddr,
+    /// Where the self-signed certificate and the token key live. Default `.tickcast`.
+    pub data_dir: PathBuf,
+    /// The connect-token key file. Default `None`: `<data_dir>/token.key`, created on
+    /// first run.
+    pub token_key_file: Option<PathBuf>,
+    /// Most clients admitted at once. Default 2,000: above the ~1,400 one core can serve
+    /// at 30 Hz with stock quinn, so the memory budget, not this, is usually the limit.
+    pub max_clients: usize,
+    /// A connection with no valid Hello by then is closed. Default 2 s.
+    pub hello_timeout: Duration,
+    /// A silent peer is dropped after this. Default 10 s: long enough for a stalled
+    /// client to come back, short enough that a vanished one frees its slot.
+    pub idle_timeout: Duration,
+    /// Largest chunk the server sends. Default 1,150 bytes (see `tickcast_shared::chunk`).
+    pub chunk_payload: usize,
+    /// Per-peer datagram send buffer in bytes. Default 64 KiB; the server binary sizes it
+    /// to about two ticks of its world. quinn's own default is 1 MiB, ~900 stale
+    /// snapshots for a stalled peer.
+    pub datagram_send_buffer: usize,
+    /// Per-peer buffer for received input datagrams. Default 1 KiB: about 20 inputs; the
+    /// sim applies a few per tick, so more would only be older inputs.
+    pub datagram_receive_buffer: usize,
+    /// Input datagrams accepted per peer per tick; the rest are dropped and counted.
+    /// Default 4: a client sends one per tick; 4 absorbs bunching after a stall.
+    pub max_inputs_per_tick: u32,
+    /// Capacity of the input channel to the sim. Default 16,384: several ticks of
+    /// inputs from a full server; when full, inputs are dropped and counted.
+    pub input_channel_capacity: usize,
+    /// Tick rate announced in the Welcome. Default 30.
+    pub tick_rate: u16,
+    /// Arena size announced in the Welcome, in world units. Default 512 × 512.
+    pub arena: (u16, u16),
+    /// Nonces remembered for replay protection. Default 100,000: tokens live minutes,
+    /// and more than that many joins within a token's lifetime is not a game server's
+    /// load. When full, the oldest is forgotten (counted).
+    pub nonce_capacity: usize,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            data_dir: PathBuf::from(".tickcast"),
+            token_key_file: None,
+            max_clients: 2000,
+            hello_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(10),
+            chunk_payload: DEFAULT_CHUNK_PAYLOAD,
+            datagram_send_buffer: 64 * 1024,
+            datagram_receive_buffer: 1024,
+            max_inputs_per_tick: 4,
+            input_channel_capacity: 16_384,
+            tick_rate: 30,
+            arena: (512, 512),
+            nonce_capacity: 100_000,
+        }
+    }
+}
+
+impl NetConfig {
+    /// Checks values that would make the server misbehave.
+    pub fn validate(&self) -> Result<(), NetError> {
+        let bad = |msg: String| Err(NetError::Config(msg));
+        if self.max_clients == 0 {
+            return bad("max_clients must be at least 1".into());
+        }
+        if !(tickcast_shared::chunk::MIN_CHUNK_PAYLOAD..=1200).contains(&self.chunk_payload) {
+            return bad(format!(
+                "chunk_payload {} must be between {} and 1200",
+                self.chunk_payload,
+                tickcast_shared::chunk::MIN_CHUNK_PAYLOAD
+            ));
+        }
+        if self.datagram_send_buffer < self.chunk_payload {
+            return bad("datagram_send_buffer must hold at least one chunk".into());
+        }
+        if self.tick_rate == 0 {
+            return bad("tick_rate must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn token_key_path(&self) -> PathBuf {
+        self.token_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(tls::TOKEN_KEY_FILE))
+    }
+}
+
+/// Counters the status line and tests read. All monotonic except `peers`/`handshaking`.
+#[derive(Debug, Default)]
+pub struct NetCounters {
+    /// Clients admitted and connected now.
+    pub peers: AtomicU64,
+    /// Connections between accept and Welcome/Reject now.
+    pub handshaking: AtomicU64,
+    /// Ticks the fan-out received from the sim.
+    pub ticks_fanned_out: AtomicU64,
+    /// Ticks overwritten in the handoff before the fan-out took them (net thread behind).
+    pub ticks_coalesced: AtomicU64,
+    /// (peer, tick) pairs sent in full.
+    pub peer_ticks_sent: AtomicU64,
+    /// (peer, tick) pairs skipped because the peer's send buffer had no room.
+    pub peer_ticks_skipped_backpressure: AtomicU64,
+    /// (peer, tick) pairs cut short by a send error (peer gone, datagram too large).
+    pub peer_ticks_send_errors: AtomicU64,
+    /// Datagrams handed to quinn.
+    pub datagrams_sent: AtomicU64,
+    /// Payload bytes handed to quinn.
+    pub bytes_out: AtomicU64,
+    /// Input datagrams accepted and passed to the sim.
+    pub inputs_received: AtomicU64,
+    /// Input datagrams over a peer's per-tick allowance, dropped.
+    pub inputs_dropped_rate: AtomicU64,
+    /// Input datagrams dropped because the sim's input channel was full.
+    pub inputs_dropped_channel_full: AtomicU64,
+    /// Connections closed for malformed bytes.
+    pub protocol_errors: AtomicU64,
+    /// Connections closed for sending no Hello in time.
+    pub hello_timeouts: AtomicU64,
+    /// Connections refused before TLS because the server was full.
+    pub refused_before_handshake: AtomicU64,
+    /// Connections replaced by a newer one with the same client id.
+    pub replaced: AtomicU64,
+    /// Nonces forgotten because the replay cache was full.
+    pub nonces_evicted: AtomicU64,
+    /// Membership events that could not be queued (should stay 0).
+    pub membership_events_lost: AtomicU64,
+    /// Rejects by reason, indexed by [`RejectReason::code`].
+    pub rejects: [AtomicU64; RejectReason::ALL.len()],
+}
+
+impl NetCounters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Rejects so far for `reason`.
+    pub fn rejects_for(&self, reason: RejectReason) -> u64 {
+        self.rejects[usize::from(reason.code())].load(Ordering::Relaxed)
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// One published tick: its number and its tick buffer (see `tickcast_shared::chunk`).
+#[derive(Debug, Clone)]
+pub struct PublishedTick {
+    /// The tick.
+    pub tick: Tick,
+    /// The tick buffer: `[u16 length][chunk]` repeated.
+    pub buffer: Bytes,
+}
+
+/// The sim's end of the latest-wins handoff. Publishing never blocks and never queues:
+/// a tick the net thread has not taken yet is replaced by the newer one.
+#[derive(Debug, Clone)]
+pub struct TickPublisher {
+    slot: tokio::sync::watch::Sender<Option<PublishedTick>>,
+    counters: Arc<NetCounters>,
+}
+
+impl TickPublisher {
+    /// Hands the tick to the net thread, replacing any tick it has not taken yet.
+    pub fn publish(&self, tick: Tick, buffer: Bytes) {
+        // The replaced tick (if the net thread never took it) is dropped here; the net
+        // thread counts the gap as coalesced.
+        self.slot.send_replace(Some(PublishedTick { tick, buffer }));
+    }
+
+    /// Counters shared with the net thread.
+    pub fn counters(&self) -> &Arc<NetCounters> {
+        &self.counters
+    }
+}
+
+/// The running network layer.
+pub struct NetHandle {
+    local_addr: SocketAddr,
+    fingerprint: [u8; 32],
+    counters: Arc<NetCounters>,
+    publisher: TickPublisher,
+    membership: Receiver<PeerEvent>,
+    inputs: Receiver<PeerEvent>,
+    join_acks: Sender<JoinAck>,
+    shutdown: Arc<tokio::sync::Notify>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NetHandle {
+    /// The address the endpoint is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// SHA-256 of the server certificate, for clients to pin.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Arc<NetCounters> {
+        &self.counters
+    }
+
+    /// The handoff the sim publishes ticks into.
+    pub fn publisher(&self) -> TickPublisher {
+        self.publisher.clone()
+    }
+
+    /// Calls `f` for every pending event: joins and leaves first, then inputs. Bounded by
+    /// the channels' capacities, so a flood cannot hold the caller for long.
+    pub fn drain_events(&self, mut f: impl FnMut(PeerEvent)) {
+        for event in self.membership.try_iter() {
+            f(event);
+        }
+        for event in self.inputs.try_iter().take(self.inputs.capacity().unwrap_or(0)) {
+            f(event);
+        }
+    }
+
+    /// Tells the net thread which entity a joined client got. The channel is sized to the
+    /// client limit; when full the ack is lost and that client's join times out.
+    pub fn acknowledge_join(&self, ack: JoinAck) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.join_acks.try_send(ack)
+        {
+            NetCounters::add(&self.counters.membership_events_lost, 1);
+        }
+    }
+
+    /// Closes every connection with the shutdown code and stops the thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shutdown.notify_one();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the net thread panicked");
+        }
+    }
+}
+
+impl Drop for NetHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Binds the UDP socket, loads or creates the TLS identity and token key, and starts the
+/// net thread. Fails early, with the reason, if the address is taken.
+pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
+    config.validate()?;
+    let identity = tls::load_or_create_identity(&config.data_dir)?;
+    let fingerprint = identity.fingerprint();
+    let token_key = tls::load_or_create_token_key(&config.token_key_path())?;
+    let socket = std::net::UdpSocket::bind(config.listen).map_err(|source| NetError::Io {
+        what: format!("binding UDP {}", config.listen),
+        source,
+    })?;
+    let local_addr = socket.local_addr().map_err(|source| NetError::Io {
+        what: "reading the bound address".into(),
+        source,
+    })?;
+    let server_config = server::quinn_server_config(&config, identity)?;
+
+    let counters = Arc::new(NetCounters::default());
+    let (slot_tx, slot_rx) = tokio::sync::watch::channel(None);
+    // Each connection contributes at most one Joined and one Left in flight; four per
+    // client leaves room for replacements.
+    let membership_capacity = config.max_clients.saturating_mul(4).max(64);
+    let (membership_tx, membership_rx) = crossbeam_channel::bounded(membership_capacity);
+    let (inputs_tx, inputs_rx) = crossbeam_channel::bounded(config.input_channel_capacity);
+    let (acks_tx, acks_rx) = crossbeam_channel::bounded(membership_capacity);
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| NetError::Io {
+            what: "starting the net runtime".into(),
+            source,
+        })?;
+    let endpoint = {
+        let _guard = runtime.enter();
+        quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| NetError::Io {
+            what: "starting the QUIC endpoint".into(),
+            source,
+        })?
+    };
+    let state = server::NetState::new(
+        config,
+        token_key,
+        counters.clone(),
+        membership_tx,
+        inputs_tx,
+    );
+    let thread_shutdown = shutdown.clone();
+    let thread = std::thread::Builder::new()
+        .name("tickcast-net".into())
+        .spawn(move || {
+            runtime.block_on(server::run(
+                endpoint,
+                state,
+                slot_rx,
+                acks_rx,
+                thread_shutdown,
+            ));
+        })
+        .map_err(|source| NetError::Io {
+            what: "spawning the net thread".into(),
+            source,
+        })?;
+    tracing::info!(%local_addr, "listening (QUIC)");
+    Ok(NetHandle {
+        local_addr,
+        fingerprint,
+        counters: counters.clone(),
+        publisher: TickPublisher {
+            slot: slot_tx,
+            counters,
+        },
+        membership: membership_rx,
+        inputs: inputs_rx,
+        join_acks: acks_tx,
+        shutdown,
+        thread: Some(thread),
+    })
+}

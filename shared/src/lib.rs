@@ -15,6 +15,7 @@
 
 pub mod chunk;
 pub mod close;
+pub mod event;
 pub mod msg;
 pub mod token;
 pub mod wire;

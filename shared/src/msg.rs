@@ -56,11 +56,13 @@ pub enum RejectReason {
     OverMemoryBudget,
     /// The server is shutting down or cannot take joins right now.
     Unavailable,
+    /// The client's QUIC stack does not accept datagrams as large as a chunk.
+    DatagramsUnsupported,
 }
 
 impl RejectReason {
     /// Every reason, in code order.
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::BadVersion,
         RejectReason::BadToken,
         RejectReason::TokenExpired,
@@ -68,6 +70,7 @@ impl RejectReason {
         RejectReason::ServerFull,
         RejectReason::OverMemoryBudget,
         RejectReason::Unavailable,
+        RejectReason::DatagramsUnsupported,
     ];
 
     /// The reason's wire code.
@@ -80,6 +83,7 @@ impl RejectReason {
             RejectReason::ServerFull => 4,
             RejectReason::OverMemoryBudget => 5,
             RejectReason::Unavailable => 6,
+            RejectReason::DatagramsUnsupported => 7,
         }
     }
 
@@ -98,6 +102,7 @@ impl RejectReason {
             RejectReason::ServerFull => "server_full",
             RejectReason::OverMemoryBudget => "over_memory_budget",
             RejectReason::Unavailable => "unavailable",
+            RejectReason::DatagramsUnsupported => "datagrams_unsupported",
         }
     }
 }

@@ -1,0 +1,527 @@
+//! The net thread's tasks: accept, handshake, per-peer input loop, and the fan-out.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use tickcast_shared::chunk::tick_frames;
+use tickcast_shared::event::{JoinAck, PeerEvent};
+use tickcast_shared::msg::{Hello, InputDatagram, Reject, RejectReason, ServerMessage, Welcome};
+use tickcast_shared::token::{TokenError, TokenKey};
+use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
+use tickcast_shared::{PROTOCOL_VERSION, close};
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::time::{Instant, timeout, timeout_at};
+use tracing::Instrument;
+
+use crate::fanout::{PeerSendState, SendDecision, decide_tick_for_peer};
+use crate::nonce::{NonceCache, NonceVerdict};
+use crate::{NetConfig, NetCounters, NetError, PublishedTick, tls};
+
+/// How long a joining client waits for the sim to spawn its entity. A healthy sim answers
+/// within a tick; this only bounds a stuck one.
+const JOIN_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the server lingers after a Reject so the client can read it before the close.
+const REJECT_LINGER: Duration = Duration::from_millis(500);
+
+/// How long shutdown waits for peers to acknowledge the close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+struct Peer {
+    conn: Connection,
+    generation: u64,
+    inputs_this_tick: Arc<AtomicU32>,
+    send_state: PeerSendState,
+}
+
+/// State shared by the net thread's tasks. They all run on one current-thread runtime;
+/// the mutexes are never held across an await.
+pub(crate) struct NetState {
+    config: NetConfig,
+    token_key: TokenKey,
+    counters: Arc<NetCounters>,
+    membership: Sender<PeerEvent>,
+    inputs: Sender<PeerEvent>,
+    peers: Mutex<HashMap<u64, Peer>>,
+    pending_joins: Mutex<HashMap<u64, oneshot::Sender<JoinAck>>>,
+    nonces: Mutex<NonceCache>,
+    next_generation: AtomicU64,
+    current_tick: AtomicU32,
+}
+
+impl NetState {
+    pub(crate) fn new(
+        config: NetConfig,
+        token_key: TokenKey,
+        counters: Arc<NetCounters>,
+        membership: Sender<PeerEvent>,
+        inputs: Sender<PeerEvent>,
+    ) -> Self {
+        let nonces = Mutex::new(NonceCache::new(config.nonce_capacity));
+        Self {
+            config,
+            token_key,
+            counters,
+            membership,
+            inputs,
+            peers: Mutex::new(HashMap::new()),
+            pending_joins: Mutex::new(HashMap::new()),
+            nonces,
+            next_generation: AtomicU64::new(1),
+            current_tick: AtomicU32::new(0),
+        }
+    }
+
+    fn peers(&self) -> MutexGuard<'_, HashMap<u64, Peer>> {
+        // A panic while holding the lock would be a bug in this file; the map is still
+        // consistent (every update is a single insert or remove), so keep serving.
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pending_joins(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<JoinAck>>> {
+        self.pending_joins.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, counter: impl Fn(&NetCounters) -> &AtomicU64) {
+        counter(&self.counters).fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn send_membership(&self, event: PeerEvent) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.membership.try_send(event)
+        {
+            self.count(|c| &c.membership_events_lost);
+        }
+    }
+
+    /// Everything about a Hello that can refuse the client, in order.
+    fn check_hello(&self, hello: &Hello, conn: &Connection) -> Result<(), (RejectReason, String)> {
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err((
+                RejectReason::BadVersion,
+                format!(
+                    "protocol version {} is not the server's {PROTOCOL_VERSION}",
+                    hello.protocol_version
+                ),
+            ));
+        }
+        let now = unix_now_s();
+        match self.token_key.verify(&hello.token, now) {
+            Ok(()) => {}
+            Err(TokenError::Expired { .. }) => {
+                return Err((RejectReason::TokenExpired, "the connect token expired".into()));
+            }
+            Err(e @ (TokenError::BadMac | TokenError::UnknownVersion(_))) => {
+                return Err((RejectReason::BadToken, e.to_string()));
+            }
+        }
+        let needed = self.config.chunk_payload;
+        match conn.max_datagram_size() {
+            Some(size) if size >= needed => {}
+            other => {
+                return Err((
+                    RejectReason::DatagramsUnsupported,
+                    format!(
+                        "snapshots need datagrams of {needed} bytes; the connection allows {other:?} \
+                         (advertise max_datagram_frame_size >= {})",
+                        needed + 9
+                    ),
+                ));
+            }
+        }
+        let client_id = hello.token.client_id;
+        {
+            let peers = self.peers();
+            if peers.len() >= self.config.max_clients && !peers.contains_key(&client_id) {
+                return Err((
+                    RejectReason::ServerFull,
+                    format!("the server is at its limit of {} clients", self.config.max_clients),
+                ));
+            }
+        }
+        let verdict = self
+            .nonces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check_and_remember(hello.token.nonce, hello.token.expires_at_unix_s, now);
+        match verdict {
+            NonceVerdict::Fresh => Ok(()),
+            NonceVerdict::FreshEvictedOldest => {
+                self.count(|c| &c.nonces_evicted);
+                Ok(())
+            }
+            NonceVerdict::Replayed => Err((
+                RejectReason::TokenReplayed,
+                "this connect token was already used".into(),
+            )),
+        }
+    }
+}
+
+pub(crate) fn quinn_server_config(
+    config: &NetConfig,
+    identity: tls::Identity,
+) -> Result<quinn::ServerConfig, NetError> {
+    let crypto = tls::server_crypto(identity)?;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
+        .map_err(|_| NetError::Config("idle_timeout is too large".into()))?;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        // One control stream, nothing else: a peer cannot make us hold stream state.
+        .max_concurrent_bidi_streams(VarInt::from_u32(1))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        // The control stream carries one Hello; flow control bounds what a peer can push.
+        .stream_receive_window(VarInt::from_u32(4096))
+        .receive_window(VarInt::from_u32(8192))
+        .datagram_receive_buffer_size(Some(config.datagram_receive_buffer))
+        .datagram_send_buffer_size(config.datagram_send_buffer)
+        .max_idle_timeout(Some(idle));
+    server.transport_config(Arc::new(transport));
+    Ok(server)
+}
+
+pub(crate) async fn run(
+    endpoint: quinn::Endpoint,
+    state: NetState,
+    slot: watch::Receiver<Option<PublishedTick>>,
+    acks: Receiver<JoinAck>,
+    shutdown: Arc<Notify>,
+) {
+    let state = Arc::new(state);
+    let fanout = tokio::spawn(fan_out(state.clone(), slot, acks));
+    loop {
+        tokio::select! {
+            () = shutdown.notified() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => admit(&state, incoming),
+                None => break,
+            },
+        }
+    }
+    fanout.abort();
+    tracing::info!("closing every connection: server shutting down");
+    endpoint.close(VarInt::from_u32(close::SERVER_SHUTDOWN), b"server shutting down");
+    let _ = timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
+}
+
+/// Refuses before any TLS work when the server is full; otherwise hands the connection
+/// to its own task.
+fn admit(state: &Arc<NetState>, incoming: quinn::Incoming) {
+    let peers = NetCounters::get(&state.counters.peers);
+    let handshaking = NetCounters::get(&state.counters.handshaking);
+    if peers + handshaking >= state.config.max_clients as u64 {
+        state.count(|c| &c.refused_before_handshake);
+        state.count(|c| &c.rejects[usize::from(RejectReason::ServerFull.code())]);
+        incoming.refuse();
+        return;
+    }
+    state.counters.handshaking.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::debug_span!("conn", remote = %incoming.remote_address());
+    let state = state.clone();
+    tokio::spawn(
+        async move {
+            let handshake = HandshakeSlot(state.clone());
+            connection(state, incoming, handshake).await;
+        }
+        .instrument(span),
+    );
+}
+
+/// Holds one `handshaking` count until dropped.
+struct HandshakeSlot(Arc<NetState>);
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.counters.handshaking.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+enum HelloError {
+    /// The peer sent bytes that are not a Hello.
+    Protocol(String),
+    /// The connection failed underneath.
+    Connection,
+}
+
+async fn read_hello(conn: &Connection) -> Result<(SendStream, RecvStream, Hello), HelloError> {
+    let (send, mut recv) = conn.accept_bi().await.map_err(|_| HelloError::Connection)?;
+    let mut prefix = [0u8; FRAME_PREFIX_LEN];
+    read_exact(&mut recv, &mut prefix).await?;
+    let len = wire::frame_len(prefix).map_err(|e| HelloError::Protocol(e.to_string()))?;
+    let mut body = [0u8; MAX_MESSAGE_LEN];
+    read_exact(&mut recv, &mut body[..len]).await?;
+    let hello = wire::decode_exact::<Hello>(&body[..len])
+        .map_err(|e| HelloError::Protocol(format!("bad Hello: {e}")))?;
+    Ok((send, recv, hello))
+}
+
+async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), HelloError> {
+    recv.read_exact(buf).await.map_err(|e| match e {
+        quinn::ReadExactError::FinishedEarly(_) => {
+            HelloError::Protocol("control stream ended inside a frame".into())
+        }
+        quinn::ReadExactError::ReadError(_) => HelloError::Connection,
+    })
+}
+
+async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: HandshakeSlot) {
+    let deadline = Instant::now() + state.config.hello_timeout;
+    let connecting = match incoming.accept() {
+        Ok(connecting) => connecting,
+        Err(e) => {
+            tracing::debug!("handshake failed: {e}");
+            return;
+        }
+    };
+    let conn = match timeout_at(deadline, connecting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!("handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            state.count(|c| &c.hello_timeouts);
+            return;
+        }
+    };
+    let (mut send, recv, hello) = match timeout_at(deadline, read_hello(&conn)).await {
+        Ok(Ok(parts)) => parts,
+        Ok(Err(HelloError::Protocol(why))) => {
+            tracing::debug!("protocol error in the handshake: {why}");
+            state.count(|c| &c.protocol_errors);
+            conn.close(VarInt::from_u32(close::PROTOCOL_ERROR), why.as_bytes());
+            return;
+        }
+        Ok(Err(HelloError::Connection)) => return,
+        Err(_) => {
+            state.count(|c| &c.hello_timeouts);
+            conn.close(VarInt::from_u32(close::HELLO_TIMEOUT), b"no Hello in time");
+            return;
+        }
+    };
+    if let Err((reason, detail)) = state.check_hello(&hello, &conn) {
+        reject(&state, &conn, send, reason, &detail).await;
+        return;
+    }
+    let client_id = hello.token.client_id;
+
+    // One connection per client id: the newer replaces the older.
+    let replaced = state.peers().remove(&client_id);
+    if let Some(old) = replaced {
+        state.count(|c| &c.replaced);
+        state.counters.peers.fetch_sub(1, Ordering::Relaxed);
+        old.conn.close(VarInt::from_u32(close::REPLACED), b"replaced by a newer connection");
+        state.send_membership(PeerEvent::Left { client_id });
+    }
+
+    let (ack_tx, ack_rx) = oneshot::channel();
+    state.pending_joins().insert(client_id, ack_tx);
+    if state.membership.try_send(PeerEvent::Joined { client_id }).is_err() {
+        state.pending_joins().remove(&client_id);
+        reject(&state, &conn, send, RejectReason::Unavailable, "the server is busy").await;
+        return;
+    }
+    let ack = match timeout(JOIN_ACK_TIMEOUT, ack_rx).await {
+        Ok(Ok(ack)) => ack,
+        _ => {
+            // The sim may still spawn the entity later; the Left makes it despawn again.
+            state.send_membership(PeerEvent::Left { client_id });
+            reject(&state, &conn, send, RejectReason::Unavailable, "the simulation did not answer").await;
+            return;
+        }
+    };
+    let welcome = ServerMessage::Welcome(Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        client_id,
+        entity: ack.entity,
+        tick_rate: state.config.tick_rate,
+        chunk_payload: u16::try_from(state.config.chunk_payload).unwrap_or(u16::MAX),
+        arena_width: state.config.arena.0,
+        arena_height: state.config.arena.1,
+        server_tick: state.current_tick.load(Ordering::Relaxed),
+    });
+    if write_message(&mut send, &welcome).await.is_err() {
+        state.send_membership(PeerEvent::Left { client_id });
+        return;
+    }
+
+    let generation = state.next_generation.fetch_add(1, Ordering::Relaxed);
+    let inputs_this_tick = Arc::new(AtomicU32::new(0));
+    state.peers().insert(
+        client_id,
+        Peer {
+            conn: conn.clone(),
+            generation,
+            inputs_this_tick: inputs_this_tick.clone(),
+            send_state: PeerSendState::default(),
+        },
+    );
+    state.counters.peers.fetch_add(1, Ordering::Relaxed);
+    drop(handshake);
+    tracing::debug!(client_id, entity = ack.entity, "joined");
+
+    serve_peer(&state, &conn, client_id, recv, &inputs_this_tick).await;
+
+    let mut peers = state.peers();
+    if peers.get(&client_id).is_some_and(|p| p.generation == generation) {
+        peers.remove(&client_id);
+        drop(peers);
+        state.counters.peers.fetch_sub(1, Ordering::Relaxed);
+        state.send_membership(PeerEvent::Left { client_id });
+        tracing::debug!(client_id, "left");
+    }
+    // Keep the send half alive until here: dropping it earlier would reset the stream.
+    drop(send);
+}
+
+/// Reads the peer's input datagrams until it leaves or misbehaves.
+async fn serve_peer(
+    state: &NetState,
+    conn: &Connection,
+    client_id: u64,
+    mut control: RecvStream,
+    inputs_this_tick: &AtomicU32,
+) {
+    let mut control_open = true;
+    let mut scratch = [0u8; 64];
+    loop {
+        tokio::select! {
+            datagram = conn.read_datagram() => {
+                let Ok(bytes) = datagram else { return };
+                let datagram = match InputDatagram::decode(&bytes) {
+                    Ok(datagram) => datagram,
+                    Err(e) => {
+                        tracing::debug!(client_id, "malformed datagram: {e}");
+                        state.count(|c| &c.protocol_errors);
+                        conn.close(VarInt::from_u32(close::PROTOCOL_ERROR), b"malformed datagram");
+                        return;
+                    }
+                };
+                if inputs_this_tick.fetch_add(1, Ordering::Relaxed) >= state.config.max_inputs_per_tick {
+                    state.count(|c| &c.inputs_dropped_rate);
+                    continue;
+                }
+                match state.inputs.try_send(PeerEvent::Input { client_id, datagram }) {
+                    Ok(()) => state.count(|c| &c.inputs_received),
+                    Err(TrySendError::Full(_)) => state.count(|c| &c.inputs_dropped_channel_full),
+                    Err(TrySendError::Disconnected(_)) => return,
+                }
+            }
+            read = control.read(&mut scratch), if control_open => match read {
+                // Nothing may follow the Hello in protocol version 1.
+                Ok(Some(_)) => {
+                    state.count(|c| &c.protocol_errors);
+                    conn.close(VarInt::from_u32(close::PROTOCOL_ERROR), b"unexpected bytes on the control stream");
+                    return;
+                }
+                Ok(None) => control_open = false,
+                Err(_) => return,
+            },
+        }
+    }
+}
+
+async fn reject(
+    state: &NetState,
+    conn: &Connection,
+    mut send: SendStream,
+    reason: RejectReason,
+    detail: &str,
+) {
+    tracing::debug!(reason = reason.name(), "rejecting: {detail}");
+    state.count(|c| &c.rejects[usize::from(reason.code())]);
+    let message = ServerMessage::Reject(Reject::new(reason, detail));
+    if write_message(&mut send, &message).await.is_ok() && send.finish().is_ok() {
+        // Give the client a moment to read the Reject before the close discards it.
+        let _ = timeout(REJECT_LINGER, send.stopped()).await;
+    }
+    conn.close(VarInt::from_u32(close::for_reject(reason)), reason.name().as_bytes());
+}
+
+async fn write_message(send: &mut SendStream, message: &ServerMessage) -> Result<(), ()> {
+    let mut frame = [0u8; FRAME_PREFIX_LEN + MAX_MESSAGE_LEN];
+    let len = wire::encode_frame(message, &mut frame).map_err(|_| ())?;
+    send.write_all(&frame[..len]).await.map_err(|_| ())
+}
+
+/// Waits for each published tick and sends it to every peer that has room for all of it.
+async fn fan_out(
+    state: Arc<NetState>,
+    mut slot: watch::Receiver<Option<PublishedTick>>,
+    acks: Receiver<JoinAck>,
+) {
+    // Reused every tick: the fan-out allocates nothing of its own in steady state.
+    let mut frames: Vec<Range<usize>> = Vec::with_capacity(1024);
+    let mut last_tick: Option<u32> = None;
+    while slot.changed().await.is_ok() {
+        let published = slot.borrow_and_update().clone();
+        for ack in acks.try_iter() {
+            if let Some(waiting) = state.pending_joins().remove(&ack.client_id) {
+                let _ = waiting.send(ack);
+            }
+        }
+        let Some(published) = published else { continue };
+        if let Some(last) = last_tick {
+            let gap = published.tick.wrapping_sub(last).saturating_sub(1);
+            state
+                .counters
+                .ticks_coalesced
+                .fetch_add(u64::from(gap), Ordering::Relaxed);
+        }
+        last_tick = Some(published.tick);
+        state.current_tick.store(published.tick, Ordering::Relaxed);
+        state.count(|c| &c.ticks_fanned_out);
+
+        frames.clear();
+        frames.extend(tick_frames(&published.buffer));
+        let tick_bytes: usize = frames.iter().map(|r| r.len()).sum();
+        let mut sent = 0u64;
+        let mut sent_bytes = 0u64;
+        for peer in state.peers().values_mut() {
+            peer.inputs_this_tick.store(0, Ordering::Relaxed);
+            let space = peer.conn.datagram_send_buffer_space();
+            match decide_tick_for_peer(&mut peer.send_state, space, tick_bytes) {
+                SendDecision::Skip => state.count(|c| &c.peer_ticks_skipped_backpressure),
+                SendDecision::Send => {
+                    let mut whole = true;
+                    for range in &frames {
+                        let len = range.len() as u64;
+                        match peer.conn.send_datagram(published.buffer.slice(range.clone())) {
+                            Ok(()) => {
+                                sent += 1;
+                                sent_bytes += len;
+                            }
+                            Err(e) => {
+                                tracing::trace!("send_datagram: {e}");
+                                whole = false;
+                                break;
+                            }
+                        }
+                    }
+                    if whole {
+                        state.count(|c| &c.peer_ticks_sent);
+                    } else {
+                        state.count(|c| &c.peer_ticks_send_errors);
+                    }
+                }
+            }
+        }
+        state.counters.datagrams_sent.fetch_add(sent, Ordering::Relaxed);
+        state.counters.bytes_out.fetch_add(sent_bytes, Ordering::Relaxed);
+    }
+}
+
+fn unix_now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
