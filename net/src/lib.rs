@@ -39,7 +39,7 @@ pub use nonce::{NonceCache, NonceVerdict};
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     /// A file or socket operation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,

@@ -1,1 +1,106 @@
-fn main() {}
+//! `tickcast-server`: runs the simulation and serves it over QUIC.
+//!
+//! Glue only: parse the flags, validate them into a config, start
+//! [`tickcast_sim::server::Server`], and stop it cleanly on Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use clap::Parser;
+use tickcast_net::NetConfig;
+use tickcast_net::tls::fingerprint_hex;
+use tickcast_sim::SimConfig;
+use tickcast_sim::server::{Server, ServerConfig};
+
+/// Authoritative game-simulation server: a fixed-step world broadcast as QUIC datagrams.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// UDP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    listen: SocketAddr,
+    /// Ticks (and snapshots) per second.
+    #[arg(long, default_value_t = 30)]
+    tick_rate: u16,
+    /// Directory for the certificate and the token key (created on first run).
+    #[arg(long, default_value = ".tickcast")]
+    data_dir: PathBuf,
+    /// Connect-token key file (default: <data-dir>/token.key, created on first run).
+    #[arg(long)]
+    token_key_file: Option<PathBuf>,
+    /// NPCs in the world besides players.
+    #[arg(long, default_value_t = 200)]
+    npcs: u32,
+    /// Seed of the world's RNG.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Most clients connected at once.
+    #[arg(long, default_value_t = 2000)]
+    max_clients: usize,
+    /// Arena side in world units (1 to 1023).
+    #[arg(long, default_value_t = 512)]
+    arena: u16,
+}
+
+impl Args {
+    fn into_config(self) -> ServerConfig {
+        ServerConfig {
+            net: NetConfig {
+                listen: self.listen,
+                data_dir: self.data_dir,
+                token_key_file: self.token_key_file,
+                max_clients: self.max_clients,
+                ..NetConfig::default()
+            },
+            sim: SimConfig {
+                tick_rate: self.tick_rate,
+                npcs: self.npcs,
+                seed: self.seed,
+                arena_width: self.arena,
+                arena_height: self.arena,
+                ..SimConfig::default()
+            },
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stdout)
+        .init();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.into_config();
+    let data_dir = config.net.data_dir.clone();
+    let server = Server::start(config)?;
+    tracing::info!(
+        "tickcast-server listening on {} (data dir {})",
+        server.local_addr(),
+        data_dir.display()
+    );
+    tracing::info!(
+        "certificate fingerprint (SHA-256): {}",
+        fingerprint_hex(&server.fingerprint())
+    );
+    let stop = server.stop_flag();
+    ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C/SIGTERM handler")?;
+    server.wait();
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! Reassembling ticks from chunks and measuring delivery, loss and latency. Pure code
+//! over parsed chunks: no socket, no clock (times are passed in).
+
+use tickcast_shared::chunk::{Chunk, EntityRecord};
+
+/// How many ticks can be in flight at once before the oldest is judged. At 30 Hz that
+/// is a quarter of a second of reordering tolerance.
+pub const TICKS_IN_FLIGHT: usize = 8;
+
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    tick: Option<u32>,
+    chunk_count: u16,
+    received: u16,
+    seen: Vec<u64>,
+    records: Vec<EntityRecord>,
+    entities: usize,
+}
+
+impl Slot {
+    fn reset(&mut self, tick: u32, chunk_count: u16) {
+        self.tick = Some(tick);
+        self.chunk_count = chunk_count;
+        self.received = 0;
+        self.seen.clear();
+        self.seen.resize(usize::from(chunk_count).div_ceil(64), 0);
+        self.records.clear();
+        self.entities = 0;
+    }
+}
+
+/// What a chunk meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    /// The chunk completed its tick; the tick had this many entities.
+    Completed {
+        /// The tick.
+        tick: u32,
+        /// Entities in it.
+        entities: usize,
+    },
+    /// Part of a tick still missing chunks.
+    Partial,
+    /// A chunk already received (counted, ignored).
+    Duplicate,
+    /// A chunk of a tick too old to track any more (counted, ignored).
+    Stale,
+    /// A chunk whose count disagrees with the tick's other chunks (counted, ignored).
+    Inconsistent,
+}
+
+/// Delivery figures of one client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// The first tick a chunk arrived for.
+    pub first_tick: Option<u32>,
+    /// The newest tick a chunk arrived for.
+    pub last_tick: Option<u32>,
+    /// Ticks received whole.
+    pub complete: u64,
+    /// Chunks received (duplicates and stale ones excluded).
+    pub chunks_received: u64,
+    /// Chunks of judged ticks that never arrived (whole missing ticks counted at the
+    /// chunk count of the tick before them).
+    pub chunks_lost: u64,
+    /// Duplicate, stale or inconsistent chunks.
+    pub chunks_ignored: u64,
+    /// Entities in the newest complete tick.
+    pub entities_last_snapshot: usize,
+    /// The newest complete tick.
+    pub last_complete_tick: Option<u32>,
+}
+
+impl Delivery {
+    /// Ticks the server published between the first and the last tick seen.
+    pub fn expected(&self) -> u64 {
+        match (self.first_tick, self.last_tick) {
+            (Some(first), Some(last)) => u64::from(last.wrapping_sub(first)) + 1,
+            _ => 0,
+        }
+    }
+
+    /// Complete ticks over expected ticks (1.0 when nothing was expected).
+    pub fn ratio(&self) -> f64 {
+        let expected = self.expected();
+        if expected == 0 {
+            return 0.0;
+        }
+        self.complete as f64 / expected as f64
+    }
+}
+
+/// Puts a client's chunks back together into ticks and keeps its delivery figures.
+#[derive(Debug, Clone)]
+pub struct TickAssembler {
+    slots: Vec<Slot>,
+    keep_records: bool,
+    delivery: Delivery,
+    last_chunk_count: u16,
+    complete_records: Vec<EntityRecord>,
+    ticks_seen: u64,
+    judged_losses: u64,
+}
+
+impl TickAssembler {
+    /// An assembler; with `keep_records` it keeps the newest complete tick's records.
+    pub fn new(keep_records: bool) -> Self {
+        Self {
+            slots: vec![Slot::default(); TICKS_IN_FLIGHT],
+            keep_records,
+            delivery: Delivery::default(),
+            last_chunk_count: 1,
+            complete_records: Vec::new(),
+            ticks_seen: 0,
+            judged_losses: 0,
+        }
+    }
+
+    /// The figures so far.
+    pub fn delivery(&self) -> Delivery {
+        let mut delivery = self.delivery;
+        // Ticks no chunk arrived for count whole, at the chunk count last seen.
+        let never_seen = delivery.expected().saturating_sub(self.ticks_seen);
+        delivery.chunks_lost = self.judged_losses + never_seen * u64::from(self.last_chunk_count);
+        delivery
+    }
+
+    /// Records of the newest complete tick (empty unless built with `keep_records`).
+    pub fn complete_records(&self) -> &[EntityRecord] {
+        &self.complete_records
+    }
+
+    /// Takes one parsed chunk.
+    pub fn on_chunk(&mut self, chunk: &Chunk<'_>) -> ChunkOutcome {
+        let header = chunk.header;
+        let tick = header.tick;
+        let newest = self.delivery.last_tick;
+        if let Some(newest) = newest
+            && newest.wrapping_sub(tick) < u32::MAX / 2
+            && newest - tick >= TICKS_IN_FLIGHT as u32
+        {
+            self.delivery.chunks_ignored += 1;
+            return ChunkOutcome::Stale;
+        }
+        if self.delivery.first_tick.is_none() {
+            self.delivery.first_tick = Some(tick);
+        }
+        if newest.is_none_or(|n| tick.wrapping_sub(n) < u32::MAX / 2 && tick > n) {
+            self.delivery.last_tick = Some(tick);
+        }
+
+        let index = tick as usize % TICKS_IN_FLIGHT;
+        if self.slots[index].tick != Some(tick) {
+            self.judge(index);
+            self.slots[index].reset(tick, header.chunk_count);
+            self.ticks_seen += 1;
+        }
+        let slot = &mut self.slots[index];
+        if slot.chunk_count != header.chunk_count {
+            self.delivery.chunks_ignored += 1;
+            return ChunkOutcome::Inconsistent;
+        }
+        let (word, bit) = (usize::from(header.chunk_index) / 64, header.chunk_index % 64);
+        if slot.seen[word] & (1 << bit) != 0 {
+            self.delivery.chunks_ignored += 1;
+            return ChunkOutcome::Duplicate;
+        }
+        slot.seen[word] |= 1 << bit;
+        slot.received += 1;
+        slot.entities += usize::from(header.record_count);
+        self.delivery.chunks_received += 1;
+        self.last_chunk_count = header.chunk_count;
+        if self.keep_records {
+            slot.records.extend(chunk.records());
+        }
+        if slot.received < slot.chunk_count {
+            return ChunkOutcome::Partial;
+        }
+        self.delivery.complete += 1;
+        let entities = slot.entities;
+        if self.delivery.last_complete_tick.is_none_or(|t| tick > t) {
+            self.delivery.last_complete_tick = Some(tick);
+            self.delivery.entities_last_snapshot = entities;
+            if self.keep_records {
+                std::mem::swap(&mut self.complete_records, &mut slot.records);
+            }
+        }
+        ChunkOutcome::Completed { tick, entities }
+    }
+
+    /// Judges every tick still in flight, except the newest `grace` ticks (which may
+    /// still be arriving), then stops counting them: call once at the end of a run.
+    pub fn finish(&mut self, grace: u32) -> Delivery {
+        let Some(newest) = self.delivery.last_tick else {
+            return self.delivery;
+        };
+        let cutoff = newest.saturating_sub(grace);
+        for index in 0..self.slots.len() {
+            match self.slots[index].tick {
+                Some(tick) if tick <= cutoff => self.judge(index),
+                Some(_) => {
+                    // In flight: drop it from the figures entirely.
+                    let slot = &self.slots[index];
+                    if slot.received == slot.chunk_count {
+                        self.delivery.complete -= 1;
+                    }
+                    self.delivery.chunks_received -= u64::from(slot.received);
+                    self.ticks_seen -= 1;
+                    self.slots[index].tick = None;
+                }
+                None => {}
+            }
+        }
+        if let Some(first) = self.delivery.first_tick {
+            self.delivery.last_tick = Some(cutoff.max(first));
+        }
+        self.delivery()
+    }
+
+    fn judge(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        if slot.tick.take().is_some() {
+            self.judged_losses += u64::from(slot.chunk_count - slot.received);
+        }
+    }
+}
+
+/// A latency histogram: 50 µs buckets to 10 ms, then 1 ms buckets to 1 s, then one
+/// overflow bucket. About 5 KB, fixed, whatever the run length.
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram {
+    buckets: Vec<u32>,
+    count: u64,
+}
+
+const FINE_BUCKETS: usize = 200;
+const FINE_US: u64 = 50;
+const COARSE_BUCKETS: usize = 990;
+const COARSE_US: u64 = 1000;
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: vec![0; FINE_BUCKETS + COARSE_BUCKETS + 1],
+            count: 0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Records one sample in microseconds.
+    pub fn record(&mut self, micros: u64) {
+        let fine_limit = FINE_BUCKETS as u64 * FINE_US;
+        let index = if micros < fine_limit {
+            (micros / FINE_US) as usize
+        } else {
+            (FINE_BUCKETS + ((micros - fine_limit) / COARSE_US) as usize)
+                .min(FINE_BUCKETS + COARSE_BUCKETS)
+        };
+        self.buckets[index] = self.buckets[index].saturating_add(1);
+        self.count += 1;
+    }
+
+    /// Adds another histogram's samples.
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a = a.saturating_add(*b);
+        }
+        self.count += other.count;
+    }
+
+    /// Samples recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The `q` quantile (0..=1) in milliseconds, as the upper edge of its bucket; `None`
+    /// with no samples.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        for (index, &n) in self.buckets.iter().enumerate() {
+            seen += u64::from(n);
+            if seen >= rank {
+                let upper_us = if index < FINE_BUCKETS {
+                    (index as u64 + 1) * FINE_US
+                } else {
+                    FINE_BUCKETS as u64 * FINE_US + (index - FINE_BUCKETS + 1) as u64 * COARSE_US
+                };
+                return Some(upper_us as f64 / 1000.0);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickcast_shared::chunk::{
+        CHUNK_HEADER_LEN, ChunkHeader, parse_chunk, write_header,
+    };
+
+    fn chunk_bytes(tick: u32, index: u16, count: u16) -> Vec<u8> {
+        let mut bytes = vec![0u8; CHUNK_HEADER_LEN];
+        let header = ChunkHeader {
+            tick,
+            chunk_index: index,
+            chunk_count: count,
+            ..Default::default()
+        };
+        write_header(&header, (&mut bytes[..]).try_into().unwrap());
+        bytes
+    }
+
+    fn feed(assembler: &mut TickAssembler, tick: u32, index: u16, count: u16) -> ChunkOutcome {
+        let bytes = chunk_bytes(tick, index, count);
+        assembler.on_chunk(&parse_chunk(&bytes).unwrap())
+    }
+
+    #[test]
+    fn whole_ticks_complete_and_missing_chunks_count_as_lost() {
+        let mut a = TickAssembler::new(false);
+        assert_eq!(feed(&mut a, 10, 0, 2), ChunkOutcome::Partial);
+        assert!(matches!(feed(&mut a, 10, 1, 2), ChunkOutcome::Completed { tick: 10, .. }));
+        assert_eq!(feed(&mut a, 10, 1, 2), ChunkOutcome::Duplicate);
+        feed(&mut a, 11, 0, 2); // tick 11 loses chunk 1
+        for tick in 12..30 {
+            feed(&mut a, tick, 0, 2);
+            feed(&mut a, tick, 1, 2);
+        }
+        let d = a.finish(0);
+        assert_eq!(d.expected(), 20);
+        assert_eq!(d.complete, 19);
+        assert_eq!(d.chunks_lost, 1);
+        assert_eq!(d.chunks_ignored, 1);
+    }
+
+    #[test]
+    fn a_gap_of_whole_ticks_is_undelivered_and_lost() {
+        let mut a = TickAssembler::new(false);
+        feed(&mut a, 1, 0, 1);
+        feed(&mut a, 50, 0, 1);
+        let d = a.finish(0);
+        assert_eq!(d.expected(), 50);
+        assert_eq!(d.complete, 2);
+        assert_eq!(d.chunks_lost, 48);
+        assert_eq!(feed(&mut a, 2, 0, 1), ChunkOutcome::Stale);
+    }
+
+    #[test]
+    fn finish_leaves_the_newest_ticks_out() {
+        let mut a = TickAssembler::new(false);
+        for tick in 0..10 {
+            feed(&mut a, tick, 0, 1);
+        }
+        feed(&mut a, 10, 0, 2); // in flight when the run ends
+        let d = a.finish(1);
+        assert_eq!(d.expected(), 10);
+        assert_eq!(d.complete, 10);
+        assert_eq!(d.chunks_lost, 0);
+    }
+
+    #[test]
+    fn latency_quantiles_land_in_the_right_bucket() {
+        let mut h = LatencyHistogram::default();
+        assert_eq!(h.quantile_ms(0.5), None);
+        for micros in [100, 200, 300, 400, 25_000] {
+            h.record(micros);
+        }
+        assert_eq!(h.quantile_ms(0.5), Some(0.35));
+        assert_eq!(h.quantile_ms(1.0), Some(26.0));
+        h.record(10_000_000);
+        assert_eq!(h.count(), 6);
+    }
+}

@@ -1,0 +1,114 @@
+//! The simulation's configuration.
+
+use tickcast_shared::chunk::{DEFAULT_CHUNK_PAYLOAD, MIN_CHUNK_PAYLOAD, POSITION_SCALE};
+
+/// How the world is set up and how it runs. Every field has a default that says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Ticks per second. Default 30: the broadcast rate the seed's failing server ran at.
+    pub tick_rate: u16,
+    /// Arena width in world units, 1 to 1023 (positions travel as `u16` in 1/64 units).
+    /// Default 512: room for a few hundred entities without crowding.
+    pub arena_width: u16,
+    /// Arena height in world units. Default 512.
+    pub arena_height: u16,
+    /// Side of a spatial cell in world units; snapshot chunks group entities by cell.
+    /// Default 64: an 8 × 8 grid on the default arena.
+    pub cell_size: u16,
+    /// NPCs spawned at start. Default 200: enough that a snapshot spans several chunks.
+    pub npcs: u32,
+    /// Seed of the world's RNG. Default 1; the same seed and inputs give the same world.
+    pub seed: u64,
+    /// Largest chunk in bytes. Default 1,150 (see `tickcast_shared::chunk`).
+    pub chunk_payload: usize,
+    /// Snapshot buffers in the pool. Default 4: one being written, one in the handoff,
+    /// one being sent, one spare for a tick when sending runs late.
+    pub snapshot_buffers: usize,
+    /// Player speed in world units per second. Default 48.
+    pub player_speed: u32,
+    /// NPC speed in world units per second. Default 24.
+    pub npc_speed: u32,
+    /// Input datagrams applied per client per tick; the rest are dropped and counted.
+    /// Default 4: a client sends one per tick, 4 absorbs bunching after a stall.
+    pub max_inputs_per_tick: u8,
+    /// Entities the snapshot buffers are sized for at start; more grow them once.
+    /// Default 0: derived from `npcs` plus room for 256 players.
+    pub expected_entities: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            tick_rate: 30,
+            arena_width: 512,
+            arena_height: 512,
+            cell_size: 64,
+            npcs: 200,
+            seed: 1,
+            chunk_payload: DEFAULT_CHUNK_PAYLOAD,
+            snapshot_buffers: 4,
+            player_speed: 48,
+            npc_speed: 24,
+            max_inputs_per_tick: 4,
+            expected_entities: 0,
+        }
+    }
+}
+
+/// A configuration value the simulation cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid simulation config: {0}")]
+pub struct ConfigError(pub String);
+
+impl SimConfig {
+    /// Checks every field; returns the first problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError(msg));
+        if !(1..=240).contains(&self.tick_rate) {
+            return bad(format!("tick_rate {} must be 1 to 240", self.tick_rate));
+        }
+        for (name, side) in [("arena_width", self.arena_width), ("arena_height", self.arena_height)] {
+            if !(1..=1023).contains(&side) {
+                return bad(format!("{name} {side} must be 1 to 1023 world units"));
+            }
+        }
+        if self.cell_size == 0 {
+            return bad("cell_size must be at least 1".into());
+        }
+        if self.cells() > usize::from(u16::MAX) {
+            return bad("cell_size is too small for the arena (over 65,535 cells)".into());
+        }
+        if !(MIN_CHUNK_PAYLOAD..=1200).contains(&self.chunk_payload) {
+            return bad(format!(
+                "chunk_payload {} must be {MIN_CHUNK_PAYLOAD} to 1200",
+                self.chunk_payload
+            ));
+        }
+        if self.snapshot_buffers < 2 {
+            return bad("snapshot_buffers must be at least 2".into());
+        }
+        if self.npcs > 1_000_000 {
+            return bad(format!("npcs {} exceeds 1,000,000", self.npcs));
+        }
+        Ok(())
+    }
+
+    /// Columns of the cell grid.
+    pub fn cell_columns(&self) -> usize {
+        usize::from(self.arena_width).div_ceil(usize::from(self.cell_size))
+    }
+
+    /// Number of cells in the grid.
+    pub fn cells(&self) -> usize {
+        self.cell_columns() * usize::from(self.arena_height).div_ceil(usize::from(self.cell_size))
+    }
+
+    /// Largest position on each axis, in 1/64 units.
+    pub fn max_position(&self) -> (i32, i32) {
+        let scale = POSITION_SCALE as i32;
+        (
+            i32::from(self.arena_width) * scale - 1,
+            i32::from(self.arena_height) * scale - 1,
+        )
+    }
+}

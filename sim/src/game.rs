@@ -1,0 +1,374 @@
+//! The demo game: players moved by their inputs under server rules, NPCs that wander.
+//!
+//! Positions are integers in 1/64 world units, and every rule is integer arithmetic, so
+//! the same inputs give the same world on every machine.
+
+use std::collections::BTreeMap;
+
+use bevy_ecs::prelude::*;
+use tickcast_shared::chunk::{KIND_NPC, KIND_PLAYER, POSITION_SCALE};
+use tickcast_shared::msg::InputCmd;
+
+use crate::config::SimConfig;
+use crate::rng::SimRng;
+
+/// The order systems run in within a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, SystemSet)]
+pub enum TickSet {
+    /// Turn the inputs received for this tick into intents.
+    Input,
+    /// Move and act.
+    Simulate,
+    /// Hash the state and encode the snapshot.
+    Snapshot,
+}
+
+/// Stable network id, never reused within a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Component)]
+pub struct NetId(pub u32);
+
+/// What an entity is, as the snapshot names it (`tickcast_shared::chunk::KIND_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Component)]
+pub struct Kind(pub u8);
+
+/// Position in 1/64 world units, within the arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Component)]
+pub struct Position {
+    /// X, 0 at the left edge.
+    pub x: i32,
+    /// Y, 0 at the top edge.
+    pub y: i32,
+}
+
+/// Heading, a full turn in 65,536 steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Component)]
+pub struct Heading(pub u16);
+
+/// Health, 0 to 255.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Component)]
+pub struct Health(pub u8);
+
+/// A player-controlled entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Component)]
+pub struct Player {
+    /// The client that controls it.
+    pub client_id: u64,
+    /// Newest input sequence applied; older and equal sequences are ignored.
+    pub last_seq: Option<u32>,
+    /// The newest input: what the player wants this tick.
+    pub intent: InputCmd,
+    /// Input datagrams taken this tick (reset every tick).
+    pub datagrams_this_tick: u8,
+    /// Score.
+    pub score: u16,
+}
+
+/// A wandering NPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Component)]
+pub struct Npc {
+    /// Index into [`COMPASS`].
+    pub direction: u8,
+    /// Ticks until it picks a new direction.
+    pub ticks_left: u16,
+}
+
+/// Eight directions as (dx, dy) intents, 0 = +x, counter-clockwise with y down.
+pub const COMPASS: [(i8, i8); 8] = [
+    (127, 0),
+    (90, -90),
+    (0, -127),
+    (-90, -90),
+    (-127, 0),
+    (-90, 90),
+    (0, 127),
+    (90, 90),
+];
+
+/// The world's settings, as a resource systems can read.
+#[derive(Debug, Clone, Resource)]
+pub struct Settings(pub SimConfig);
+
+/// The tick being simulated: 0 during the first `step`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Resource)]
+pub struct CurrentTick(pub u32);
+
+/// Hands out [`NetId`]s in order.
+#[derive(Debug, Clone, Default, Resource)]
+pub struct NetIds {
+    next: u32,
+}
+
+impl NetIds {
+    /// The next unused id.
+    pub fn allocate(&mut self) -> NetId {
+        let id = NetId(self.next);
+        self.next = self.next.wrapping_add(1);
+        id
+    }
+}
+
+/// Which entity each connected client controls. A `BTreeMap` so that any iteration is
+/// in a fixed order.
+#[derive(Debug, Clone, Default, Resource)]
+pub struct Clients(pub BTreeMap<u64, Entity>);
+
+/// What the simulation counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Resource)]
+pub struct SimCounters {
+    /// Inputs that became a player's intent.
+    pub inputs_applied: u64,
+    /// Inputs ignored because their sequence (or a newer one) was already applied: the
+    /// redundant copies every input datagram carries.
+    pub inputs_already_applied: u64,
+    /// Input datagrams over the per-tick allowance, dropped.
+    pub inputs_dropped_rate: u64,
+    /// Input datagrams for a client with no entity (left, or never joined).
+    pub inputs_unknown_client: u64,
+    /// Ticks whose snapshot was not published because every pool buffer was still held.
+    pub snapshots_skipped_pool_busy: u64,
+    /// Times a pool buffer had to grow because the world outgrew it.
+    pub snapshot_buffer_grows: u64,
+}
+
+/// How far an entity moves in one tick at `speed` world units per second, in 1/64 units.
+pub fn step_per_tick(speed: u32, tick_rate: u16) -> i32 {
+    (speed * POSITION_SCALE / u32::from(tick_rate.max(1))) as i32
+}
+
+/// Moves `(x, y)` by an intent of up to 127 on each axis, scaled so the length of the
+/// move never exceeds `step` (diagonals are not faster), and clamps it to the arena.
+pub fn move_by_intent(pos: &mut Position, intent: (i8, i8), step: i32, max: (i32, i32)) {
+    let dx = i32::from(intent.0.max(-127));
+    let dy = i32::from(intent.1.max(-127));
+    let length = isqrt((dx * dx + dy * dy) as u32) as i32;
+    if length == 0 {
+        return;
+    }
+    let denominator = length.max(127);
+    pos.x = (pos.x + dx * step / denominator).clamp(0, max.0);
+    pos.y = (pos.y + dy * step / denominator).clamp(0, max.1);
+}
+
+/// Integer square root (floor).
+fn isqrt(n: u32) -> u32 {
+    if n < 2 {
+        return n;
+    }
+    let mut x = n;
+    let mut y = x.div_ceil(2);
+    while y < x {
+        x = y;
+        y = (x + n / x) / 2;
+    }
+    x
+}
+
+/// A random position inside the arena.
+pub fn random_position(rng: &mut SimRng, config: &SimConfig) -> Position {
+    let (max_x, max_y) = config.max_position();
+    Position {
+        x: rng.below(max_x as u32 + 1) as i32,
+        y: rng.below(max_y as u32 + 1) as i32,
+    }
+}
+
+/// Spawns one NPC.
+pub fn spawn_npc(world: &mut World) -> NetId {
+    let config = world.resource::<Settings>().0.clone();
+    let (position, npc) = {
+        let mut rng = world.resource_mut::<SimRng>();
+        let position = random_position(&mut rng, &config);
+        let npc = Npc {
+            direction: rng.below(8) as u8,
+            ticks_left: 15 + rng.below(60) as u16,
+        };
+        (position, npc)
+    };
+    let id = world.resource_mut::<NetIds>().allocate();
+    world.spawn((
+        id,
+        Kind(KIND_NPC),
+        position,
+        Heading(u16::from(npc.direction) * 8192),
+        Health(100),
+        npc,
+    ));
+    id
+}
+
+/// Spawns the player for `client_id` (replacing any it had) and returns its id.
+pub fn spawn_player(world: &mut World, client_id: u64) -> NetId {
+    despawn_player(world, client_id);
+    let config = world.resource::<Settings>().0.clone();
+    let position = random_position(&mut world.resource_mut::<SimRng>(), &config);
+    let id = world.resource_mut::<NetIds>().allocate();
+    let entity = world
+        .spawn((
+            id,
+            Kind(KIND_PLAYER),
+            position,
+            Heading(0),
+            Health(100),
+            Player {
+                client_id,
+                last_seq: None,
+                intent: InputCmd::default(),
+                datagrams_this_tick: 0,
+                score: 0,
+            },
+        ))
+        .id();
+    world.resource_mut::<Clients>().0.insert(client_id, entity);
+    id
+}
+
+/// Despawns `client_id`'s player; false if it had none.
+pub fn despawn_player(world: &mut World, client_id: u64) -> bool {
+    match world.resource_mut::<Clients>().0.remove(&client_id) {
+        Some(entity) => world.despawn(entity),
+        None => false,
+    }
+}
+
+/// Takes the newest not-yet-applied input of a datagram (newest first) as the player's
+/// intent, within the per-tick allowance.
+pub fn take_inputs(
+    player: &mut Player,
+    inputs: &[InputCmd],
+    max_per_tick: u8,
+    counters: &mut SimCounters,
+) {
+    if player.datagrams_this_tick >= max_per_tick {
+        counters.inputs_dropped_rate += 1;
+        return;
+    }
+    player.datagrams_this_tick += 1;
+    for cmd in inputs {
+        if player.last_seq.is_none_or(|last| cmd.seq > last) {
+            player.intent = *cmd;
+            player.last_seq = Some(cmd.seq);
+            counters.inputs_applied += 1;
+        } else {
+            counters.inputs_already_applied += 1;
+        }
+    }
+}
+
+/// Applies each player's intent: heading from aim, and resets the per-tick allowance.
+pub fn apply_inputs(mut players: Query<(&mut Player, &mut Heading)>) {
+    for (mut player, mut heading) in &mut players {
+        heading.0 = player.intent.aim;
+        player.datagrams_this_tick = 0;
+    }
+}
+
+/// Moves players by their intent at no more than the player speed.
+pub fn move_players(settings: Res<Settings>, mut players: Query<(&Player, &mut Position)>) {
+    let config = &settings.0;
+    let step = step_per_tick(config.player_speed, config.tick_rate);
+    let max = config.max_position();
+    for (player, mut position) in &mut players {
+        let intent = (player.intent.move_x, player.intent.move_y);
+        move_by_intent(&mut position, intent, step, max);
+    }
+}
+
+/// NPCs walk in one of eight directions and pick a new one now and then, or at a wall.
+/// Iterated in `NetId` order so the RNG is drawn from in the same order every run.
+pub fn wander_npcs(
+    settings: Res<Settings>,
+    mut rng: ResMut<SimRng>,
+    mut npcs: Query<(&NetId, &mut Npc, &mut Position, &mut Heading)>,
+    mut order: Local<Vec<(NetId, Entity)>>,
+    entities: Query<(Entity, &NetId), With<Npc>>,
+) {
+    let config = &settings.0;
+    let step = step_per_tick(config.npc_speed, config.tick_rate);
+    let max = config.max_position();
+    order.clear();
+    order.extend(entities.iter().map(|(entity, id)| (*id, entity)));
+    order.sort_unstable_by_key(|(id, _)| *id);
+    for &(_, entity) in order.iter() {
+        let Ok((_, mut npc, mut position, mut heading)) = npcs.get_mut(entity) else {
+            continue;
+        };
+        if npc.ticks_left == 0 {
+            npc.direction = rng.below(8) as u8;
+            npc.ticks_left = 15 + rng.below(60) as u16;
+        }
+        npc.ticks_left -= 1;
+        let before = *position;
+        move_by_intent(&mut position, COMPASS[usize::from(npc.direction)], step, max);
+        let blocked = (position.x == before.x && COMPASS[usize::from(npc.direction)].0 != 0)
+            || (position.y == before.y && COMPASS[usize::from(npc.direction)].1 != 0);
+        if blocked {
+            npc.ticks_left = 0;
+        }
+        heading.0 = u16::from(npc.direction) * 8192;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagonal_moves_are_no_faster_than_straight_ones() {
+        let max = (1 << 20, 1 << 20);
+        let step = 100;
+        let mut straight = Position { x: 1000, y: 1000 };
+        move_by_intent(&mut straight, (127, 0), step, max);
+        assert_eq!(straight, Position { x: 1100, y: 1000 });
+        let mut diagonal = Position { x: 1000, y: 1000 };
+        move_by_intent(&mut diagonal, (127, 127), step, max);
+        let (dx, dy) = (diagonal.x - 1000, diagonal.y - 1000);
+        assert!(dx * dx + dy * dy <= step * step, "moved ({dx}, {dy})");
+        let mut extreme = Position { x: 1000, y: 1000 };
+        move_by_intent(&mut extreme, (-128, -128), step, max);
+        assert!((extreme.x - 1000).pow(2) + (extreme.y - 1000).pow(2) <= step * step);
+    }
+
+    #[test]
+    fn moves_stop_at_the_arena_edge() {
+        let mut pos = Position { x: 5, y: 5 };
+        move_by_intent(&mut pos, (-127, -127), 100, (1000, 1000));
+        assert_eq!(pos, Position { x: 0, y: 0 });
+        let mut pos = Position { x: 995, y: 995 };
+        move_by_intent(&mut pos, (127, 127), 100, (1000, 1000));
+        assert_eq!(pos, Position { x: 1000, y: 1000 });
+    }
+
+    #[test]
+    fn isqrt_is_the_floor() {
+        for n in 0..20_000u32 {
+            let r = isqrt(n);
+            assert!(r * r <= n && (r + 1) * (r + 1) > n, "{n}");
+        }
+    }
+
+    #[test]
+    fn only_newer_inputs_become_the_intent_and_the_allowance_holds() {
+        let mut player = Player {
+            client_id: 1,
+            last_seq: None,
+            intent: InputCmd::default(),
+            datagrams_this_tick: 0,
+            score: 0,
+        };
+        let mut counters = SimCounters::default();
+        let cmd = |seq, move_x| InputCmd {
+            seq,
+            move_x,
+            ..Default::default()
+        };
+        take_inputs(&mut player, &[cmd(5, 10), cmd(4, 20)], 2, &mut counters);
+        assert_eq!(player.intent.move_x, 10);
+        assert_eq!(player.last_seq, Some(5));
+        assert_eq!(counters.inputs_already_applied, 1);
+        take_inputs(&mut player, &[cmd(5, 30)], 2, &mut counters);
+        assert_eq!(player.intent.move_x, 10, "a replayed sequence is not applied");
+        take_inputs(&mut player, &[cmd(6, 40)], 2, &mut counters);
+        assert_eq!(player.intent.move_x, 10, "over the allowance");
+        assert_eq!(counters.inputs_dropped_rate, 1);
+    }
+}

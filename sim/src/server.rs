@@ -1,0 +1,322 @@
+//! The server: the fixed-step loop on its own thread, wired to the network layer.
+//!
+//! This is the one module of the crate that reads a clock. The loop schedules tick `n`
+//! at `start + n × period` (so sleep overshoot never accumulates into drift), drains the
+//! network's events, steps the [`Sim`], and publishes the snapshot into the latest-wins
+//! handoff. It never waits for the network.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tickcast_net::{NetConfig, NetCounters, NetHandle};
+
+use crate::game::SimCounters;
+use crate::snapshot::tick_buffer_len;
+use crate::{Sim, SimConfig};
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone, Default)]
+pub struct ServerConfig {
+    /// The network layer. Tick rate, arena and chunk size are taken from `sim`.
+    pub net: NetConfig,
+    /// The world.
+    pub sim: SimConfig,
+}
+
+impl ServerConfig {
+    /// Makes the network settings agree with the world: the Welcome announces the sim's
+    /// tick rate, arena and chunk size, and each peer's datagram send buffer holds about
+    /// two ticks of the largest world this server admits.
+    fn reconciled(mut self) -> Self {
+        self.net.tick_rate = self.sim.tick_rate;
+        self.net.arena = (self.sim.arena_width, self.sim.arena_height);
+        self.net.chunk_payload = self.sim.chunk_payload;
+        let entities = self.sim.npcs as usize + self.net.max_clients;
+        self.net.datagram_send_buffer = (2 * tick_buffer_len(entities, self.sim.chunk_payload))
+            .max(4 * self.sim.chunk_payload);
+        self
+    }
+}
+
+/// A once-a-second view of the server, for the status line and for tests.
+#[derive(Debug, Clone, Default)]
+pub struct ServerStatus {
+    /// Ticks run.
+    pub tick: u32,
+    /// Clients connected.
+    pub clients: usize,
+    /// Entities in the last snapshot.
+    pub entities: usize,
+    /// 99th percentile of tick time over the last interval, microseconds.
+    pub tick_time_p99_us: u64,
+    /// Snapshot payload bytes handed to quinn per second over the last interval.
+    pub bytes_out_per_s: u64,
+    /// Resident set size, bytes (0 where unknown).
+    pub rss_bytes: u64,
+    /// Ticks that started later than one period after their slot.
+    pub late_ticks: u64,
+    /// The simulation's counters.
+    pub sim: SimCounters,
+}
+
+/// A running server.
+pub struct Server {
+    local_addr: SocketAddr,
+    fingerprint: [u8; 32],
+    stop: Arc<AtomicBool>,
+    status: Arc<Mutex<ServerStatus>>,
+    net_counters: Arc<NetCounters>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds the socket, builds the world and starts the loop. Fails with the reason if
+    /// the address is taken or the configuration is invalid.
+    pub fn start(config: ServerConfig) -> anyhow::Result<Self> {
+        let config = config.reconciled();
+        let sim = Sim::new(config.sim.clone()).context("building the world")?;
+        let net = tickcast_net::spawn(config.net.clone()).context("starting the network layer")?;
+        let local_addr = net.local_addr();
+        let fingerprint = net.fingerprint();
+        let net_counters = net.counters().clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let status = Arc::new(Mutex::new(ServerStatus::default()));
+        let thread = {
+            let stop = stop.clone();
+            let status = status.clone();
+            std::thread::Builder::new()
+                .name("tickcast-sim".into())
+                .spawn(move || run_loop(sim, net, &stop, &status))
+                .context("spawning the simulation thread")?
+        };
+        Ok(Self {
+            local_addr,
+            fingerprint,
+            stop,
+            status,
+            net_counters,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// SHA-256 of the certificate, for clients to pin.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
+    }
+
+    /// Setting this flag stops the server after the current tick.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// The latest status (updated once a second).
+    pub fn status(&self) -> ServerStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The network counters, live.
+    pub fn net_counters(&self) -> &Arc<NetCounters> {
+        &self.net_counters
+    }
+
+    /// Runs until the stop flag is set, then shuts down cleanly.
+    pub fn wait(mut self) {
+        self.join();
+    }
+
+    /// Stops the loop, closes every connection with "server shutting down", and waits.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.join();
+    }
+
+    fn join(&mut self) {
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the simulation thread panicked");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.join();
+    }
+}
+
+/// Tick durations of the current status interval, kept without allocating per tick.
+struct TickTimes {
+    samples: Vec<u64>,
+    scratch: Vec<u64>,
+}
+
+impl TickTimes {
+    fn new(capacity: usize) -> Self {
+        Self {
+            samples: Vec::with_capacity(capacity),
+            scratch: Vec::with_capacity(capacity),
+        }
+    }
+
+    fn record(&mut self, micros: u64) {
+        if self.samples.len() < self.samples.capacity() {
+            self.samples.push(micros);
+        }
+    }
+
+    fn p99_and_reset(&mut self) -> u64 {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&self.samples);
+        self.samples.clear();
+        if self.scratch.is_empty() {
+            return 0;
+        }
+        let index = (self.scratch.len() * 99).div_ceil(100).saturating_sub(1);
+        *self.scratch.select_nth_unstable(index).1
+    }
+}
+
+fn run_loop(mut sim: Sim, net: NetHandle, stop: &AtomicBool, status: &Mutex<ServerStatus>) {
+    let tick_rate = u32::from(sim.config().tick_rate);
+    let period = Duration::from_secs(1) / tick_rate;
+    let publisher = net.publisher();
+    let counters = net.counters().clone();
+    let mut times = TickTimes::new(tick_rate as usize * 2);
+    let mut start = Instant::now();
+    let mut scheduled: u32 = 0;
+    let mut late_ticks = 0u64;
+    let mut last_status = Instant::now();
+    let mut last_bytes_out = 0u64;
+
+    while !stop.load(Ordering::Relaxed) {
+        let began = Instant::now();
+        net.drain_events(|event| {
+            if let Some(ack) = sim.handle(event) {
+                net.acknowledge_join(ack);
+            }
+        });
+        sim.step(server_time_us());
+        let tick = sim.tick() - 1;
+        if let Some(buffer) = sim.take_snapshot() {
+            publisher.publish(tick, buffer);
+        }
+        times.record(began.elapsed().as_micros() as u64);
+
+        if last_status.elapsed() >= Duration::from_secs(1) {
+            let elapsed = last_status.elapsed().as_secs_f64();
+            last_status = Instant::now();
+            let bytes_out = NetCounters::get(&counters.bytes_out);
+            let snapshot = ServerStatus {
+                tick: sim.tick(),
+                clients: sim.players(),
+                entities: sim.snapshot_entities(),
+                tick_time_p99_us: times.p99_and_reset(),
+                bytes_out_per_s: ((bytes_out - last_bytes_out) as f64 / elapsed) as u64,
+                rss_bytes: resident_set_bytes(),
+                late_ticks,
+                sim: sim.counters(),
+            };
+            last_bytes_out = bytes_out;
+            tracing::info!(
+                target: "tickcast::status",
+                "clients={} tick={} entities={} tick_p99={}us out={}/s rss={} skipped_peer_ticks={} late_ticks={}",
+                snapshot.clients,
+                snapshot.tick,
+                snapshot.entities,
+                snapshot.tick_time_p99_us,
+                human_bytes(snapshot.bytes_out_per_s),
+                human_bytes(snapshot.rss_bytes),
+                NetCounters::get(&counters.peer_ticks_skipped_backpressure),
+                late_ticks,
+            );
+            if let Ok(mut shared) = status.lock() {
+                *shared = snapshot;
+            }
+        }
+
+        scheduled += 1;
+        let deadline = start + period * scheduled;
+        let now = Instant::now();
+        if now < deadline {
+            std::thread::sleep(deadline - now);
+        } else if now - deadline > period {
+            // More than a tick behind (a stall, a suspended process): start the schedule
+            // again from now rather than running a burst of catch-up ticks.
+            late_ticks += 1;
+            start = now;
+            scheduled = 0;
+        }
+    }
+    tracing::info!(tick = sim.tick(), "stopping");
+    net.shutdown();
+}
+
+/// The wall clock in microseconds since the Unix epoch, modulo 2^32, for chunk headers.
+fn server_time_us() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u32)
+        .unwrap_or(0)
+}
+
+/// This process's resident set size from `/proc/self/status` (Linux); 0 elsewhere.
+pub fn resident_set_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Bytes as B, KiB, MiB or GiB with one decimal.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p99_of_a_hundred_samples_is_the_99th() {
+        let mut times = TickTimes::new(200);
+        for micros in 1..=100 {
+            times.record(micros);
+        }
+        assert_eq!(times.p99_and_reset(), 99);
+        assert_eq!(times.p99_and_reset(), 0, "reset after reading");
+    }
+
+    #[test]
+    fn human_bytes_picks_a_unit() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(1536), "1.5KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0MiB");
+    }
+}

@@ -1,0 +1,402 @@
+//! The snapshot system: hash the world and encode it once per tick into a pooled buffer.
+//!
+//! Each tick the entities are sorted by (cell, net id), hashed, and written as chunks
+//! into a buffer taken from a small fixed pool. The buffer is frozen into `Bytes` and
+//! published; the network thread sends slices of it (refcount clones) to every peer.
+//! When every peer's copy is gone the buffer is free again and is reused in place, so in
+//! steady state a tick allocates nothing.
+
+use bevy_ecs::prelude::*;
+use bytes::{BufMut, Bytes, BytesMut};
+use tickcast_shared::chunk::{
+    CHUNK_HEADER_LEN, ChunkHeader, ENTITY_RECORD_LEN, EntityRecord, TICK_FRAME_PREFIX_LEN,
+    records_per_chunk, write_header, write_record,
+};
+
+use crate::config::SimConfig;
+use crate::game::{
+    CurrentTick, Health, Heading, Kind, NetId, Player, Position, Settings, SimCounters,
+};
+use crate::rng::SimRng;
+
+/// A fixed set of reusable tick buffers.
+#[derive(Debug)]
+pub struct SnapshotPool {
+    slots: Vec<PoolSlot>,
+    next: usize,
+}
+
+#[derive(Debug)]
+struct PoolSlot {
+    buffer: BytesMut,
+    /// The capacity the slot's allocation has when it is reclaimed whole.
+    capacity: usize,
+}
+
+/// What [`SnapshotPool::acquire`] found.
+#[derive(Debug)]
+pub enum Acquired<'a> {
+    /// A free buffer, cleared, with room for the request.
+    Free(&'a mut BytesMut),
+    /// A free buffer that had to be replaced by a larger one (an allocation).
+    Grown(&'a mut BytesMut),
+    /// Every buffer is still held by someone (the network is behind).
+    AllBusy,
+}
+
+impl SnapshotPool {
+    /// A pool of `slots` buffers of `capacity` bytes each, allocated now.
+    pub fn new(slots: usize, capacity: usize) -> Self {
+        Self {
+            slots: (0..slots)
+                .map(|_| PoolSlot {
+                    buffer: BytesMut::with_capacity(capacity),
+                    capacity,
+                })
+                .collect(),
+            next: 0,
+        }
+    }
+
+    /// A cleared buffer with at least `needed` bytes of room whose previous contents
+    /// nobody holds any more. Never blocks; grows a free buffer only if the world
+    /// outgrew it.
+    pub fn acquire(&mut self, needed: usize) -> Acquired<'_> {
+        let count = self.slots.len();
+        for offset in 0..count {
+            let index = (self.next + offset) % count;
+            let slot = &mut self.slots[index];
+            // Reclaiming the whole allocation succeeds only when no published `Bytes`
+            // still points into it; it never allocates.
+            if !slot.buffer.try_reclaim(slot.capacity) {
+                continue;
+            }
+            self.next = (index + 1) % count;
+            slot.buffer.clear();
+            if slot.capacity >= needed {
+                return Acquired::Free(&mut self.slots[index].buffer);
+            }
+            // Grow with headroom so a slowly growing world does not grow every tick.
+            let capacity = needed + needed / 4;
+            *slot = PoolSlot {
+                buffer: BytesMut::with_capacity(capacity),
+                capacity,
+            };
+            return Acquired::Grown(&mut self.slots[index].buffer);
+        }
+        Acquired::AllBusy
+    }
+}
+
+/// One entity, ready to sort and encode.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    /// `cell << 32 | net_id`: the encoding order.
+    key: u64,
+    record: EntityRecord,
+}
+
+impl Row {
+    fn cell(&self) -> u16 {
+        (self.key >> 32) as u16
+    }
+}
+
+/// The snapshot system's state: pool, scratch space, and this tick's results.
+#[derive(Debug, Resource)]
+pub struct SnapshotState {
+    pool: SnapshotPool,
+    rows: Vec<Row>,
+    /// The server's clock for this tick's chunk headers, set by the loop before `step`.
+    pub server_time_us: u32,
+    /// The state hash of the last tick.
+    pub hash: u64,
+    /// The last tick's tick buffer, until taken.
+    pub published: Option<Bytes>,
+    /// Entities in the last snapshot.
+    pub entities: usize,
+    /// Chunks in the last snapshot.
+    pub chunks: usize,
+}
+
+impl SnapshotState {
+    /// State sized for `config`.
+    pub fn new(config: &SimConfig) -> Self {
+        let expected = if config.expected_entities > 0 {
+            config.expected_entities
+        } else {
+            config.npcs as usize + 256
+        };
+        Self {
+            pool: SnapshotPool::new(
+                config.snapshot_buffers,
+                tick_buffer_len(expected, config.chunk_payload),
+            ),
+            rows: Vec::with_capacity(expected),
+            server_time_us: 0,
+            hash: 0,
+            published: None,
+            entities: 0,
+            chunks: 0,
+        }
+    }
+}
+
+/// An upper bound of the tick buffer for `entities` entities: every cell change can
+/// start a chunk, so count one chunk per entity's worth of headers at worst when
+/// entities are sparse, and whole chunks when they are dense.
+pub fn tick_buffer_len(entities: usize, chunk_payload: usize) -> usize {
+    let per_chunk = records_per_chunk(chunk_payload).max(1);
+    let chunks = entities.div_ceil(per_chunk) + entities.min(4096) + 1;
+    chunks * (TICK_FRAME_PREFIX_LEN + CHUNK_HEADER_LEN) + entities * ENTITY_RECORD_LEN
+}
+
+/// Quantizes one entity into its snapshot record.
+pub fn record_of(
+    id: NetId,
+    kind: Kind,
+    position: Position,
+    heading: Heading,
+    health: Health,
+    player: Option<&Player>,
+) -> EntityRecord {
+    EntityRecord {
+        net_id: id.0,
+        kind: kind.0,
+        health: health.0,
+        // Positions are kept in 1/64 units and the arena is under 1024 units, so this is
+        // exact, not a rounding.
+        x: position.x.clamp(0, i32::from(u16::MAX)) as u16,
+        y: position.y.clamp(0, i32::from(u16::MAX)) as u16,
+        angle: heading.0,
+        aux: player.map_or(0, |p| p.score),
+    }
+}
+
+/// Hashes the tick, the RNG and every record in encoding order. 64-bit multiply-xor
+/// mixing: fast, and any divergence in one field changes the result.
+fn state_hash(tick: u32, rng: u64, rows: &[Row]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut mix = |word: u64| {
+        hash = (hash ^ word).wrapping_mul(0x0000_0100_0000_01b3);
+        hash ^= hash >> 29;
+    };
+    mix(u64::from(tick));
+    mix(rng);
+    for row in rows {
+        let r = &row.record;
+        mix(row.key);
+        mix(u64::from(r.x)
+            | u64::from(r.y) << 16
+            | u64::from(r.angle) << 32
+            | u64::from(r.aux) << 48);
+        mix(u64::from(r.kind) | u64::from(r.health) << 8);
+    }
+    hash
+}
+
+/// Sorts the world into rows, hashes it, and encodes the tick buffer.
+#[allow(clippy::type_complexity)]
+pub fn build_snapshot(
+    settings: Res<Settings>,
+    tick: Res<CurrentTick>,
+    rng: Res<SimRng>,
+    mut counters: ResMut<SimCounters>,
+    mut state: ResMut<SnapshotState>,
+    entities: Query<(&NetId, &Kind, &Position, &Heading, &Health, Option<&Player>)>,
+) {
+    let config = &settings.0;
+    let state = &mut *state;
+    let columns = config.cell_columns() as u64;
+    let cell_side = i32::from(config.cell_size) * tickcast_shared::chunk::POSITION_SCALE as i32;
+    state.rows.clear();
+    state
+        .rows
+        .extend(entities.iter().map(|(id, kind, position, heading, health, player)| {
+            let cell = (position.y / cell_side) as u64 * columns + (position.x / cell_side) as u64;
+            Row {
+                key: cell << 32 | u64::from(id.0),
+                record: record_of(*id, *kind, *position, *heading, *health, player),
+            }
+        }));
+    state.rows.sort_unstable_by_key(|row| row.key);
+    state.hash = state_hash(tick.0, rng.state(), &state.rows);
+    state.entities = state.rows.len();
+
+    let per_chunk = records_per_chunk(config.chunk_payload);
+    let chunk_count = count_chunks(&state.rows, per_chunk);
+    let needed = chunk_count * (TICK_FRAME_PREFIX_LEN + CHUNK_HEADER_LEN)
+        + state.rows.len() * ENTITY_RECORD_LEN;
+    let buffer = match state.pool.acquire(needed) {
+        Acquired::Free(buffer) => buffer,
+        Acquired::Grown(buffer) => {
+            counters.snapshot_buffer_grows += 1;
+            buffer
+        }
+        Acquired::AllBusy => {
+            counters.snapshots_skipped_pool_busy += 1;
+            state.published = None;
+            state.chunks = 0;
+            return;
+        }
+    };
+    encode_chunks(
+        buffer,
+        &state.rows,
+        per_chunk,
+        chunk_count,
+        tick.0,
+        state.server_time_us,
+    );
+    state.chunks = chunk_count;
+    state.published = Some(buffer.split().freeze());
+}
+
+/// Chunks needed: a new chunk at every cell change and every `per_chunk` records; one
+/// empty chunk for an empty world, so clients still see the tick.
+fn count_chunks(rows: &[Row], per_chunk: usize) -> usize {
+    let mut chunks = 0;
+    let mut in_chunk = 0;
+    let mut cell = None;
+    for row in rows {
+        if cell != Some(row.cell()) || in_chunk == per_chunk {
+            chunks += 1;
+            in_chunk = 0;
+            cell = Some(row.cell());
+        }
+        in_chunk += 1;
+    }
+    chunks.max(1)
+}
+
+fn encode_chunks(
+    buffer: &mut BytesMut,
+    rows: &[Row],
+    per_chunk: usize,
+    chunk_count: usize,
+    tick: u32,
+    server_time_us: u32,
+) {
+    let chunk_count = u16::try_from(chunk_count).unwrap_or(u16::MAX);
+    let mut index = 0u16;
+    let mut start = 0;
+    let mut header_bytes = [0u8; CHUNK_HEADER_LEN];
+    let mut record_bytes = [0u8; ENTITY_RECORD_LEN];
+    loop {
+        // The rows of this chunk: same cell, at most `per_chunk`.
+        let cell = rows.get(start).map_or(0, Row::cell);
+        let mut end = start;
+        while end < rows.len() && end - start < per_chunk && rows[end].cell() == cell {
+            end += 1;
+        }
+        let records = end - start;
+        let header = ChunkHeader {
+            tick,
+            chunk_index: index,
+            chunk_count,
+            cell,
+            record_count: records as u16,
+            server_time_us,
+        };
+        buffer.put_u16_le((CHUNK_HEADER_LEN + records * ENTITY_RECORD_LEN) as u16);
+        write_header(&header, &mut header_bytes);
+        buffer.extend_from_slice(&header_bytes);
+        for row in &rows[start..end] {
+            write_record(&row.record, &mut record_bytes);
+            buffer.extend_from_slice(&record_bytes);
+        }
+        index += 1;
+        start = end;
+        if start >= rows.len() || index >= chunk_count {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickcast_shared::chunk::{parse_chunk, tick_frames};
+
+    fn rows(cells_and_ids: &[(u16, u32)]) -> Vec<Row> {
+        cells_and_ids
+            .iter()
+            .map(|&(cell, id)| Row {
+                key: u64::from(cell) << 32 | u64::from(id),
+                record: EntityRecord {
+                    net_id: id,
+                    ..Default::default()
+                },
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunks_split_at_cells_and_at_the_record_limit() {
+        let rows = rows(&[(0, 1), (0, 2), (0, 3), (1, 4), (2, 5), (2, 6)]);
+        assert_eq!(count_chunks(&rows, 2), 4);
+        let mut buffer = BytesMut::with_capacity(1024);
+        encode_chunks(&mut buffer, &rows, 2, 4, 9, 77);
+        let bytes = buffer.freeze();
+        let chunks: Vec<_> = tick_frames(&bytes)
+            .map(|r| {
+                let chunk = parse_chunk(&bytes[r]).unwrap();
+                let ids: Vec<u32> = chunk.records().map(|r| r.net_id).collect();
+                (chunk.header.chunk_index, chunk.header.cell, ids)
+            })
+            .collect();
+        assert_eq!(
+            chunks,
+            vec![
+                (0, 0, vec![1, 2]),
+                (1, 0, vec![3]),
+                (2, 1, vec![4]),
+                (3, 2, vec![5, 6])
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_world_still_sends_one_chunk() {
+        assert_eq!(count_chunks(&[], 80), 1);
+        let mut buffer = BytesMut::with_capacity(64);
+        encode_chunks(&mut buffer, &[], 80, 1, 3, 0);
+        let bytes = buffer.freeze();
+        let frames: Vec<_> = tick_frames(&bytes).collect();
+        assert_eq!(frames.len(), 1);
+        let chunk = parse_chunk(&bytes[frames[0].clone()]).unwrap();
+        assert_eq!((chunk.header.tick, chunk.header.chunk_count, chunk.header.record_count), (3, 1, 0));
+    }
+
+    #[test]
+    fn a_held_buffer_is_not_reused_and_a_released_one_is() {
+        let mut pool = SnapshotPool::new(2, 128);
+        let first = match pool.acquire(64) {
+            Acquired::Free(buffer) => {
+                buffer.extend_from_slice(b"tick one");
+                buffer.split().freeze()
+            }
+            other => panic!("{other:?}"),
+        };
+        let second = match pool.acquire(64) {
+            Acquired::Free(buffer) => {
+                buffer.extend_from_slice(b"tick two");
+                buffer.split().freeze()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(pool.acquire(64), Acquired::AllBusy));
+        let slice = first.slice(0..4);
+        drop(first);
+        assert!(matches!(pool.acquire(64), Acquired::AllBusy), "a slice still holds it");
+        drop(slice);
+        assert!(matches!(pool.acquire(64), Acquired::Free(_)));
+        assert_eq!(&second[..], b"tick two", "published bytes never change");
+    }
+
+    #[test]
+    fn a_free_buffer_grows_when_the_world_outgrows_it() {
+        let mut pool = SnapshotPool::new(2, 16);
+        assert!(matches!(pool.acquire(1000), Acquired::Grown(b) if b.capacity() >= 1000));
+    }
+}

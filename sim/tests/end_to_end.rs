@@ -1,0 +1,177 @@
+//! End to end: a real server (sim + net) on 127.0.0.1, real QUIC clients.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tickcast_clients::track::{ChunkOutcome, TickAssembler};
+use tickcast_clients::{InputHistory, Session, client_endpoint, connect, mint_token};
+use tickcast_net::NetConfig;
+use tickcast_net::tls::{TOKEN_KEY_FILE, load_token_key};
+use tickcast_shared::chunk::{KIND_PLAYER, parse_chunk};
+use tickcast_shared::msg::InputCmd;
+use tickcast_sim::SimConfig;
+use tickcast_sim::server::{Server, ServerConfig};
+
+fn temp_data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tickcast-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn start_server(data_dir: &PathBuf) -> Server {
+    Server::start(ServerConfig {
+        net: NetConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.clone(),
+            ..NetConfig::default()
+        },
+        sim: SimConfig {
+            npcs: 30,
+            ..SimConfig::default()
+        },
+    })
+    .expect("server starts")
+}
+
+/// One complete tick as a client saw it: the players and their x positions.
+#[derive(Debug, Clone)]
+struct SeenTick {
+    tick: u32,
+    players: BTreeMap<u32, u16>,
+}
+
+/// Reads chunks for `run_for`, sending an input every tick. A walking client picks its
+/// direction once, from its first snapshot: toward the middle of the arena, so a wall
+/// cannot stop it.
+async fn run_client(session: Arc<Session>, walks: bool, run_for: Duration) -> Vec<SeenTick> {
+    let own = session.welcome().entity;
+    let middle = u16::try_from(u32::from(session.welcome().arena_width) * 64 / 2).unwrap();
+    let mut move_x: i8 = 0;
+    let mut assembler = TickAssembler::new(true);
+    let mut seen = Vec::new();
+    let mut history = InputHistory::default();
+    let mut ticker = tokio::time::interval(Duration::from_millis(33));
+    let end = tokio::time::Instant::now() + run_for;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(end) => break,
+            _ = ticker.tick() => {
+                if walks && move_x == 0 && let Some(x) = seen.last().and_then(|t: &SeenTick| t.players.get(&own)) {
+                    move_x = if *x < middle { 127 } else { -127 };
+                }
+                let cmd = InputCmd { move_x, ..Default::default() };
+                let ack = assembler.delivery().last_tick.unwrap_or(0);
+                session.send_input(&history.push(cmd, ack)).expect("input datagram sent");
+            }
+            datagram = session.next_datagram() => {
+                let bytes = datagram.expect("connection stays up");
+                let chunk = parse_chunk(&bytes).expect("server chunks parse");
+                if let ChunkOutcome::Completed { tick, .. } = assembler.on_chunk(&chunk) {
+                    let players = assembler
+                        .complete_records()
+                        .iter()
+                        .filter(|r| r.kind == KIND_PLAYER)
+                        .map(|r| (r.net_id, r.x))
+                        .collect();
+                    seen.push(SeenTick { tick, players });
+                }
+            }
+        }
+    }
+    seen
+}
+
+fn longest_consecutive_run(ticks: &[u32]) -> usize {
+    let mut best = 0;
+    let mut run = 0;
+    for (i, tick) in ticks.iter().enumerate() {
+        run = if i > 0 && *tick == ticks[i - 1] + 1 { run + 1 } else { 1 };
+        best = best.max(run);
+    }
+    best
+}
+
+#[test]
+fn three_clients_receive_every_player_and_see_each_others_moves() {
+    let data_dir = temp_data_dir("e2e");
+    let server = start_server(&data_dir);
+    let addr = server.local_addr();
+    let fingerprint = server.fingerprint();
+    let key = load_token_key(&data_dir.join(TOKEN_KEY_FILE)).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let (views, entities, last_welcome_tick) = runtime.block_on(async {
+        let endpoint = client_endpoint(addr, fingerprint).unwrap();
+        let mut sessions = Vec::new();
+        for client_id in [101, 102, 103] {
+            let token = mint_token(&key, client_id, Duration::from_secs(60)).unwrap();
+            let session = connect(&endpoint, addr, token, Duration::from_secs(5))
+                .await
+                .expect("admitted");
+            assert_eq!(session.welcome().client_id, client_id);
+            sessions.push(Arc::new(session));
+        }
+        let entities: Vec<u32> = sessions.iter().map(|s| s.welcome().entity).collect();
+        let last_welcome_tick = sessions.iter().map(|s| s.welcome().server_tick).max().unwrap();
+
+        // Client A walks; B and C stand still.
+        let mut tasks = Vec::new();
+        for (i, session) in sessions.iter().enumerate() {
+            tasks.push(tokio::spawn(run_client(session.clone(), i == 0, Duration::from_secs(3))));
+        }
+        let mut views = Vec::new();
+        for task in tasks {
+            views.push(task.await.unwrap());
+        }
+        for session in &sessions {
+            session.close();
+        }
+        endpoint.wait_idle().await;
+        (views, entities, last_welcome_tick)
+    });
+
+    for (client, view) in views.iter().enumerate() {
+        let ticks: Vec<u32> = view.iter().map(|t| t.tick).collect();
+        assert!(ticks.windows(2).all(|w| w[0] < w[1]), "client {client}: ticks in order");
+        assert!(
+            longest_consecutive_run(&ticks) >= 45,
+            "client {client} received too few consecutive ticks: {ticks:?}"
+        );
+        for seen in view.iter().filter(|t| t.tick > last_welcome_tick) {
+            for entity in &entities {
+                assert!(
+                    seen.players.contains_key(entity),
+                    "client {client}, tick {}: player {entity} missing from {:?}",
+                    seen.tick,
+                    seen.players
+                );
+            }
+        }
+    }
+
+    // Client B watches A's entity move the way A asked.
+    let a = entities[0];
+    let b_view = &views[1];
+    let first_x = i32::from(b_view.iter().find(|t| t.tick > last_welcome_tick).unwrap().players[&a]);
+    let last_x = i32::from(b_view.last().unwrap().players[&a]);
+    let moved = last_x - first_x;
+    // 3 s at 48 units/s is 144 units (9,216 in 1/64 units); ask for a quarter of it.
+    assert!(
+        moved.abs() >= 2_500,
+        "B saw A move {moved} (1/64 units) from {first_x} to {last_x}"
+    );
+    // The other players stood still.
+    let c = entities[2];
+    let c_first = b_view.iter().find(|t| t.tick > last_welcome_tick).unwrap().players[&c];
+    assert_eq!(b_view.last().unwrap().players[&c], c_first, "C did not move");
+
+    server.stop();
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
