@@ -96,27 +96,28 @@ fn client_transport() -> quinn::TransportConfig {
     transport
 }
 
-/// A client endpoint on an ephemeral local port, trusting only the certificate with
+/// A client endpoint on an ephemeral local port (call it inside a tokio runtime), trusting only the certificate with
 /// `fingerprint`. One endpoint can carry many connections.
 pub fn client_endpoint(server: SocketAddr, fingerprint: [u8; 32]) -> Result<quinn::Endpoint, ClientError> {
-    let bind: SocketAddr = if server.is_ipv6() {
-        (std::net::Ipv6Addr::LOCALHOST, 0).into()
-    } else {
-        (std::net::Ipv4Addr::LOCALHOST, 0).into()
-    };
-    let bind = if server.ip().is_loopback() {
-        bind
-    } else if server.is_ipv6() {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    let bind: SocketAddr = match (server.is_ipv6(), server.ip().is_loopback()) {
+        (false, true) => (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+        (false, false) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        (true, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+        (true, false) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let crypto = tls::client_crypto_pinned(fingerprint).map_err(|e| ClientError::Setup(e.to_string()))?;
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
         .map_err(|e| ClientError::Setup(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(Arc::new(client_transport()));
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Setup(e.to_string()))?;
+    let socket = tickcast_net::bind_udp(bind).map_err(|e| ClientError::Setup(e.to_string()))?;
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| ClientError::Setup(e.to_string()))?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
 }

@@ -316,6 +316,27 @@ impl Drop for NetHandle {
     }
 }
 
+/// Socket buffer size asked of the kernel for each direction. A tick reaches the socket
+/// as a burst (every chunk for every peer within a millisecond or two), and the default
+/// ~200 KiB overflows at a few dozen peers; Linux caps the request at
+/// `net.core.rmem_max`/`wmem_max`.
+pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// Binds a UDP socket with [`SOCKET_BUFFER_BYTES`] buffers, for servers and clients.
+pub fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let io = |what: String| move |source| NetError::Io { what, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(io(format!("creating a UDP socket for {addr}")))?;
+    // Best effort: a smaller buffer than asked is not an error, only less headroom.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    socket
+        .bind(&addr.into())
+        .map_err(io(format!("binding UDP {addr}")))?;
+    Ok(socket.into())
+}
+
 /// Binds the UDP socket, loads or creates the TLS identity and token key, and starts the
 /// net thread. Fails early, with the reason, if the address is taken.
 pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
@@ -323,10 +344,7 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
     let identity = tls::load_or_create_identity(&config.data_dir)?;
     let fingerprint = identity.fingerprint();
     let token_key = tls::load_or_create_token_key(&config.token_key_path())?;
-    let socket = std::net::UdpSocket::bind(config.listen).map_err(|source| NetError::Io {
-        what: format!("binding UDP {}", config.listen),
-        source,
-    })?;
+    let socket = bind_udp(config.listen)?;
     let local_addr = socket.local_addr().map_err(|source| NetError::Io {
         what: "reading the bound address".into(),
         source,

@@ -13,7 +13,8 @@ pub struct SimConfig {
     /// Arena height in world units. Default 512.
     pub arena_height: u16,
     /// Side of a spatial cell in world units; snapshot chunks group entities by cell.
-    /// Default 64: an 8 × 8 grid on the default arena.
+    /// Default 128: a 4 × 4 grid on the default arena, so a few hundred entities fill
+    /// chunks well instead of scattering into many tiny datagrams.
     pub cell_size: u16,
     /// NPCs spawned at start. Default 200: enough that a snapshot spans several chunks.
     pub npcs: u32,
@@ -42,7 +43,7 @@ impl Default for SimConfig {
             tick_rate: 30,
             arena_width: 512,
             arena_height: 512,
-            cell_size: 64,
+            cell_size: 128,
             npcs: 200,
             seed: 1,
             chunk_payload: DEFAULT_CHUNK_PAYLOAD,
