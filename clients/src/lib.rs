@@ -58,10 +58,9 @@ impl ClientError {
         match self {
             ClientError::Setup(_) => "setup".into(),
             ClientError::Connection(e) => connection_error_key(e),
-            ClientError::Rejected { reason, .. } => format!(
-                "rejected:{}",
-                reason.map_or("unknown", RejectReason::name)
-            ),
+            ClientError::Rejected { reason, .. } => {
+                format!("rejected:{}", reason.map_or("unknown", RejectReason::name))
+            }
             ClientError::Protocol(_) => "protocol_error".into(),
             ClientError::Timeout => "timeout".into(),
         }
@@ -98,14 +97,18 @@ fn client_transport() -> quinn::TransportConfig {
 
 /// A client endpoint on an ephemeral local port (call it inside a tokio runtime), trusting only the certificate with
 /// `fingerprint`. One endpoint can carry many connections.
-pub fn client_endpoint(server: SocketAddr, fingerprint: [u8; 32]) -> Result<quinn::Endpoint, ClientError> {
+pub fn client_endpoint(
+    server: SocketAddr,
+    fingerprint: [u8; 32],
+) -> Result<quinn::Endpoint, ClientError> {
     let bind: SocketAddr = match (server.is_ipv6(), server.ip().is_loopback()) {
         (false, true) => (std::net::Ipv4Addr::LOCALHOST, 0).into(),
         (false, false) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
         (true, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
         (true, false) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
     };
-    let crypto = tls::client_crypto_pinned(fingerprint).map_err(|e| ClientError::Setup(e.to_string()))?;
+    let crypto =
+        tls::client_crypto_pinned(fingerprint).map_err(|e| ClientError::Setup(e.to_string()))?;
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
         .map_err(|e| ClientError::Setup(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
@@ -185,7 +188,8 @@ async fn handshake(
         token,
     };
     let mut frame = [0u8; FRAME_PREFIX_LEN + MAX_MESSAGE_LEN];
-    let len = wire::encode_frame(&hello, &mut frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let len =
+        wire::encode_frame(&hello, &mut frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
     send.write_all(&frame[..len])
         .await
         .map_err(|e| ClientError::Protocol(format!("sending the Hello: {e}")))?;
@@ -216,7 +220,10 @@ async fn handshake(
             })
         }
         Err(e) => {
-            conn.close(VarInt::from_u32(close::PROTOCOL_ERROR), b"bad server message");
+            conn.close(
+                VarInt::from_u32(close::PROTOCOL_ERROR),
+                b"bad server message",
+            );
             Err(ClientError::Protocol(e.to_string()))
         }
     }
@@ -240,7 +247,11 @@ pub fn now_us_wrapping() -> u32 {
 }
 
 /// Mints a development token valid for `ttl` with a random nonce.
-pub fn mint_token(key: &TokenKey, client_id: u64, ttl: Duration) -> Result<ConnectToken, ClientError> {
+pub fn mint_token(
+    key: &TokenKey,
+    client_id: u64,
+    ttl: Duration,
+) -> Result<ConnectToken, ClientError> {
     let mut nonce = [0u8; 16];
     tls::fill_random(&mut nonce).map_err(|e| ClientError::Setup(e.to_string()))?;
     Ok(key.mint(client_id, unix_now_s() + ttl.as_secs().max(1), nonce, 0))

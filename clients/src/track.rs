@@ -160,7 +160,10 @@ impl TickAssembler {
             self.delivery.chunks_ignored += 1;
             return ChunkOutcome::Inconsistent;
         }
-        let (word, bit) = (usize::from(header.chunk_index) / 64, header.chunk_index % 64);
+        let (word, bit) = (
+            usize::from(header.chunk_index) / 64,
+            header.chunk_index % 64,
+        );
         if slot.seen[word] & (1 << bit) != 0 {
             self.delivery.chunks_ignored += 1;
             return ChunkOutcome::Duplicate;
@@ -300,9 +303,7 @@ impl LatencyHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickcast_shared::chunk::{
-        CHUNK_HEADER_LEN, ChunkHeader, parse_chunk, write_header,
-    };
+    use tickcast_shared::chunk::{CHUNK_HEADER_LEN, ChunkHeader, parse_chunk, write_header};
 
     fn chunk_bytes(tick: u32, index: u16, count: u16) -> Vec<u8> {
         let mut bytes = vec![0u8; CHUNK_HEADER_LEN];
@@ -325,7 +326,10 @@ mod tests {
     fn whole_ticks_complete_and_missing_chunks_count_as_lost() {
         let mut a = TickAssembler::new(false);
         assert_eq!(feed(&mut a, 10, 0, 2), ChunkOutcome::Partial);
-        assert!(matches!(feed(&mut a, 10, 1, 2), ChunkOutcome::Completed { tick: 10, .. }));
+        assert!(matches!(
+            feed(&mut a, 10, 1, 2),
+            ChunkOutcome::Completed { tick: 10, .. }
+        ));
         assert_eq!(feed(&mut a, 10, 1, 2), ChunkOutcome::Duplicate);
         feed(&mut a, 11, 0, 2); // tick 11 loses chunk 1
         for tick in 12..30 {

@@ -47,11 +47,23 @@ mod tests {
     #[test]
     fn a_peer_without_room_for_the_whole_tick_skips_it() {
         let mut state = PeerSendState::default();
-        assert_eq!(decide_tick_for_peer(&mut state, 1000, 1000), SendDecision::Send);
-        assert_eq!(decide_tick_for_peer(&mut state, 999, 1000), SendDecision::Skip);
-        assert_eq!(decide_tick_for_peer(&mut state, 0, 1000), SendDecision::Skip);
+        assert_eq!(
+            decide_tick_for_peer(&mut state, 1000, 1000),
+            SendDecision::Send
+        );
+        assert_eq!(
+            decide_tick_for_peer(&mut state, 999, 1000),
+            SendDecision::Skip
+        );
+        assert_eq!(
+            decide_tick_for_peer(&mut state, 0, 1000),
+            SendDecision::Skip
+        );
         assert_eq!(state.consecutive_skips, 2);
-        assert_eq!(decide_tick_for_peer(&mut state, 5000, 1000), SendDecision::Send);
+        assert_eq!(
+            decide_tick_for_peer(&mut state, 5000, 1000),
+            SendDecision::Send
+        );
         assert_eq!(
             state,
             PeerSendState {

@@ -280,7 +280,11 @@ impl NetHandle {
         for event in self.membership.try_iter() {
             f(event);
         }
-        for event in self.inputs.try_iter().take(self.inputs.capacity().unwrap_or(0)) {
+        for event in self
+            .inputs
+            .try_iter()
+            .take(self.inputs.capacity().unwrap_or(0))
+        {
             f(event);
         }
     }

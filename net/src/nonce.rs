@@ -34,7 +34,12 @@ impl NonceCache {
     }
 
     /// Checks `nonce` (whose token expires at `expires_at`) at time `now`, remembering it.
-    pub fn check_and_remember(&mut self, nonce: [u8; 16], expires_at: u64, now: u64) -> NonceVerdict {
+    pub fn check_and_remember(
+        &mut self,
+        nonce: [u8; 16],
+        expires_at: u64,
+        now: u64,
+    ) -> NonceVerdict {
         self.forget_expired(now);
         if self.seen.contains_key(&nonce) {
             return NonceVerdict::Replayed;
@@ -81,10 +86,19 @@ mod tests {
     #[test]
     fn a_nonce_is_accepted_once_until_it_expires() {
         let mut cache = NonceCache::new(10);
-        assert_eq!(cache.check_and_remember([1; 16], 100, 0), NonceVerdict::Fresh);
-        assert_eq!(cache.check_and_remember([1; 16], 100, 50), NonceVerdict::Replayed);
+        assert_eq!(
+            cache.check_and_remember([1; 16], 100, 0),
+            NonceVerdict::Fresh
+        );
+        assert_eq!(
+            cache.check_and_remember([1; 16], 100, 50),
+            NonceVerdict::Replayed
+        );
         // After expiry the token itself is refused as expired; the cache may forget it.
-        assert_eq!(cache.check_and_remember([2; 16], 200, 100), NonceVerdict::Fresh);
+        assert_eq!(
+            cache.check_and_remember([2; 16], 200, 100),
+            NonceVerdict::Fresh
+        );
         assert_eq!(cache.len(), 1);
     }
 
@@ -98,6 +112,9 @@ mod tests {
             NonceVerdict::FreshEvictedOldest
         );
         assert_eq!(cache.len(), 2);
-        assert_eq!(cache.check_and_remember([2; 16], 100, 0), NonceVerdict::Replayed);
+        assert_eq!(
+            cache.check_and_remember([2; 16], 100, 0),
+            NonceVerdict::Replayed
+        );
     }
 }

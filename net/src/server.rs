@@ -114,7 +114,10 @@ impl NetState {
         match self.token_key.verify(&hello.token, now) {
             Ok(()) => {}
             Err(TokenError::Expired { .. }) => {
-                return Err((RejectReason::TokenExpired, "the connect token expired".into()));
+                return Err((
+                    RejectReason::TokenExpired,
+                    "the connect token expired".into(),
+                ));
             }
             Err(e @ (TokenError::BadMac | TokenError::UnknownVersion(_))) => {
                 return Err((RejectReason::BadToken, e.to_string()));
@@ -140,7 +143,10 @@ impl NetState {
             if peers.len() >= self.config.max_clients && !peers.contains_key(&client_id) {
                 return Err((
                     RejectReason::ServerFull,
-                    format!("the server is at its limit of {} clients", self.config.max_clients),
+                    format!(
+                        "the server is at its limit of {} clients",
+                        self.config.max_clients
+                    ),
                 ));
             }
         }
@@ -208,7 +214,10 @@ pub(crate) async fn run(
     }
     fanout.abort();
     tracing::info!("closing every connection: server shutting down");
-    endpoint.close(VarInt::from_u32(close::SERVER_SHUTDOWN), b"server shutting down");
+    endpoint.close(
+        VarInt::from_u32(close::SERVER_SHUTDOWN),
+        b"server shutting down",
+    );
     let _ = timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
 }
 
@@ -318,15 +327,29 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
     if let Some(old) = replaced {
         state.count(|c| &c.replaced);
         state.counters.peers.fetch_sub(1, Ordering::Relaxed);
-        old.conn.close(VarInt::from_u32(close::REPLACED), b"replaced by a newer connection");
+        old.conn.close(
+            VarInt::from_u32(close::REPLACED),
+            b"replaced by a newer connection",
+        );
         state.send_membership(PeerEvent::Left { client_id });
     }
 
     let (ack_tx, ack_rx) = oneshot::channel();
     state.pending_joins().insert(client_id, ack_tx);
-    if state.membership.try_send(PeerEvent::Joined { client_id }).is_err() {
+    if state
+        .membership
+        .try_send(PeerEvent::Joined { client_id })
+        .is_err()
+    {
         state.pending_joins().remove(&client_id);
-        reject(&state, &conn, send, RejectReason::Unavailable, "the server is busy").await;
+        reject(
+            &state,
+            &conn,
+            send,
+            RejectReason::Unavailable,
+            "the server is busy",
+        )
+        .await;
         return;
     }
     let ack = match timeout(JOIN_ACK_TIMEOUT, ack_rx).await {
@@ -334,7 +357,14 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
         _ => {
             // The sim may still spawn the entity later; the Left makes it despawn again.
             state.send_membership(PeerEvent::Left { client_id });
-            reject(&state, &conn, send, RejectReason::Unavailable, "the simulation did not answer").await;
+            reject(
+                &state,
+                &conn,
+                send,
+                RejectReason::Unavailable,
+                "the simulation did not answer",
+            )
+            .await;
             return;
         }
     };
@@ -371,7 +401,10 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
     serve_peer(&state, &conn, client_id, recv, &inputs_this_tick).await;
 
     let mut peers = state.peers();
-    if peers.get(&client_id).is_some_and(|p| p.generation == generation) {
+    if peers
+        .get(&client_id)
+        .is_some_and(|p| p.generation == generation)
+    {
         peers.remove(&client_id);
         drop(peers);
         state.counters.peers.fetch_sub(1, Ordering::Relaxed);
@@ -443,7 +476,10 @@ async fn reject(
         // Give the client a moment to read the Reject before the close discards it.
         let _ = timeout(REJECT_LINGER, send.stopped()).await;
     }
-    conn.close(VarInt::from_u32(close::for_reject(reason)), reason.name().as_bytes());
+    conn.close(
+        VarInt::from_u32(close::for_reject(reason)),
+        reason.name().as_bytes(),
+    );
 }
 
 async fn write_message(send: &mut SendStream, message: &ServerMessage) -> Result<(), ()> {
@@ -494,7 +530,10 @@ async fn fan_out(
                     let mut whole = true;
                     for range in &frames {
                         let len = range.len() as u64;
-                        match peer.conn.send_datagram(published.buffer.slice(range.clone())) {
+                        match peer
+                            .conn
+                            .send_datagram(published.buffer.slice(range.clone()))
+                        {
                             Ok(()) => {
                                 sent += 1;
                                 sent_bytes += len;
@@ -514,8 +553,14 @@ async fn fan_out(
                 }
             }
         }
-        state.counters.datagrams_sent.fetch_add(sent, Ordering::Relaxed);
-        state.counters.bytes_out.fetch_add(sent_bytes, Ordering::Relaxed);
+        state
+            .counters
+            .datagrams_sent
+            .fetch_add(sent, Ordering::Relaxed);
+        state
+            .counters
+            .bytes_out
+            .fetch_add(sent_bytes, Ordering::Relaxed);
     }
 }
 

@@ -63,7 +63,11 @@ pub fn fingerprint_hex(fingerprint: &[u8; 32]) -> String {
 /// Parses a fingerprint from hex (colons allowed, case ignored).
 pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], NetError> {
     let hex: String = text.chars().filter(|c| *c != ':').collect();
-    let bad = || NetError::Config(format!("'{text}' is not a SHA-256 fingerprint (64 hex digits)"));
+    let bad = || {
+        NetError::Config(format!(
+            "'{text}' is not a SHA-256 fingerprint (64 hex digits)"
+        ))
+    };
     if hex.len() != 64 || !hex.is_ascii() {
         return Err(bad());
     }
@@ -88,7 +92,11 @@ pub fn load_or_create_identity(data_dir: &Path) -> Result<Identity, NetError> {
         });
     }
     create_dir(data_dir)?;
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     let generated = rcgen::generate_simple_self_signed(names)
         .map_err(|e| NetError::Tls(format!("generating a self-signed certificate: {e}")))?;
     let cert = generated.cert.der().to_vec();

@@ -222,8 +222,24 @@ mod tests {
     }
 
     fn arb_record() -> impl Strategy<Value = EntityRecord> {
-        (any::<u32>(), any::<u8>(), any::<u8>(), any::<u16>(), any::<u16>(), any::<u16>(), any::<u16>())
-            .prop_map(|(net_id, kind, health, x, y, angle, aux)| EntityRecord { net_id, kind, health, x, y, angle, aux })
+        (
+            any::<u32>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u16>(),
+        )
+            .prop_map(|(net_id, kind, health, x, y, angle, aux)| EntityRecord {
+                net_id,
+                kind,
+                health,
+                x,
+                y,
+                angle,
+                aux,
+            })
     }
 
     #[test]
@@ -249,9 +265,9 @@ mod tests {
         assert_eq!(
             bytes,
             [
-                0x01, 0x00, 0x01, 0x02, 0x03, 0x04, 0x01, 0x00, 0x02, 0x00, 0x05, 0x06, 0x01,
-                0x00, 0x07, 0x08, 0x09, 0x0a, 0x11, 0x12, 0x13, 0x14, 0x01, 100, 0x15, 0x16,
-                0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c
+                0x01, 0x00, 0x01, 0x02, 0x03, 0x04, 0x01, 0x00, 0x02, 0x00, 0x05, 0x06, 0x01, 0x00,
+                0x07, 0x08, 0x09, 0x0a, 0x11, 0x12, 0x13, 0x14, 0x01, 100, 0x15, 0x16, 0x17, 0x18,
+                0x19, 0x1a, 0x1b, 0x1c
             ]
         );
     }

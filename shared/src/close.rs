@@ -28,7 +28,10 @@ pub fn name(code: u64) -> &'static str {
         0x03 => "hello_timeout",
         0x04 => "replaced",
         c if c >= 0x10 && c <= 0x10 + u64::from(u16::MAX) => {
-            match u16::try_from(c - 0x10).ok().and_then(RejectReason::from_code) {
+            match u16::try_from(c - 0x10)
+                .ok()
+                .and_then(RejectReason::from_code)
+            {
                 Some(reason) => reason.name(),
                 None => "unknown_reject",
             }

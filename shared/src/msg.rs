@@ -322,15 +322,20 @@ mod tests {
     }
 
     fn arb_cmd() -> impl Strategy<Value = InputCmd> {
-        (any::<u32>(), any::<i8>(), any::<i8>(), any::<u16>(), any::<u8>()).prop_map(
-            |(seq, move_x, move_y, aim, buttons)| InputCmd {
+        (
+            any::<u32>(),
+            any::<i8>(),
+            any::<i8>(),
+            any::<u16>(),
+            any::<u8>(),
+        )
+            .prop_map(|(seq, move_x, move_y, aim, buttons)| InputCmd {
                 seq,
                 move_x,
                 move_y,
                 aim,
                 buttons,
-            },
-        )
+            })
     }
 
     proptest! {

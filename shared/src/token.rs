@@ -43,6 +43,22 @@ pub struct ConnectToken {
     pub mac: [u8; 32],
 }
 
+impl ConnectToken {
+    /// The token's wire encoding ([`TOKEN_LEN`] bytes), as it appears inside a Hello.
+    pub fn to_bytes(&self) -> [u8; TOKEN_LEN] {
+        let mut out = [0u8; TOKEN_LEN];
+        // Fixed-width fields: the encoding is always exactly TOKEN_LEN bytes.
+        let written = wire::encode_into(self, &mut out).unwrap_or(0);
+        debug_assert_eq!(written, TOKEN_LEN);
+        out
+    }
+
+    /// Decodes a token from exactly [`TOKEN_LEN`] bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, wire::WireError> {
+        wire::decode_exact(bytes)
+    }
+}
+
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -133,10 +149,7 @@ impl TokenKey {
 }
 
 fn signed_bytes(token: &ConnectToken) -> [u8; TOKEN_SIGNED_LEN] {
-    let mut whole = [0u8; TOKEN_LEN];
-    // A ConnectToken always encodes to exactly TOKEN_LEN bytes (fixed-width fields).
-    let written = wire::encode_into(token, &mut whole).unwrap_or(0);
-    debug_assert_eq!(written, TOKEN_LEN);
+    let whole = token.to_bytes();
     let mut signed = [0u8; TOKEN_SIGNED_LEN];
     signed.copy_from_slice(&whole[..TOKEN_SIGNED_LEN]);
     signed
@@ -180,11 +193,13 @@ mod tests {
     }
 
     #[test]
-    fn a_token_encodes_to_its_documented_length() {
+    fn a_token_encodes_to_its_documented_length_and_back() {
         let key = TokenKey::from_bytes(&[1; 32]);
         let token = key.mint(1, NOW, [0; 16], 0);
         let mut buf = [0u8; 128];
         assert_eq!(wire::encode_into(&token, &mut buf).unwrap(), TOKEN_LEN);
         assert_eq!(TOKEN_LEN, 69);
+        assert_eq!(ConnectToken::from_bytes(&token.to_bytes()).unwrap(), token);
+        assert!(ConnectToken::from_bytes(&token.to_bytes()[..68]).is_err());
     }
 }

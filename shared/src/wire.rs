@@ -5,7 +5,7 @@
 //! library, and `encode_into` writes into a caller-owned slice without allocating.
 //! The limit caps what a decoder may allocate for a length it reads from the input.
 
-use bincode::config::{Configuration, Fixint, LittleEndian, Limit};
+use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
 
 pub use bincode::{Decode, Encode};
 

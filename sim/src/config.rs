@@ -68,7 +68,10 @@ impl SimConfig {
         if !(1..=240).contains(&self.tick_rate) {
             return bad(format!("tick_rate {} must be 1 to 240", self.tick_rate));
         }
-        for (name, side) in [("arena_width", self.arena_width), ("arena_height", self.arena_height)] {
+        for (name, side) in [
+            ("arena_width", self.arena_width),
+            ("arena_height", self.arena_height),
+        ] {
             if !(1..=1023).contains(&side) {
                 return bad(format!("{name} {side} must be 1 to 1023 world units"));
             }

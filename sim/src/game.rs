@@ -298,7 +298,12 @@ pub fn wander_npcs(
         }
         npc.ticks_left -= 1;
         let before = *position;
-        move_by_intent(&mut position, COMPASS[usize::from(npc.direction)], step, max);
+        move_by_intent(
+            &mut position,
+            COMPASS[usize::from(npc.direction)],
+            step,
+            max,
+        );
         let blocked = (position.x == before.x && COMPASS[usize::from(npc.direction)].0 != 0)
             || (position.y == before.y && COMPASS[usize::from(npc.direction)].1 != 0);
         if blocked {
@@ -366,7 +371,10 @@ mod tests {
         assert_eq!(player.last_seq, Some(5));
         assert_eq!(counters.inputs_already_applied, 1);
         take_inputs(&mut player, &[cmd(5, 30)], 2, &mut counters);
-        assert_eq!(player.intent.move_x, 10, "a replayed sequence is not applied");
+        assert_eq!(
+            player.intent.move_x, 10,
+            "a replayed sequence is not applied"
+        );
         take_inputs(&mut player, &[cmd(6, 40)], 2, &mut counters);
         assert_eq!(player.intent.move_x, 10, "over the allowance");
         assert_eq!(counters.inputs_dropped_rate, 1);

@@ -36,8 +36,8 @@ impl ServerConfig {
         self.net.arena = (self.sim.arena_width, self.sim.arena_height);
         self.net.chunk_payload = self.sim.chunk_payload;
         let entities = self.sim.npcs as usize + self.net.max_clients;
-        self.net.datagram_send_buffer = (2 * tick_buffer_len(entities, self.sim.chunk_payload))
-            .max(4 * self.sim.chunk_payload);
+        self.net.datagram_send_buffer =
+            (2 * tick_buffer_len(entities, self.sim.chunk_payload)).max(4 * self.sim.chunk_payload);
         self
     }
 }

@@ -8,9 +8,7 @@ use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_shared::msg::InputDatagram;
 
 use crate::config::{ConfigError, SimConfig};
-use crate::game::{
-    self, Clients, CurrentTick, NetIds, Player, Settings, SimCounters, TickSet,
-};
+use crate::game::{self, Clients, CurrentTick, NetIds, Player, Settings, SimCounters, TickSet};
 use crate::rng::SimRng;
 use crate::snapshot::{SnapshotState, build_snapshot};
 

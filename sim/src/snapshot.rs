@@ -15,7 +15,7 @@ use tickcast_shared::chunk::{
 
 use crate::config::SimConfig;
 use crate::game::{
-    CurrentTick, Health, Heading, Kind, NetId, Player, Position, Settings, SimCounters,
+    CurrentTick, Heading, Health, Kind, NetId, Player, Position, Settings, SimCounters,
 };
 use crate::rng::SimRng;
 
@@ -210,15 +210,18 @@ pub fn build_snapshot(
     let columns = config.cell_columns() as u64;
     let cell_side = i32::from(config.cell_size) * tickcast_shared::chunk::POSITION_SCALE as i32;
     state.rows.clear();
-    state
-        .rows
-        .extend(entities.iter().map(|(id, kind, position, heading, health, player)| {
-            let cell = (position.y / cell_side) as u64 * columns + (position.x / cell_side) as u64;
-            Row {
-                key: cell << 32 | u64::from(id.0),
-                record: record_of(*id, *kind, *position, *heading, *health, player),
-            }
-        }));
+    state.rows.extend(
+        entities
+            .iter()
+            .map(|(id, kind, position, heading, health, player)| {
+                let cell =
+                    (position.y / cell_side) as u64 * columns + (position.x / cell_side) as u64;
+                Row {
+                    key: cell << 32 | u64::from(id.0),
+                    record: record_of(*id, *kind, *position, *heading, *health, player),
+                }
+            }),
+    );
     state.rows.sort_unstable_by_key(|row| row.key);
     state.hash = state_hash(tick.0, rng.state(), &state.rows);
     state.entities = state.rows.len();
@@ -365,7 +368,14 @@ mod tests {
         let frames: Vec<_> = tick_frames(&bytes).collect();
         assert_eq!(frames.len(), 1);
         let chunk = parse_chunk(&bytes[frames[0].clone()]).unwrap();
-        assert_eq!((chunk.header.tick, chunk.header.chunk_count, chunk.header.record_count), (3, 1, 0));
+        assert_eq!(
+            (
+                chunk.header.tick,
+                chunk.header.chunk_count,
+                chunk.header.record_count
+            ),
+            (3, 1, 0)
+        );
     }
 
     #[test]
@@ -388,7 +398,10 @@ mod tests {
         assert!(matches!(pool.acquire(64), Acquired::AllBusy));
         let slice = first.slice(0..4);
         drop(first);
-        assert!(matches!(pool.acquire(64), Acquired::AllBusy), "a slice still holds it");
+        assert!(
+            matches!(pool.acquire(64), Acquired::AllBusy),
+            "a slice still holds it"
+        );
         drop(slice);
         assert!(matches!(pool.acquire(64), Acquired::Free(_)));
         assert_eq!(&second[..], b"tick two", "published bytes never change");

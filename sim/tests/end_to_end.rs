@@ -1,7 +1,7 @@
 //! End to end: a real server (sim + net) on 127.0.0.1, real QUIC clients.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,11 +20,11 @@ fn temp_data_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn start_server(data_dir: &PathBuf) -> Server {
+fn start_server(data_dir: &Path) -> Server {
     Server::start(ServerConfig {
         net: NetConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: data_dir.clone(),
+            data_dir: data_dir.to_path_buf(),
             ..NetConfig::default()
         },
         sim: SimConfig {
@@ -87,7 +87,11 @@ fn longest_consecutive_run(ticks: &[u32]) -> usize {
     let mut best = 0;
     let mut run = 0;
     for (i, tick) in ticks.iter().enumerate() {
-        run = if i > 0 && *tick == ticks[i - 1] + 1 { run + 1 } else { 1 };
+        run = if i > 0 && *tick == ticks[i - 1] + 1 {
+            run + 1
+        } else {
+            1
+        };
         best = best.max(run);
     }
     best
@@ -118,12 +122,20 @@ fn three_clients_receive_every_player_and_see_each_others_moves() {
             sessions.push(Arc::new(session));
         }
         let entities: Vec<u32> = sessions.iter().map(|s| s.welcome().entity).collect();
-        let last_welcome_tick = sessions.iter().map(|s| s.welcome().server_tick).max().unwrap();
+        let last_welcome_tick = sessions
+            .iter()
+            .map(|s| s.welcome().server_tick)
+            .max()
+            .unwrap();
 
         // Client A walks; B and C stand still.
         let mut tasks = Vec::new();
         for (i, session) in sessions.iter().enumerate() {
-            tasks.push(tokio::spawn(run_client(session.clone(), i == 0, Duration::from_secs(3))));
+            tasks.push(tokio::spawn(run_client(
+                session.clone(),
+                i == 0,
+                Duration::from_secs(3),
+            )));
         }
         let mut views = Vec::new();
         for task in tasks {
@@ -138,7 +150,10 @@ fn three_clients_receive_every_player_and_see_each_others_moves() {
 
     for (client, view) in views.iter().enumerate() {
         let ticks: Vec<u32> = view.iter().map(|t| t.tick).collect();
-        assert!(ticks.windows(2).all(|w| w[0] < w[1]), "client {client}: ticks in order");
+        assert!(
+            ticks.windows(2).all(|w| w[0] < w[1]),
+            "client {client}: ticks in order"
+        );
         assert!(
             longest_consecutive_run(&ticks) >= 45,
             "client {client} received too few consecutive ticks: {ticks:?}"
@@ -158,7 +173,13 @@ fn three_clients_receive_every_player_and_see_each_others_moves() {
     // Client B watches A's entity move the way A asked.
     let a = entities[0];
     let b_view = &views[1];
-    let first_x = i32::from(b_view.iter().find(|t| t.tick > last_welcome_tick).unwrap().players[&a]);
+    let first_x = i32::from(
+        b_view
+            .iter()
+            .find(|t| t.tick > last_welcome_tick)
+            .unwrap()
+            .players[&a],
+    );
     let last_x = i32::from(b_view.last().unwrap().players[&a]);
     let moved = last_x - first_x;
     // 3 s at 48 units/s is 144 units (9,216 in 1/64 units); ask for a quarter of it.
@@ -168,10 +189,17 @@ fn three_clients_receive_every_player_and_see_each_others_moves() {
     );
     // The other players stood still.
     let c = entities[2];
-    let c_first = b_view.iter().find(|t| t.tick > last_welcome_tick).unwrap().players[&c];
-    assert_eq!(b_view.last().unwrap().players[&c], c_first, "C did not move");
+    let c_first = b_view
+        .iter()
+        .find(|t| t.tick > last_welcome_tick)
+        .unwrap()
+        .players[&c];
+    assert_eq!(
+        b_view.last().unwrap().players[&c],
+        c_first,
+        "C did not move"
+    );
 
     server.stop();
     let _ = std::fs::remove_dir_all(&data_dir);
 }
-

@@ -18,7 +18,9 @@ use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
 use tickcast_clients::track::{LatencyHistogram, TickAssembler};
-use tickcast_clients::{InputHistory, client_endpoint, connect, connection_error_key, mint_token, now_us_wrapping};
+use tickcast_clients::{
+    InputHistory, client_endpoint, connect, connection_error_key, mint_token, now_us_wrapping,
+};
 use tickcast_net::tls::{self, TOKEN_KEY_FILE};
 use tickcast_shared::chunk::parse_chunk;
 use tickcast_shared::msg::InputCmd;
@@ -36,10 +38,10 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     clients: usize,
     /// How long each client plays, e.g. 10s, 2m, 500ms.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Spread the connects over this long, e.g. 1s.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     ramp: Duration,
     /// The server's data directory: its certificate is pinned and its token key used.
     #[arg(long, default_value = ".tickcast")]
@@ -59,28 +61,6 @@ struct Args {
     /// Print one JSON object instead of a human summary.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration like 10s, 2m or 500ms"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" | "" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit '{unit}' in '{text}' (use ms, s, m or h)")),
-    };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("'{text}' is not a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// What one bot saw.
@@ -211,7 +191,9 @@ async fn swarm(
 
 /// A small deterministic walk: a new direction every second or so.
 fn next_direction(state: &mut u64) -> (i8, i8) {
-    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let dx = ((*state >> 33) % 255) as i16 - 127;
     let dy = ((*state >> 41) % 255) as i16 - 127;
     (dx as i8, dy as i8)
@@ -258,7 +240,7 @@ async fn bot(
             () = tokio::time::sleep_until(end) => break,
             _ = ticker.tick() => {
                 inputs_sent += 1;
-                if inputs_sent % 30 == 0 {
+                if inputs_sent.is_multiple_of(30) {
                     direction = next_direction(&mut walk_state);
                 }
                 let cmd = InputCmd { move_x: direction.0, move_y: direction.1, ..Default::default() };
@@ -338,12 +320,20 @@ fn summarize(args: &Args, outcomes: &[BotOutcome]) -> Report {
         tick_rate: connected.first().map_or(0, |o| o.tick_rate),
         snapshots_expected: expected,
         snapshots_complete: complete,
-        delivery_ratio: if expected == 0 { 0.0 } else { complete as f64 / expected as f64 },
+        delivery_ratio: if expected == 0 {
+            0.0
+        } else {
+            complete as f64 / expected as f64
+        },
         chunks_received,
         chunks_lost,
         latency_ms_p50: latency.quantile_ms(0.50),
         latency_ms_p99: latency.quantile_ms(0.99),
-        bytes_in_per_client_per_s: if client_seconds > 0.0 { bytes_in as f64 / client_seconds } else { 0.0 },
+        bytes_in_per_client_per_s: if client_seconds > 0.0 {
+            bytes_in as f64 / client_seconds
+        } else {
+            0.0
+        },
         entities_last_snapshot: newest.map_or(0, |(_, n)| n),
         disconnects: outcomes.iter().filter(|o| o.disconnected.is_some()).count(),
         errors,
@@ -352,15 +342,33 @@ fn summarize(args: &Args, outcomes: &[BotOutcome]) -> Report {
 
 fn print_human(report: &Report) {
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} ms"));
-    println!("tickcast-bots: {} of {} clients connected for {:.1} s at {} Hz", report.connected, report.clients, report.duration_s, report.tick_rate);
-    println!("  delivery       {:.4} ({} of {} snapshots complete)", report.delivery_ratio, report.snapshots_complete, report.snapshots_expected);
-    println!("  chunks         {} received, {} lost", report.chunks_received, report.chunks_lost);
-    println!("  latency        p50 {}, p99 {}", ms(report.latency_ms_p50), ms(report.latency_ms_p99));
-    println!("  bandwidth in   {:.0} B/s per client", report.bytes_in_per_client_per_s);
-    println!("  world          {} entities in the last snapshot", report.entities_last_snapshot);
+    println!(
+        "tickcast-bots: {} of {} clients connected for {:.1} s at {} Hz",
+        report.connected, report.clients, report.duration_s, report.tick_rate
+    );
+    println!(
+        "  delivery       {:.4} ({} of {} snapshots complete)",
+        report.delivery_ratio, report.snapshots_complete, report.snapshots_expected
+    );
+    println!(
+        "  chunks         {} received, {} lost",
+        report.chunks_received, report.chunks_lost
+    );
+    println!(
+        "  latency        p50 {}, p99 {}",
+        ms(report.latency_ms_p50),
+        ms(report.latency_ms_p99)
+    );
+    println!(
+        "  bandwidth in   {:.0} B/s per client",
+        report.bytes_in_per_client_per_s
+    );
+    println!(
+        "  world          {} entities in the last snapshot",
+        report.entities_last_snapshot
+    );
     println!("  disconnects    {}", report.disconnects);
     for (reason, count) in &report.errors {
         println!("  error          {reason}: {count}");
     }
 }
-
