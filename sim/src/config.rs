@@ -32,6 +32,17 @@ pub struct SimConfig {
     /// Input datagrams applied per client per tick; the rest are dropped and counted.
     /// Default 4: a client sends one per tick, 4 absorbs bunching after a stall.
     pub max_inputs_per_tick: u8,
+    /// Projectile speed in world units per second. Default 160: fast enough to hit a
+    /// walking target, slow enough that it crosses several ticks.
+    pub projectile_speed: u32,
+    /// How long a projectile flies, in milliseconds. Default 1,500 (240 units of range).
+    pub projectile_lifetime_ms: u32,
+    /// Least time between two shots of one player, in milliseconds. Default 250.
+    pub fire_interval_ms: u32,
+    /// Health a hit takes. Default 25: four hits down a full-health target.
+    pub hit_damage: u8,
+    /// A projectile hits a target within this many world units. Default 8.
+    pub hit_radius: u16,
     /// Entities the snapshot buffers are sized for at start; more grow them once.
     /// Default 0: derived from `npcs` plus room for 256 players.
     pub expected_entities: usize,
@@ -51,6 +62,11 @@ impl Default for SimConfig {
             player_speed: 48,
             npc_speed: 24,
             max_inputs_per_tick: 4,
+            projectile_speed: 160,
+            projectile_lifetime_ms: 1500,
+            fire_interval_ms: 250,
+            hit_damage: 25,
+            hit_radius: 8,
             expected_entities: 0,
         }
     }
@@ -91,6 +107,12 @@ impl SimConfig {
         if self.snapshot_buffers < 2 {
             return bad("snapshot_buffers must be at least 2".into());
         }
+        if self.hit_radius == 0 || self.hit_radius > 64 {
+            return bad(format!(
+                "hit_radius {} must be 1 to 64 world units",
+                self.hit_radius
+            ));
+        }
         if self.npcs > 1_000_000 {
             return bad(format!("npcs {} exceeds 1,000,000", self.npcs));
         }
@@ -105,6 +127,11 @@ impl SimConfig {
     /// Number of cells in the grid.
     pub fn cells(&self) -> usize {
         self.cell_columns() * usize::from(self.arena_height).div_ceil(usize::from(self.cell_size))
+    }
+
+    /// Ticks a duration in milliseconds lasts at this tick rate (at least 1).
+    pub fn ticks_for_ms(&self, ms: u32) -> u32 {
+        (ms * u32::from(self.tick_rate) / 1000).max(1)
     }
 
     /// Largest position on each axis, in 1/64 units.

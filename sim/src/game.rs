@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use bevy_ecs::prelude::*;
-use tickcast_shared::chunk::{KIND_NPC, KIND_PLAYER, POSITION_SCALE};
-use tickcast_shared::msg::InputCmd;
+use tickcast_shared::chunk::{KIND_NPC, KIND_PLAYER, KIND_PROJECTILE, POSITION_SCALE};
+use tickcast_shared::msg::{BUTTON_FIRE, InputCmd};
 
 use crate::config::SimConfig;
 use crate::rng::SimRng;
@@ -59,6 +59,8 @@ pub struct Player {
     pub intent: InputCmd,
     /// Input datagrams taken this tick (reset every tick).
     pub datagrams_this_tick: u8,
+    /// Ticks until this player may fire again.
+    pub cooldown: u16,
     /// Score.
     pub score: u16,
 }
@@ -117,6 +119,8 @@ pub struct Clients(pub BTreeMap<u64, Entity>);
 pub struct SimCounters {
     /// Inputs that became a player's intent.
     pub inputs_applied: u64,
+    /// Input commands whose move was out of range (-128) and was clamped to -127.
+    pub inputs_clamped: u64,
     /// Inputs ignored because their sequence (or a newer one) was already applied: the
     /// redundant copies every input datagram carries.
     pub inputs_already_applied: u64,
@@ -214,6 +218,7 @@ pub fn spawn_player(world: &mut World, client_id: u64) -> NetId {
                 last_seq: None,
                 intent: InputCmd::default(),
                 datagrams_this_tick: 0,
+                cooldown: 0,
                 score: 0,
             },
         ))
@@ -245,7 +250,13 @@ pub fn take_inputs(
     player.datagrams_this_tick += 1;
     for cmd in inputs {
         if player.last_seq.is_none_or(|last| cmd.seq > last) {
-            player.intent = *cmd;
+            let mut cmd = *cmd;
+            if cmd.move_x == i8::MIN || cmd.move_y == i8::MIN {
+                counters.inputs_clamped += 1;
+                cmd.move_x = cmd.move_x.max(-127);
+                cmd.move_y = cmd.move_y.max(-127);
+            }
+            player.intent = cmd;
             player.last_seq = Some(cmd.seq);
             counters.inputs_applied += 1;
         } else {
@@ -313,6 +324,246 @@ pub fn wander_npcs(
     }
 }
 
+/// A projectile in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Component)]
+pub struct Projectile {
+    /// Who fired it.
+    pub owner: NetId,
+    /// Movement per tick in 1/64 units.
+    pub velocity: (i32, i32),
+    /// Ticks until it falls.
+    pub ticks_left: u32,
+}
+
+/// Sine of a quarter turn in 64 steps, scaled to 32,767. A table rather than `f64::sin`
+/// so that every platform and libm computes the same directions.
+const QUARTER_SINE: [i32; 65] = [
+    0, 804, 1608, 2410, 3212, 4011, 4808, 5602, 6393, 7179, 7962, 8739, 9512, 10278, 11039, 11793,
+    12539, 13279, 14010, 14732, 15446, 16151, 16846, 17530, 18204, 18868, 19519, 20159, 20787,
+    21403, 22005, 22594, 23170, 23731, 24279, 24811, 25329, 25832, 26319, 26790, 27245, 27683,
+    28105, 28510, 28898, 29268, 29621, 29956, 30273, 30571, 30852, 31113, 31356, 31580, 31785,
+    31971, 32137, 32285, 32412, 32521, 32609, 32678, 32728, 32757, 32767,
+];
+
+/// The unit vector of a heading (256 directions), scaled to 32,767, in screen
+/// coordinates: angle 0 is +x and angles turn counter-clockwise, so y = -sin.
+pub fn direction_of(angle: u16) -> (i32, i32) {
+    let step = ((u32::from(angle) + 128) >> 8) & 255;
+    let (quadrant, i) = ((step / 64) as usize, (step % 64) as usize);
+    let (sin, cos) = match quadrant {
+        0 => (QUARTER_SINE[i], QUARTER_SINE[64 - i]),
+        1 => (QUARTER_SINE[64 - i], -QUARTER_SINE[i]),
+        2 => (-QUARTER_SINE[i], -QUARTER_SINE[64 - i]),
+        _ => (-QUARTER_SINE[64 - i], QUARTER_SINE[i]),
+    };
+    (cos, -sin)
+}
+
+/// Players holding fire shoot along their aim, at most once per fire interval.
+pub fn fire_projectiles(
+    mut commands: Commands,
+    settings: Res<Settings>,
+    mut ids: ResMut<NetIds>,
+    mut players: Query<(&NetId, &Position, &mut Player)>,
+) {
+    let config = &settings.0;
+    let speed = step_per_tick(config.projectile_speed, config.tick_rate);
+    let lifetime = config.ticks_for_ms(config.projectile_lifetime_ms);
+    let interval = config.ticks_for_ms(config.fire_interval_ms) as u16;
+    for (id, position, mut player) in &mut players {
+        if player.cooldown > 0 {
+            player.cooldown -= 1;
+            continue;
+        }
+        if player.intent.buttons & BUTTON_FIRE == 0 {
+            continue;
+        }
+        player.cooldown = interval.saturating_sub(1);
+        let (dx, dy) = direction_of(player.intent.aim);
+        commands.spawn((
+            ids.allocate(),
+            Kind(KIND_PROJECTILE),
+            *position,
+            Heading(player.intent.aim),
+            Health(1),
+            Projectile {
+                owner: *id,
+                velocity: (dx * speed / 32_767, dy * speed / 32_767),
+                ticks_left: lifetime,
+            },
+        ));
+    }
+}
+
+/// Projectiles fly straight and fall at the end of their range or at a wall.
+pub fn move_projectiles(
+    mut commands: Commands,
+    settings: Res<Settings>,
+    mut projectiles: Query<(Entity, &mut Projectile, &mut Position)>,
+) {
+    let (max_x, max_y) = settings.0.max_position();
+    for (entity, mut projectile, mut position) in &mut projectiles {
+        position.x += projectile.velocity.0;
+        position.y += projectile.velocity.1;
+        projectile.ticks_left = projectile.ticks_left.saturating_sub(1);
+        let outside = !(0..=max_x).contains(&position.x) || !(0..=max_y).contains(&position.y);
+        if outside || projectile.ticks_left == 0 {
+            commands.entity(entity).despawn();
+        }
+    }
+}
+
+/// Side of a collision-grid cell in world units: at least the largest hit radius, so a
+/// hit is always within the 3 × 3 cells around a projectile.
+pub const COLLISION_CELL: i32 = 64;
+
+/// A uniform grid of targets (players and NPCs), rebuilt every tick in place: bucket
+/// heads per cell and a next-link per target, so rebuilding allocates nothing once the
+/// vectors have grown to the world's size.
+#[derive(Debug, Default, Resource)]
+pub struct CollisionGrid {
+    columns: i32,
+    rows: i32,
+    heads: Vec<u32>,
+    next: Vec<u32>,
+    targets: Vec<(NetId, Entity, Position)>,
+    projectiles: Vec<(NetId, Entity)>,
+}
+
+const NO_TARGET: u32 = u32::MAX;
+
+impl CollisionGrid {
+    fn cell_of(&self, position: Position) -> (i32, i32) {
+        let side = COLLISION_CELL * POSITION_SCALE as i32;
+        (
+            (position.x / side).clamp(0, self.columns - 1),
+            (position.y / side).clamp(0, self.rows - 1),
+        )
+    }
+
+    fn rebuild(
+        &mut self,
+        config: &SimConfig,
+        targets: impl Iterator<Item = (NetId, Entity, Position)>,
+    ) {
+        self.columns = i32::from(config.arena_width.div_ceil(COLLISION_CELL as u16));
+        self.rows = i32::from(config.arena_height.div_ceil(COLLISION_CELL as u16));
+        self.heads.clear();
+        self.heads
+            .resize((self.columns * self.rows) as usize, NO_TARGET);
+        self.targets.clear();
+        self.next.clear();
+        for target in targets {
+            let (cx, cy) = self.cell_of(target.2);
+            let cell = (cy * self.columns + cx) as usize;
+            self.next.push(self.heads[cell]);
+            self.heads[cell] = self.targets.len() as u32;
+            self.targets.push(target);
+        }
+    }
+
+    /// The lowest-id target within `radius` (1/64 units) of `at`, other than `except`.
+    fn nearest_hit(&self, at: Position, radius: i32, except: NetId) -> Option<(NetId, Entity)> {
+        let (cx, cy) = self.cell_of(at);
+        let mut best: Option<(NetId, Entity)> = None;
+        for y in (cy - 1).max(0)..=(cy + 1).min(self.rows - 1) {
+            for x in (cx - 1).max(0)..=(cx + 1).min(self.columns - 1) {
+                let mut index = self.heads[(y * self.columns + x) as usize];
+                while index != NO_TARGET {
+                    let (id, entity, position) = self.targets[index as usize];
+                    let (dx, dy) = (i64::from(position.x - at.x), i64::from(position.y - at.y));
+                    let close = dx * dx + dy * dy <= i64::from(radius) * i64::from(radius);
+                    if close && id != except && best.is_none_or(|(b, _)| id < b) {
+                        best = Some((id, entity));
+                    }
+                    index = self.next[index as usize];
+                }
+            }
+        }
+        best
+    }
+}
+
+/// Projectiles that reach a target hurt it and fall; a target brought to zero health
+/// scores a point for the shooter. Projectiles are resolved in `NetId` order and each hits
+/// the lowest-id target in reach, so the outcome does not depend on storage order.
+#[allow(clippy::too_many_arguments)]
+pub fn resolve_hits(
+    mut commands: Commands,
+    settings: Res<Settings>,
+    mut grid: ResMut<CollisionGrid>,
+    targets: Query<(&NetId, Entity, &Position), Or<(With<Player>, With<Npc>)>>,
+    projectiles: Query<(&NetId, Entity, &Position, &Projectile)>,
+    mut health: Query<&mut Health, Without<Projectile>>,
+    mut scorers: Query<(&NetId, &mut Player)>,
+    clients: Res<Clients>,
+) {
+    let config = &settings.0;
+    let grid = &mut *grid;
+    grid.rebuild(config, targets.iter().map(|(id, e, p)| (*id, e, *p)));
+    grid.projectiles.clear();
+    grid.projectiles
+        .extend(projectiles.iter().map(|(id, e, _, _)| (*id, e)));
+    grid.projectiles.sort_unstable_by_key(|(id, _)| *id);
+    let radius = i32::from(config.hit_radius) * POSITION_SCALE as i32;
+    for index in 0..grid.projectiles.len() {
+        let (_, entity) = grid.projectiles[index];
+        let Ok((_, _, position, projectile)) = projectiles.get(entity) else {
+            continue;
+        };
+        let Some((_, target)) = grid.nearest_hit(*position, radius, projectile.owner) else {
+            continue;
+        };
+        let Ok(mut target_health) = health.get_mut(target) else {
+            continue;
+        };
+        if target_health.0 == 0 {
+            continue;
+        }
+        commands.entity(entity).despawn();
+        target_health.0 = target_health.0.saturating_sub(config.hit_damage);
+        if target_health.0 == 0 {
+            credit_kill(projectile.owner, &clients, &mut scorers);
+        }
+    }
+}
+
+fn credit_kill(owner: NetId, clients: &Clients, scorers: &mut Query<(&NetId, &mut Player)>) {
+    // Find the owner among connected players (it may have left since it fired).
+    for entity in clients.0.values() {
+        if let Ok((id, mut player)) = scorers.get_mut(*entity)
+            && *id == owner
+        {
+            player.score = player.score.saturating_add(1);
+            return;
+        }
+    }
+}
+
+/// Targets at zero health come back at a random place with full health, in `NetId` order
+/// so the RNG is drawn from in the same order every run.
+pub fn respawn_fallen(
+    settings: Res<Settings>,
+    mut rng: ResMut<SimRng>,
+    mut fallen: Local<Vec<(NetId, Entity)>>,
+    mut targets: Query<(&NetId, Entity, &mut Position, &mut Health), Or<(With<Player>, With<Npc>)>>,
+) {
+    fallen.clear();
+    fallen.extend(
+        targets
+            .iter()
+            .filter(|(_, _, _, health)| health.0 == 0)
+            .map(|(id, entity, _, _)| (*id, entity)),
+    );
+    fallen.sort_unstable_by_key(|(id, _)| *id);
+    for &(_, entity) in fallen.iter() {
+        if let Ok((_, _, mut position, mut health)) = targets.get_mut(entity) {
+            *position = random_position(&mut rng, &settings.0);
+            health.0 = 100;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +595,26 @@ mod tests {
     }
 
     #[test]
+    fn directions_are_unit_vectors_in_screen_coordinates() {
+        assert_eq!(direction_of(0), (32_767, 0));
+        assert_eq!(
+            direction_of(16_384),
+            (0, -32_767),
+            "a quarter turn points up"
+        );
+        assert_eq!(direction_of(32_768), (-32_767, 0));
+        assert_eq!(direction_of(49_152), (0, 32_767));
+        for angle in (0..=u16::MAX).step_by(97) {
+            let (x, y) = direction_of(angle);
+            let length2 = i64::from(x) * i64::from(x) + i64::from(y) * i64::from(y);
+            assert!(
+                (length2 - 32_767i64 * 32_767).abs() < 32_767 * 100,
+                "{angle}"
+            );
+        }
+    }
+
+    #[test]
     fn isqrt_is_the_floor() {
         for n in 0..20_000u32 {
             let r = isqrt(n);
@@ -358,6 +629,7 @@ mod tests {
             last_seq: None,
             intent: InputCmd::default(),
             datagrams_this_tick: 0,
+            cooldown: 0,
             score: 0,
         };
         let mut counters = SimCounters::default();

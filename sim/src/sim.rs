@@ -30,6 +30,7 @@ impl Sim {
         world.insert_resource(NetIds::default());
         world.insert_resource(Clients::default());
         world.insert_resource(SimCounters::default());
+        world.insert_resource(game::CollisionGrid::default());
         for _ in 0..config.npcs {
             game::spawn_npc(&mut world);
         }
@@ -40,7 +41,14 @@ impl Sim {
         schedule.configure_sets((TickSet::Input, TickSet::Simulate, TickSet::Snapshot).chain());
         schedule.add_systems((
             game::apply_inputs.in_set(TickSet::Input),
-            (game::move_players, game::wander_npcs)
+            (
+                game::move_players,
+                game::wander_npcs,
+                game::fire_projectiles,
+                game::move_projectiles,
+                game::resolve_hits,
+                game::respawn_fallen,
+            )
                 .chain()
                 .in_set(TickSet::Simulate),
             build_snapshot.in_set(TickSet::Snapshot),

@@ -15,7 +15,7 @@ use tickcast_shared::chunk::{
 
 use crate::config::SimConfig;
 use crate::game::{
-    CurrentTick, Heading, Health, Kind, NetId, Player, Position, Settings, SimCounters,
+    CurrentTick, Heading, Health, Kind, NetId, Player, Position, Projectile, Settings, SimCounters,
 };
 use crate::rng::SimRng;
 
@@ -159,6 +159,7 @@ pub fn record_of(
     heading: Heading,
     health: Health,
     player: Option<&Player>,
+    projectile: Option<&Projectile>,
 ) -> EntityRecord {
     EntityRecord {
         net_id: id.0,
@@ -169,7 +170,12 @@ pub fn record_of(
         x: position.x.clamp(0, i32::from(u16::MAX)) as u16,
         y: position.y.clamp(0, i32::from(u16::MAX)) as u16,
         angle: heading.0,
-        aux: player.map_or(0, |p| p.score),
+        aux: match (player, projectile) {
+            (Some(player), _) => player.score,
+            // The low 16 bits of the shooter's id: enough for a client to tell its own.
+            (None, Some(projectile)) => projectile.owner.0 as u16,
+            (None, None) => 0,
+        },
     }
 }
 
@@ -203,25 +209,30 @@ pub fn build_snapshot(
     rng: Res<SimRng>,
     mut counters: ResMut<SimCounters>,
     mut state: ResMut<SnapshotState>,
-    entities: Query<(&NetId, &Kind, &Position, &Heading, &Health, Option<&Player>)>,
+    entities: Query<(
+        &NetId,
+        &Kind,
+        &Position,
+        &Heading,
+        &Health,
+        Option<&Player>,
+        Option<&Projectile>,
+    )>,
 ) {
     let config = &settings.0;
     let state = &mut *state;
     let columns = config.cell_columns() as u64;
     let cell_side = i32::from(config.cell_size) * tickcast_shared::chunk::POSITION_SCALE as i32;
     state.rows.clear();
-    state.rows.extend(
-        entities
-            .iter()
-            .map(|(id, kind, position, heading, health, player)| {
-                let cell =
-                    (position.y / cell_side) as u64 * columns + (position.x / cell_side) as u64;
-                Row {
-                    key: cell << 32 | u64::from(id.0),
-                    record: record_of(*id, *kind, *position, *heading, *health, player),
-                }
-            }),
-    );
+    state.rows.extend(entities.iter().map(
+        |(id, kind, position, heading, health, player, projectile)| {
+            let cell = (position.y / cell_side) as u64 * columns + (position.x / cell_side) as u64;
+            Row {
+                key: cell << 32 | u64::from(id.0),
+                record: record_of(*id, *kind, *position, *heading, *health, player, projectile),
+            }
+        },
+    ));
     state.rows.sort_unstable_by_key(|row| row.key);
     state.hash = state_hash(tick.0, rng.state(), &state.rows);
     state.entities = state.rows.len();
