@@ -11,6 +11,8 @@
 //!
 //! Entry points: [`client_endpoint`], [`connect`], [`Session`].
 
+#![forbid(unsafe_code)]
+
 pub mod track;
 
 use std::net::SocketAddr;

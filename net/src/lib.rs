@@ -13,6 +13,8 @@
 //! [`NetHandle`] publishes ticks ([`TickPublisher`]), drains events, answers joins and
 //! shuts it down.
 
+#![forbid(unsafe_code)]
+
 mod fanout;
 mod nonce;
 mod server;

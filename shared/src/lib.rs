@@ -13,6 +13,8 @@
 //! Entry points: [`wire::encode_into`] / [`wire::decode_exact`] for messages,
 //! [`chunk::parse_chunk`] for snapshot chunks, [`token::TokenKey`] for tokens.
 
+#![forbid(unsafe_code)]
+
 pub mod chunk;
 pub mod close;
 pub mod event;

@@ -502,6 +502,13 @@ pub fn resolve_hits(
     let grid = &mut *grid;
     grid.rebuild(config, targets.iter().map(|(id, e, p)| (*id, e, *p)));
     grid.projectiles.clear();
+    // At most one projectile per fire interval per player is alive: reserve for that so a
+    // new record volley does not allocate mid-game.
+    let per_player = config.ticks_for_ms(config.projectile_lifetime_ms)
+        / config.ticks_for_ms(config.fire_interval_ms)
+        + 1;
+    grid.projectiles
+        .reserve(clients.0.len() * per_player as usize);
     grid.projectiles
         .extend(projectiles.iter().map(|(id, e, _, _)| (*id, e)));
     grid.projectiles.sort_unstable_by_key(|(id, _)| *id);
@@ -547,8 +554,13 @@ pub fn respawn_fallen(
     mut rng: ResMut<SimRng>,
     mut fallen: Local<Vec<(NetId, Entity)>>,
     mut targets: Query<(&NetId, Entity, &mut Position, &mut Health), Or<(With<Player>, With<Npc>)>>,
+    clients: Res<Clients>,
 ) {
+    // Room for every target to fall at once, reserved up front: growing to each new
+    // record number of simultaneous deaths would allocate mid-game.
+    let most = settings.0.npcs as usize + clients.0.len();
     fallen.clear();
+    fallen.reserve(most);
     fallen.extend(
         targets
             .iter()

@@ -10,6 +10,8 @@
 //!
 //! Entry type: [`Sim`] (`step`, `take_snapshot`, `state_hash`).
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod game;
 pub mod rng;
