@@ -324,6 +324,9 @@ pub fn wander_npcs(
     }
 }
 
+/// Query filter: what projectiles can hit (players and NPCs).
+pub type IsTarget = Or<(With<Player>, With<Npc>)>;
+
 /// A projectile in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Component)]
 pub struct Projectile {
@@ -492,7 +495,7 @@ pub fn resolve_hits(
     mut commands: Commands,
     settings: Res<Settings>,
     mut grid: ResMut<CollisionGrid>,
-    targets: Query<(&NetId, Entity, &Position), Or<(With<Player>, With<Npc>)>>,
+    targets: Query<(&NetId, Entity, &Position), IsTarget>,
     projectiles: Query<(&NetId, Entity, &Position, &Projectile)>,
     mut health: Query<&mut Health, Without<Projectile>>,
     mut scorers: Query<(&NetId, &mut Player)>,
@@ -553,7 +556,7 @@ pub fn respawn_fallen(
     settings: Res<Settings>,
     mut rng: ResMut<SimRng>,
     mut fallen: Local<Vec<(NetId, Entity)>>,
-    mut targets: Query<(&NetId, Entity, &mut Position, &mut Health), Or<(With<Player>, With<Npc>)>>,
+    mut targets: Query<(&NetId, Entity, &mut Position, &mut Health), IsTarget>,
     clients: Res<Clients>,
 ) {
     // Room for every target to fall at once, reserved up front: growing to each new
