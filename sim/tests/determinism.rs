@@ -42,7 +42,7 @@ fn script(tick: u32, tweak: Option<(u32, u64)>) -> Vec<PeerEvent> {
             move_x: ((phase >> 8) % 255) as i8,
             move_y: ((phase >> 16) % 255) as i8,
             aim: (phase >> 3) as u16,
-            buttons: if (tick / 10 + client as u32) % 3 == 0 {
+            buttons: if (tick / 10 + client as u32).is_multiple_of(3) {
                 BUTTON_FIRE
             } else {
                 0
