@@ -43,6 +43,11 @@ pub struct SimConfig {
     pub hit_damage: u8,
     /// A projectile hits a target within this many world units. Default 8.
     pub hit_radius: u16,
+    /// Players the world's storage is sized for at start (their projectiles too), so
+    /// that a tick with a new record number of projectiles does not allocate. More
+    /// players still work; their first volleys may grow storage once. Default 256; the
+    /// server sets it to its client limit.
+    pub max_players: u32,
     /// Entities the snapshot buffers are sized for at start; more grow them once.
     /// Default 0: derived from `npcs` plus room for 256 players.
     pub expected_entities: usize,
@@ -67,6 +72,7 @@ impl Default for SimConfig {
             fire_interval_ms: 250,
             hit_damage: 25,
             hit_radius: 8,
+            max_players: 256,
             expected_entities: 0,
         }
     }
@@ -132,6 +138,14 @@ impl SimConfig {
     /// Ticks a duration in milliseconds lasts at this tick rate (at least 1).
     pub fn ticks_for_ms(&self, ms: u32) -> u32 {
         (ms * u32::from(self.tick_rate) / 1000).max(1)
+    }
+
+    /// The most projectiles alive at once: one per fire interval per player.
+    pub fn max_projectiles(&self) -> usize {
+        let per_player = self.ticks_for_ms(self.projectile_lifetime_ms)
+            / self.ticks_for_ms(self.fire_interval_ms)
+            + 1;
+        self.max_players as usize * per_player as usize
     }
 
     /// Largest position on each axis, in 1/64 units.

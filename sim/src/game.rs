@@ -285,38 +285,29 @@ pub fn move_players(settings: Res<Settings>, mut players: Query<(&Player, &mut P
 }
 
 /// NPCs walk in one of eight directions and pick a new one now and then, or at a wall.
-/// Iterated in `NetId` order so the RNG is drawn from in the same order every run.
+/// Each NPC draws from its own keyed random stream (its net id and the tick), so the
+/// result does not depend on the order the ECS iterates them in.
 pub fn wander_npcs(
     settings: Res<Settings>,
-    mut rng: ResMut<SimRng>,
+    rng: Res<SimRng>,
+    tick: Res<CurrentTick>,
     mut npcs: Query<(&NetId, &mut Npc, &mut Position, &mut Heading)>,
-    mut order: Local<Vec<(NetId, Entity)>>,
-    entities: Query<(Entity, &NetId), With<Npc>>,
 ) {
     let config = &settings.0;
     let step = step_per_tick(config.npc_speed, config.tick_rate);
     let max = config.max_position();
-    order.clear();
-    order.extend(entities.iter().map(|(entity, id)| (*id, entity)));
-    order.sort_unstable_by_key(|(id, _)| *id);
-    for &(_, entity) in order.iter() {
-        let Ok((_, mut npc, mut position, mut heading)) = npcs.get_mut(entity) else {
-            continue;
-        };
+    for (id, mut npc, mut position, mut heading) in &mut npcs {
         if npc.ticks_left == 0 {
-            npc.direction = rng.below(8) as u8;
-            npc.ticks_left = 15 + rng.below(60) as u16;
+            let draw = rng.keyed(u64::from(id.0), u64::from(tick.0));
+            npc.direction = (draw % 8) as u8;
+            npc.ticks_left = 15 + ((draw >> 8) % 60) as u16;
         }
         npc.ticks_left -= 1;
+        let intent = COMPASS[usize::from(npc.direction)];
         let before = *position;
-        move_by_intent(
-            &mut position,
-            COMPASS[usize::from(npc.direction)],
-            step,
-            max,
-        );
-        let blocked = (position.x == before.x && COMPASS[usize::from(npc.direction)].0 != 0)
-            || (position.y == before.y && COMPASS[usize::from(npc.direction)].1 != 0);
+        move_by_intent(&mut position, intent, step, max);
+        let blocked =
+            (position.x == before.x && intent.0 != 0) || (position.y == before.y && intent.1 != 0);
         if blocked {
             npc.ticks_left = 0;
         }
@@ -396,6 +387,30 @@ pub fn fire_projectiles(
             },
         ));
     }
+}
+
+/// Grows the projectile storage to hold the most projectiles that can be alive at once,
+/// by spawning and despawning that many placeholders: ECS tables keep their capacity, so
+/// later volleys never allocate.
+pub fn reserve_projectile_storage(world: &mut World) {
+    let count = world.resource::<Settings>().0.max_projectiles();
+    let placeholder = (
+        NetId(u32::MAX),
+        Kind(KIND_PROJECTILE),
+        Position { x: 0, y: 0 },
+        Heading(0),
+        Health(1),
+        Projectile {
+            owner: NetId(u32::MAX),
+            velocity: (0, 0),
+            ticks_left: 0,
+        },
+    );
+    let entities: Vec<Entity> = (0..count).map(|_| world.spawn(placeholder).id()).collect();
+    for entity in entities {
+        world.despawn(entity);
+    }
+    world.clear_trackers();
 }
 
 /// Projectiles fly straight and fall at the end of their range or at a wall.

@@ -34,6 +34,7 @@ impl Sim {
         for _ in 0..config.npcs {
             game::spawn_npc(&mut world);
         }
+        game::reserve_projectile_storage(&mut world);
 
         let mut schedule = Schedule::default();
         // One thread and a fixed order: the same inputs give the same world.

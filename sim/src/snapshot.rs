@@ -7,7 +7,7 @@
 //! steady state a tick allocates nothing.
 
 use bevy_ecs::prelude::*;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tickcast_shared::chunk::{
     CHUNK_HEADER_LEN, ChunkHeader, ENTITY_RECORD_LEN, EntityRecord, TICK_FRAME_PREFIX_LEN,
     records_per_chunk, write_header, write_record,
@@ -89,7 +89,7 @@ impl SnapshotPool {
 }
 
 /// One entity, ready to sort and encode.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Row {
     /// `cell << 32 | net_id`: the encoding order.
     key: u64,
@@ -106,7 +106,11 @@ impl Row {
 #[derive(Debug, Resource)]
 pub struct SnapshotState {
     pool: SnapshotPool,
+    /// Rows in query order, then (in `sorted`) in encoding order.
     rows: Vec<Row>,
+    sorted: Vec<Row>,
+    /// Per cell: rows in it, then (after the prefix sum) where its rows start.
+    cell_starts: Vec<u32>,
     /// The server's clock for this tick's chunk headers, set by the loop before `step`.
     pub server_time_us: u32,
     /// The state hash of the last tick.
@@ -133,6 +137,8 @@ impl SnapshotState {
                 tick_buffer_len(expected, config.chunk_payload),
             ),
             rows: Vec::with_capacity(expected),
+            sorted: Vec::with_capacity(expected),
+            cell_starts: Vec::with_capacity(config.cells() + 1),
             server_time_us: 0,
             hash: 0,
             published: None,
@@ -233,14 +239,19 @@ pub fn build_snapshot(
             }
         },
     ));
-    state.rows.sort_unstable_by_key(|row| row.key);
-    state.hash = state_hash(tick.0, rng.state(), &state.rows);
-    state.entities = state.rows.len();
+    sort_by_cell_then_id(
+        &state.rows,
+        &mut state.sorted,
+        &mut state.cell_starts,
+        config.cells(),
+    );
+    state.hash = state_hash(tick.0, rng.state(), &state.sorted);
+    state.entities = state.sorted.len();
 
     let per_chunk = records_per_chunk(config.chunk_payload);
-    let chunk_count = count_chunks(&state.rows, per_chunk);
+    let chunk_count = count_chunks(&state.cell_starts, per_chunk);
     let needed = chunk_count * (TICK_FRAME_PREFIX_LEN + CHUNK_HEADER_LEN)
-        + state.rows.len() * ENTITY_RECORD_LEN;
+        + state.sorted.len() * ENTITY_RECORD_LEN;
     let buffer = match state.pool.acquire(needed) {
         Acquired::Free(buffer) => buffer,
         Acquired::Grown(buffer) => {
@@ -256,7 +267,7 @@ pub fn build_snapshot(
     };
     encode_chunks(
         buffer,
-        &state.rows,
+        &state.sorted,
         per_chunk,
         chunk_count,
         tick.0,
@@ -266,20 +277,52 @@ pub fn build_snapshot(
     state.published = Some(buffer.split().freeze());
 }
 
-/// Chunks needed: a new chunk at every cell change and every `per_chunk` records; one
-/// empty chunk for an empty world, so clients still see the tick.
-fn count_chunks(rows: &[Row], per_chunk: usize) -> usize {
-    let mut chunks = 0;
-    let mut in_chunk = 0;
-    let mut cell = None;
+/// Orders `rows` by (cell, net id) into `sorted`: a counting sort by cell (linear), then
+/// a sort by id within each cell. Query order is mostly id order already (NPCs never
+/// leave their table), so the per-cell sorts see nearly sorted runs. Leaves each cell's
+/// start offset in `cell_starts` (`cells + 1` entries).
+fn sort_by_cell_then_id(
+    rows: &[Row],
+    sorted: &mut Vec<Row>,
+    cell_starts: &mut Vec<u32>,
+    cells: usize,
+) {
+    cell_starts.clear();
+    cell_starts.resize(cells + 1, 0);
     for row in rows {
-        if cell != Some(row.cell()) || in_chunk == per_chunk {
-            chunks += 1;
-            in_chunk = 0;
-            cell = Some(row.cell());
-        }
-        in_chunk += 1;
+        cell_starts[usize::from(row.cell()) + 1] += 1;
     }
+    for cell in 0..cells {
+        cell_starts[cell + 1] += cell_starts[cell];
+    }
+    sorted.clear();
+    sorted.resize(rows.len(), Row::default());
+    // cell_starts[c] is now where cell c starts; use it as c's write cursor.
+    for row in rows {
+        let cell = usize::from(row.cell());
+        let at = cell_starts[cell] as usize;
+        sorted[at] = *row;
+        cell_starts[cell] += 1;
+    }
+    // Each cursor now sits at the end of its cell, which is the next cell's start:
+    // shift them back by one cell.
+    for cell in (1..=cells).rev() {
+        cell_starts[cell] = cell_starts[cell - 1];
+    }
+    cell_starts[0] = 0;
+    for cell in 0..cells {
+        let range = cell_starts[cell] as usize..cell_starts[cell + 1] as usize;
+        sorted[range].sort_unstable_by_key(|row| row.key);
+    }
+}
+
+/// Chunks needed: each non-empty cell takes `ceil(rows / per_chunk)` chunks; one empty
+/// chunk for an empty world, so clients still see the tick.
+fn count_chunks(cell_starts: &[u32], per_chunk: usize) -> usize {
+    let chunks: usize = cell_starts
+        .windows(2)
+        .map(|w| ((w[1] - w[0]) as usize).div_ceil(per_chunk))
+        .sum();
     chunks.max(1)
 }
 
@@ -291,11 +334,15 @@ fn encode_chunks(
     tick: u32,
     server_time_us: u32,
 ) {
+    let total =
+        chunk_count * (TICK_FRAME_PREFIX_LEN + CHUNK_HEADER_LEN) + rows.len() * ENTITY_RECORD_LEN;
+    // The pool guaranteed the capacity; resizing only writes zeros, it never allocates.
+    buffer.resize(total, 0);
+    let out = &mut buffer[..];
     let chunk_count = u16::try_from(chunk_count).unwrap_or(u16::MAX);
+    let mut at = 0;
     let mut index = 0u16;
     let mut start = 0;
-    let mut header_bytes = [0u8; CHUNK_HEADER_LEN];
-    let mut record_bytes = [0u8; ENTITY_RECORD_LEN];
     loop {
         // The rows of this chunk: same cell, at most `per_chunk`.
         let cell = rows.get(start).map_or(0, Row::cell);
@@ -304,6 +351,9 @@ fn encode_chunks(
             end += 1;
         }
         let records = end - start;
+        let len = CHUNK_HEADER_LEN + records * ENTITY_RECORD_LEN;
+        out[at..at + TICK_FRAME_PREFIX_LEN].copy_from_slice(&(len as u16).to_le_bytes());
+        at += TICK_FRAME_PREFIX_LEN;
         let header = ChunkHeader {
             tick,
             chunk_index: index,
@@ -312,12 +362,21 @@ fn encode_chunks(
             record_count: records as u16,
             server_time_us,
         };
-        buffer.put_u16_le((CHUNK_HEADER_LEN + records * ENTITY_RECORD_LEN) as u16);
-        write_header(&header, &mut header_bytes);
-        buffer.extend_from_slice(&header_bytes);
+        if let Some(slot) = out
+            .get_mut(at..at + CHUNK_HEADER_LEN)
+            .and_then(|s| s.try_into().ok())
+        {
+            write_header(&header, slot);
+        }
+        at += CHUNK_HEADER_LEN;
         for row in &rows[start..end] {
-            write_record(&row.record, &mut record_bytes);
-            buffer.extend_from_slice(&record_bytes);
+            if let Some(slot) = out
+                .get_mut(at..at + ENTITY_RECORD_LEN)
+                .and_then(|s| s.try_into().ok())
+            {
+                write_record(&row.record, slot);
+            }
+            at += ENTITY_RECORD_LEN;
         }
         index += 1;
         start = end;
@@ -325,6 +384,7 @@ fn encode_chunks(
             break;
         }
     }
+    buffer.truncate(at);
 }
 
 #[cfg(test)]
@@ -348,7 +408,7 @@ mod tests {
     #[test]
     fn chunks_split_at_cells_and_at_the_record_limit() {
         let rows = rows(&[(0, 1), (0, 2), (0, 3), (1, 4), (2, 5), (2, 6)]);
-        assert_eq!(count_chunks(&rows, 2), 4);
+        assert_eq!(count_chunks(&[0, 3, 4, 6], 2), 4);
         let mut buffer = BytesMut::with_capacity(1024);
         encode_chunks(&mut buffer, &rows, 2, 4, 9, 77);
         let bytes = buffer.freeze();
@@ -372,7 +432,7 @@ mod tests {
 
     #[test]
     fn an_empty_world_still_sends_one_chunk() {
-        assert_eq!(count_chunks(&[], 80), 1);
+        assert_eq!(count_chunks(&[0, 0, 0], 80), 1);
         let mut buffer = BytesMut::with_capacity(64);
         encode_chunks(&mut buffer, &[], 80, 1, 3, 0);
         let bytes = buffer.freeze();
@@ -387,6 +447,17 @@ mod tests {
             ),
             (3, 1, 0)
         );
+    }
+
+    #[test]
+    fn rows_sort_by_cell_then_id_whatever_their_order() {
+        let unordered = rows(&[(2, 9), (0, 5), (1, 4), (0, 1), (2, 3), (0, 2)]);
+        let mut sorted = Vec::new();
+        let mut starts = Vec::new();
+        sort_by_cell_then_id(&unordered, &mut sorted, &mut starts, 4);
+        let keys: Vec<(u16, u32)> = sorted.iter().map(|r| (r.cell(), r.record.net_id)).collect();
+        assert_eq!(keys, vec![(0, 1), (0, 2), (0, 5), (1, 4), (2, 3), (2, 9)]);
+        assert_eq!(starts, vec![0, 3, 4, 6, 6]);
     }
 
     #[test]

@@ -1,0 +1,93 @@
+//! Tick cost at 1k, 10k and 100k entities: `cargo bench -p tickcast-sim`.
+//!
+//! * `whole_tick`: apply 16 players' inputs, simulate (movement, NPCs, projectiles,
+//!   collisions), hash, snapshot, chunk — what the server loop does each tick.
+//! * `snapshot_only`: the snapshot system alone (sort by cell, hash, encode, chunk), to
+//!   read the per-entity encode cost.
+
+#![allow(missing_docs)]
+
+use bevy_ecs::prelude::*;
+use bevy_ecs::schedule::SingleThreadedExecutor;
+use divan::Bencher;
+use tickcast_shared::msg::{BUTTON_FIRE, InputCmd, InputDatagram};
+use tickcast_sim::snapshot::{SnapshotState, build_snapshot};
+use tickcast_sim::{Sim, SimConfig};
+
+const ENTITIES: [u32; 3] = [1_000, 10_000, 100_000];
+const PLAYERS: u64 = 16;
+
+fn main() {
+    divan::main();
+}
+
+fn world(npcs: u32) -> Sim {
+    let mut sim = Sim::new(SimConfig {
+        npcs,
+        arena_width: 1023,
+        arena_height: 1023,
+        expected_entities: npcs as usize + 512,
+        ..SimConfig::default()
+    })
+    .expect("valid config");
+    for client in 0..PLAYERS {
+        sim.join(client);
+    }
+    // Warm up: pools, tables and the projectile population reach their steady size.
+    for _ in 0..120 {
+        step(&mut sim);
+    }
+    sim
+}
+
+fn step(sim: &mut Sim) {
+    let tick = sim.tick();
+    for client in 0..PLAYERS {
+        let cmd = InputCmd {
+            seq: tick,
+            move_x: ((tick as u64 * 7 + client * 13) % 255) as i8,
+            move_y: ((tick as u64 * 11 + client * 5) % 255) as i8,
+            aim: (tick as u16).wrapping_mul(977),
+            buttons: BUTTON_FIRE,
+        };
+        sim.apply_input(
+            client,
+            &InputDatagram {
+                ack_tick: tick,
+                count: 1,
+                cmds: [
+                    cmd,
+                    InputCmd::default(),
+                    InputCmd::default(),
+                    InputCmd::default(),
+                ],
+            },
+        );
+    }
+    sim.step(tick);
+    divan::black_box(sim.take_snapshot());
+}
+
+#[divan::bench(args = ENTITIES, sample_count = 30)]
+fn whole_tick(bencher: Bencher, npcs: u32) {
+    let mut sim = world(npcs);
+    bencher
+        .counter(divan::counter::ItemsCount::new(sim.snapshot_entities()))
+        .bench_local(|| step(&mut sim));
+}
+
+#[divan::bench(args = ENTITIES, sample_count = 30)]
+fn snapshot_only(bencher: Bencher, npcs: u32) {
+    let mut sim = world(npcs);
+    let entities = sim.snapshot_entities();
+    let mut schedule = Schedule::default();
+    schedule.set_executor(SingleThreadedExecutor::new());
+    schedule.add_systems(build_snapshot);
+    let world = sim.world_mut();
+    bencher
+        .counter(divan::counter::ItemsCount::new(entities))
+        .bench_local(|| {
+            schedule.run(world);
+            divan::black_box(world.resource_mut::<SnapshotState>().published.take());
+        });
+}
