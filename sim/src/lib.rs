@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod game;
+pub mod record;
 pub mod rng;
 pub mod server;
 mod sim;

@@ -1,0 +1,948 @@
+//! Recordings: what the simulation applied, tick by tick, in an append-only file that
+//! reads back after a crash up to its last complete frame. `docs/RECORDING.md` gives the
+//! bytes.
+//!
+//! The framing ([`encode_frame`], [`decode_recording`]) is plain code over bytes. The
+//! [`Recorder`] runs it on a thread of its own behind a bounded channel: when the disk
+//! cannot keep up, the tick goes on, and the file says which ticks are missing.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tickcast_shared::event::PeerEvent;
+use tickcast_shared::msg::{INPUT_DATAGRAM_LEN, InputDatagram};
+
+use crate::SimConfig;
+
+/// First bytes of every recording.
+pub const MAGIC: [u8; 8] = *b"TICKCAST";
+/// Version of the recording format this code writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Bytes before the first frame: magic, format version, protocol version.
+pub const PREAMBLE_LEN: usize = 12;
+/// Bytes before a frame's kind: payload length and CRC.
+pub const FRAME_PREFIX_LEN: usize = 8;
+/// The largest frame a reader accepts (a keyframe of a very large world).
+pub const MAX_FRAME_LEN: usize = 64 << 20;
+
+const KIND_HEADER: u8 = 1;
+const KIND_TICK: u8 = 2;
+const KIND_GAP: u8 = 3;
+const KIND_KEYFRAME: u8 = 4;
+const KIND_INDEX: u8 = 5;
+/// Set on the kind byte when the payload is lz4-compressed (size-prepended block).
+const COMPRESSED: u8 = 0x80;
+
+/// The recording's header: everything needed to rebuild the world it started from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingHeader {
+    /// Wire protocol version of the server that recorded.
+    pub protocol_version: u16,
+    /// The world's configuration (seed, arena, rules).
+    pub config: SimConfig,
+    /// Which build recorded (`tickcast-sim <version>`).
+    pub build_id: String,
+    /// A keyframe (the tick's snapshot) is written every this many ticks; 0 = never.
+    pub keyframe_interval: u32,
+}
+
+/// One tick as the simulation applied it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TickRecord {
+    /// The tick.
+    pub tick: u32,
+    /// The state hash after the tick.
+    pub state_hash: u64,
+    /// How long the tick took on the server, microseconds.
+    pub duration_us: u32,
+    /// Snapshot bytes the network sent during the tick (all peers).
+    pub bytes_out: u64,
+    /// Clients connected at the end of the tick.
+    pub clients: u32,
+    /// The events applied before the tick was stepped, in order.
+    pub events: Vec<PeerEvent>,
+}
+
+/// A frame of a recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// The first frame.
+    Header(RecordingHeader),
+    /// One tick.
+    Tick(TickRecord),
+    /// Ticks `first..=last` were not recorded (the recorder fell behind).
+    Gap {
+        /// First missing tick.
+        first: u32,
+        /// Last missing tick.
+        last: u32,
+    },
+    /// The snapshot of a tick (its tick buffer, `tickcast_shared::chunk` layout).
+    Keyframe {
+        /// The tick.
+        tick: u32,
+        /// The tick buffer.
+        buffer: Vec<u8>,
+    },
+    /// Written on a clean close: every keyframe's tick and file offset.
+    Index(Vec<(u32, u64)>),
+}
+
+/// Why a recording could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordingError {
+    /// The file does not start with the recording magic.
+    #[error("not a tickcast recording (bad magic)")]
+    BadMagic,
+    /// A format version this build does not read.
+    #[error("recording format version {0} is not supported (this build reads {FORMAT_VERSION})")]
+    UnsupportedVersion(u16),
+    /// The first frame is not a readable header.
+    #[error("the recording has no readable header: {0}")]
+    NoHeader(String),
+}
+
+/// Where and why reading stopped early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// Offset of the first byte that is not part of a complete, valid frame.
+    pub offset: u64,
+    /// Bytes from there to the end of the file.
+    pub bytes: u64,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// A recording as read: its header, its complete frames with their offsets, and the torn
+/// tail if the file did not end cleanly.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// The header.
+    pub header: RecordingHeader,
+    /// Format version and protocol version from the preamble.
+    pub format_version: u16,
+    /// Every complete frame after the header, with the offset it starts at.
+    pub frames: Vec<(u64, Frame)>,
+    /// Set when the file ends in something other than a complete frame.
+    pub torn: Option<TornTail>,
+    /// Offset just past the last complete frame (where `repair` truncates).
+    pub valid_len: u64,
+}
+
+impl Recording {
+    /// The tick frames, in file order.
+    pub fn ticks(&self) -> impl Iterator<Item = &TickRecord> {
+        self.frames.iter().filter_map(|(_, frame)| match frame {
+            Frame::Tick(tick) => Some(tick),
+            _ => None,
+        })
+    }
+
+    /// The gaps, in file order.
+    pub fn gaps(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.frames.iter().filter_map(|(_, frame)| match frame {
+            Frame::Gap { first, last } => Some((*first, *last)),
+            _ => None,
+        })
+    }
+
+    /// The keyframe for `tick`, if one was recorded.
+    pub fn keyframe(&self, tick: u32) -> Option<&[u8]> {
+        self.frames.iter().find_map(|(_, frame)| match frame {
+            Frame::Keyframe { tick: t, buffer } if *t == tick => Some(buffer.as_slice()),
+            _ => None,
+        })
+    }
+}
+
+/// The file's first 12 bytes.
+pub fn preamble(protocol_version: u16) -> [u8; PREAMBLE_LEN] {
+    let mut out = [0u8; PREAMBLE_LEN];
+    out[..8].copy_from_slice(&MAGIC);
+    out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[10..12].copy_from_slice(&protocol_version.to_le_bytes());
+    out
+}
+
+/// Appends one frame (`u32` length, `u32` CRC-32 of kind and payload, kind, payload) to
+/// `out`. Keyframes are lz4-compressed.
+pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
+    match frame {
+        Frame::Header(header) => framed(out, KIND_HEADER, |out| encode_header(header, out)),
+        Frame::Tick(tick) => encode_tick_frame(tick, out),
+        Frame::Gap { first, last } => framed(out, KIND_GAP, |out| {
+            out.extend_from_slice(&first.to_le_bytes());
+            out.extend_from_slice(&last.to_le_bytes());
+        }),
+        Frame::Keyframe { tick, buffer } => encode_keyframe(*tick, buffer, out),
+        Frame::Index(entries) => framed(out, KIND_INDEX, |out| {
+            out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+            for (tick, offset) in entries {
+                out.extend_from_slice(&tick.to_le_bytes());
+                out.extend_from_slice(&offset.to_le_bytes());
+            }
+        }),
+    }
+}
+
+/// Appends a tick frame; the same bytes as `encode_frame(&Frame::Tick(..))` without
+/// needing to own the record.
+pub fn encode_tick_frame(tick: &TickRecord, out: &mut Vec<u8>) {
+    framed(out, KIND_TICK, |out| encode_tick(tick, out));
+}
+
+/// Appends a keyframe frame for `buffer` (a tick buffer), lz4-compressed.
+pub fn encode_keyframe(tick: u32, buffer: &[u8], out: &mut Vec<u8>) {
+    framed(out, KIND_KEYFRAME | COMPRESSED, |out| {
+        let mut plain = Vec::with_capacity(4 + buffer.len());
+        plain.extend_from_slice(&tick.to_le_bytes());
+        plain.extend_from_slice(buffer);
+        out.extend_from_slice(&lz4_flex::compress_prepend_size(&plain));
+    });
+}
+
+fn framed(out: &mut Vec<u8>, kind: u8, payload: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_PREFIX_LEN]);
+    let kind_at = out.len();
+    out.push(kind);
+    payload(out);
+    let payload_len = (out.len() - kind_at - 1) as u32;
+    let crc = crc32fast::hash(&out[kind_at..]);
+    out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn encode_header(header: &RecordingHeader, out: &mut Vec<u8>) {
+    let c = &header.config;
+    out.extend_from_slice(&header.protocol_version.to_le_bytes());
+    out.extend_from_slice(&c.tick_rate.to_le_bytes());
+    out.extend_from_slice(&c.seed.to_le_bytes());
+    out.extend_from_slice(&c.arena_width.to_le_bytes());
+    out.extend_from_slice(&c.arena_height.to_le_bytes());
+    out.extend_from_slice(&c.cell_size.to_le_bytes());
+    out.extend_from_slice(&c.npcs.to_le_bytes());
+    out.extend_from_slice(&(c.chunk_payload as u32).to_le_bytes());
+    out.extend_from_slice(&(c.snapshot_buffers as u32).to_le_bytes());
+    out.extend_from_slice(&c.player_speed.to_le_bytes());
+    out.extend_from_slice(&c.npc_speed.to_le_bytes());
+    out.push(c.max_inputs_per_tick);
+    out.extend_from_slice(&c.projectile_speed.to_le_bytes());
+    out.extend_from_slice(&c.projectile_lifetime_ms.to_le_bytes());
+    out.extend_from_slice(&c.fire_interval_ms.to_le_bytes());
+    out.push(c.hit_damage);
+    out.extend_from_slice(&c.hit_radius.to_le_bytes());
+    out.extend_from_slice(&c.max_players.to_le_bytes());
+    out.extend_from_slice(&(c.expected_entities as u64).to_le_bytes());
+    out.extend_from_slice(&header.keyframe_interval.to_le_bytes());
+    let build = header.build_id.as_bytes();
+    let build = &build[..build.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(build.len() as u16).to_le_bytes());
+    out.extend_from_slice(build);
+}
+
+fn encode_tick(tick: &TickRecord, out: &mut Vec<u8>) {
+    out.extend_from_slice(&tick.tick.to_le_bytes());
+    out.extend_from_slice(&tick.state_hash.to_le_bytes());
+    out.extend_from_slice(&tick.duration_us.to_le_bytes());
+    out.extend_from_slice(&tick.bytes_out.to_le_bytes());
+    out.extend_from_slice(&tick.clients.to_le_bytes());
+    out.extend_from_slice(&(tick.events.len() as u32).to_le_bytes());
+    for event in &tick.events {
+        match event {
+            PeerEvent::Joined { client_id } => {
+                out.push(1);
+                out.extend_from_slice(&client_id.to_le_bytes());
+            }
+            PeerEvent::Left { client_id } => {
+                out.push(2);
+                out.extend_from_slice(&client_id.to_le_bytes());
+            }
+            PeerEvent::Input {
+                client_id,
+                datagram,
+            } => {
+                out.push(3);
+                out.extend_from_slice(&client_id.to_le_bytes());
+                out.extend_from_slice(&datagram.encode());
+            }
+        }
+    }
+}
+
+/// Reads a little-endian cursor; every read is checked, so no input can panic it.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|end| *end <= self.bytes.len());
+        let end = end.ok_or_else(|| format!("truncated at byte {} (wanted {n} more)", self.at))?;
+        let slice = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(slice)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn finish(&self) -> Result<(), String> {
+        if self.at == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} unexpected trailing bytes",
+                self.bytes.len() - self.at
+            ))
+        }
+    }
+}
+
+fn decode_header(payload: &[u8]) -> Result<RecordingHeader, String> {
+    let mut c = Cursor {
+        bytes: payload,
+        at: 0,
+    };
+    let protocol_version = c.u16()?;
+    let config = SimConfig {
+        tick_rate: c.u16()?,
+        seed: c.u64()?,
+        arena_width: c.u16()?,
+        arena_height: c.u16()?,
+        cell_size: c.u16()?,
+        npcs: c.u32()?,
+        chunk_payload: c.u32()? as usize,
+        snapshot_buffers: c.u32()? as usize,
+        player_speed: c.u32()?,
+        npc_speed: c.u32()?,
+        max_inputs_per_tick: c.u8()?,
+        projectile_speed: c.u32()?,
+        projectile_lifetime_ms: c.u32()?,
+        fire_interval_ms: c.u32()?,
+        hit_damage: c.u8()?,
+        hit_radius: c.u16()?,
+        max_players: c.u32()?,
+        expected_entities: usize::try_from(c.u64()?).map_err(|_| "expected_entities too large")?,
+    };
+    let keyframe_interval = c.u32()?;
+    let build_len = usize::from(c.u16()?);
+    let build_id = String::from_utf8_lossy(c.take(build_len)?).into_owned();
+    c.finish()?;
+    Ok(RecordingHeader {
+        protocol_version,
+        config,
+        build_id,
+        keyframe_interval,
+    })
+}
+
+fn decode_tick(payload: &[u8]) -> Result<TickRecord, String> {
+    let mut c = Cursor {
+        bytes: payload,
+        at: 0,
+    };
+    let tick = c.u32()?;
+    let state_hash = c.u64()?;
+    let duration_us = c.u32()?;
+    let bytes_out = c.u64()?;
+    let clients = c.u32()?;
+    let count = c.u32()? as usize;
+    // Each event is at least 9 bytes: a count the payload cannot hold is a lie, and must
+    // not make us reserve memory for it.
+    if count > payload.len() / 9 {
+        return Err(format!("event count {count} does not fit the frame"));
+    }
+    let mut events = Vec::with_capacity(count);
+    for _ in 0..count {
+        let event = match c.u8()? {
+            1 => PeerEvent::Joined {
+                client_id: c.u64()?,
+            },
+            2 => PeerEvent::Left {
+                client_id: c.u64()?,
+            },
+            3 => {
+                let client_id = c.u64()?;
+                let datagram = InputDatagram::decode(c.take(INPUT_DATAGRAM_LEN)?)
+                    .map_err(|e| format!("recorded input: {e}"))?;
+                PeerEvent::Input {
+                    client_id,
+                    datagram,
+                }
+            }
+            other => return Err(format!("unknown event tag {other}")),
+        };
+        events.push(event);
+    }
+    c.finish()?;
+    Ok(TickRecord {
+        tick,
+        state_hash,
+        duration_us,
+        bytes_out,
+        clients,
+        events,
+    })
+}
+
+fn decode_frame(kind: u8, payload: &[u8]) -> Result<Frame, String> {
+    let plain;
+    let payload = if kind & COMPRESSED != 0 {
+        plain = lz4_flex::decompress_size_prepended(payload).map_err(|e| format!("lz4: {e}"))?;
+        plain.as_slice()
+    } else {
+        payload
+    };
+    match kind & !COMPRESSED {
+        KIND_HEADER => decode_header(payload).map(Frame::Header),
+        KIND_TICK => decode_tick(payload).map(Frame::Tick),
+        KIND_GAP => {
+            let mut c = Cursor {
+                bytes: payload,
+                at: 0,
+            };
+            let frame = Frame::Gap {
+                first: c.u32()?,
+                last: c.u32()?,
+            };
+            c.finish()?;
+            Ok(frame)
+        }
+        KIND_KEYFRAME => {
+            let mut c = Cursor {
+                bytes: payload,
+                at: 0,
+            };
+            let tick = c.u32()?;
+            Ok(Frame::Keyframe {
+                tick,
+                buffer: payload[4..].to_vec(),
+            })
+        }
+        KIND_INDEX => {
+            let mut c = Cursor {
+                bytes: payload,
+                at: 0,
+            };
+            let count = c.u32()? as usize;
+            if count > payload.len() / 12 {
+                return Err(format!("index count {count} does not fit the frame"));
+            }
+            let mut entries = Vec::with_capacity(count);
+            for _ in 0..count {
+                entries.push((c.u32()?, c.u64()?));
+            }
+            c.finish()?;
+            Ok(Frame::Index(entries))
+        }
+        other => Err(format!("unknown frame kind {other}")),
+    }
+}
+
+/// Reads a whole recording. Never panics: a bad preamble or header is an error; anything
+/// wrong after the header ends the frames there and is reported as the torn tail.
+pub fn decode_recording(bytes: &[u8]) -> Result<Recording, RecordingError> {
+    if bytes.len() < PREAMBLE_LEN || bytes[..8] != MAGIC {
+        return Err(RecordingError::BadMagic);
+    }
+    let format_version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if format_version != FORMAT_VERSION {
+        return Err(RecordingError::UnsupportedVersion(format_version));
+    }
+    let mut at = PREAMBLE_LEN;
+    let mut frames = Vec::new();
+    let mut header = None;
+    let mut torn = None;
+    while at < bytes.len() {
+        match next_frame(bytes, at) {
+            Ok((frame, next)) => {
+                match (header.is_none(), frame) {
+                    (true, Frame::Header(h)) => header = Some(h),
+                    (true, other) => {
+                        return Err(RecordingError::NoHeader(format!(
+                            "first frame is {other:?}"
+                        )));
+                    }
+                    (false, frame) => frames.push((at as u64, frame)),
+                }
+                at = next;
+            }
+            Err(reason) => {
+                if header.is_none() {
+                    return Err(RecordingError::NoHeader(reason));
+                }
+                torn = Some(TornTail {
+                    offset: at as u64,
+                    bytes: (bytes.len() - at) as u64,
+                    reason,
+                });
+                break;
+            }
+        }
+    }
+    let header = header
+        .ok_or_else(|| RecordingError::NoHeader("the file ends after the preamble".into()))?;
+    Ok(Recording {
+        header,
+        format_version,
+        frames,
+        valid_len: torn.as_ref().map_or(bytes.len() as u64, |t| t.offset),
+        torn,
+    })
+}
+
+fn next_frame(bytes: &[u8], at: usize) -> Result<(Frame, usize), String> {
+    let prefix = bytes
+        .get(at..at + FRAME_PREFIX_LEN + 1)
+        .ok_or_else(|| format!("{} bytes, too short for a frame", bytes.len() - at))?;
+    let payload_len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    let crc = u32::from_le_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
+    if payload_len > MAX_FRAME_LEN {
+        return Err(format!(
+            "frame length {payload_len} exceeds {MAX_FRAME_LEN}"
+        ));
+    }
+    let body_start = at + FRAME_PREFIX_LEN;
+    let end = body_start + 1 + payload_len;
+    let body = bytes
+        .get(body_start..end)
+        .ok_or_else(|| format!("frame of {payload_len} bytes is cut off"))?;
+    if crc32fast::hash(body) != crc {
+        return Err("CRC mismatch".into());
+    }
+    Ok((decode_frame(body[0], &body[1..])?, end))
+}
+
+/// Counters of a running recorder.
+#[derive(Debug, Default)]
+pub struct RecorderCounters {
+    /// Ticks written.
+    pub ticks_written: AtomicU64,
+    /// Ticks not recorded because the recorder's channel was full.
+    pub ticks_dropped: AtomicU64,
+    /// Gap frames written.
+    pub gaps: AtomicU64,
+    /// Bytes written to the file.
+    pub bytes_written: AtomicU64,
+    /// Write errors (the recorder stops writing after the first).
+    pub write_errors: AtomicU64,
+}
+
+enum RecorderMessage {
+    Tick {
+        record: TickRecord,
+        missing_before: Option<(u32, u32)>,
+        keyframe: Option<Bytes>,
+    },
+}
+
+/// The simulation's handle to the recorder thread.
+pub struct Recorder {
+    tx: Option<Sender<RecorderMessage>>,
+    spare_events: Receiver<Vec<PeerEvent>>,
+    counters: Arc<RecorderCounters>,
+    missing: Option<(u32, u32)>,
+    keyframe_interval: u32,
+    thread: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+/// Ticks the recorder's channel holds. At 30 Hz that is about 8 s of disk stall before a
+/// gap is recorded.
+pub const RECORDER_CAPACITY: usize = 256;
+
+impl Recorder {
+    /// Creates (truncates) `path`, writes the preamble and header, and starts the thread.
+    pub fn start(path: &Path, header: RecordingHeader) -> std::io::Result<Self> {
+        let file = File::create(path)?;
+        let mut out = BufWriter::new(file);
+        let mut bytes = preamble(header.protocol_version).to_vec();
+        encode_frame(&Frame::Header(header.clone()), &mut bytes);
+        out.write_all(&bytes)?;
+        out.flush()?;
+        let counters = Arc::new(RecorderCounters::default());
+        counters
+            .bytes_written
+            .store(bytes.len() as u64, Ordering::Relaxed);
+        let (tx, rx) = crossbeam_channel::bounded(RECORDER_CAPACITY);
+        let (spare_tx, spare_rx) = crossbeam_channel::bounded(RECORDER_CAPACITY + 8);
+        let thread = {
+            let counters = counters.clone();
+            let offset = bytes.len() as u64;
+            std::thread::Builder::new()
+                .name("tickcast-recorder".into())
+                .spawn(move || write_loop(out, offset, &rx, &spare_tx, &counters))?
+        };
+        Ok(Self {
+            tx: Some(tx),
+            spare_events: spare_rx,
+            counters,
+            missing: None,
+            keyframe_interval: header.keyframe_interval,
+            thread: Some(thread),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// An empty event list to fill for the next tick, reused from an earlier tick when
+    /// one has come back from the writer (so steady-state recording does not allocate).
+    pub fn event_buffer(&self) -> Vec<PeerEvent> {
+        self.spare_events.try_recv().unwrap_or_default()
+    }
+
+    /// Whether `tick` gets a keyframe.
+    pub fn wants_keyframe(&self, tick: u32) -> bool {
+        self.keyframe_interval > 0 && tick.is_multiple_of(self.keyframe_interval)
+    }
+
+    /// Hands a tick to the writer. Never blocks: if the writer is behind, the tick is
+    /// dropped, counted, and written later as part of a gap.
+    pub fn submit(&mut self, record: TickRecord, keyframe: Option<Bytes>) {
+        let Some(tx) = &self.tx else { return };
+        let tick = record.tick;
+        let message = RecorderMessage::Tick {
+            record,
+            missing_before: self.missing,
+            keyframe,
+        };
+        match tx.try_send(message) {
+            Ok(()) => self.missing = None,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counters.ticks_dropped.fetch_add(1, Ordering::Relaxed);
+                self.missing = Some(match self.missing {
+                    Some((first, _)) => (first, tick),
+                    None => (tick, tick),
+                });
+            }
+        }
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Arc<RecorderCounters> {
+        &self.counters
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes what is queued, the index and a final flush, then stops the thread.
+    pub fn finish(mut self) {
+        self.close();
+    }
+
+    fn close(&mut self) {
+        self.tx = None;
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the recorder thread panicked");
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn write_loop(
+    mut out: BufWriter<File>,
+    mut offset: u64,
+    rx: &Receiver<RecorderMessage>,
+    spare: &Sender<Vec<PeerEvent>>,
+    counters: &RecorderCounters,
+) {
+    let mut bytes = Vec::with_capacity(64 * 1024);
+    let mut index = Vec::new();
+    let mut failed = false;
+    for message in rx.iter() {
+        let RecorderMessage::Tick {
+            mut record,
+            missing_before,
+            keyframe,
+        } = message;
+        bytes.clear();
+        if let Some((first, last)) = missing_before {
+            encode_frame(&Frame::Gap { first, last }, &mut bytes);
+            counters.gaps.fetch_add(1, Ordering::Relaxed);
+        }
+        let tick = record.tick;
+        encode_tick_frame(&record, &mut bytes);
+        if let Some(buffer) = keyframe {
+            index.push((tick, offset + bytes.len() as u64));
+            encode_keyframe(tick, &buffer, &mut bytes);
+        }
+        // The event list goes back to the sim for reuse; if the sim has enough, it is
+        // dropped here.
+        record.events.clear();
+        let _ = spare.try_send(record.events);
+        if !failed {
+            // One write and flush per tick: after a crash the file holds every tick
+            // up to the last flush, and nothing half-written but the very last frame.
+            if let Err(e) = out.write_all(&bytes).and_then(|()| out.flush()) {
+                tracing::error!("recording stopped: {e}");
+                counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                failed = true;
+            } else {
+                offset += bytes.len() as u64;
+                counters.ticks_written.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .bytes_written
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+    if !failed {
+        bytes.clear();
+        encode_frame(&Frame::Index(index), &mut bytes);
+        let _ = out
+            .write_all(&bytes)
+            .and_then(|()| out.flush())
+            .and_then(|()| out.get_ref().sync_all());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tickcast_shared::msg::InputCmd;
+
+    fn header() -> RecordingHeader {
+        RecordingHeader {
+            protocol_version: 1,
+            config: SimConfig {
+                seed: 99,
+                npcs: 7,
+                ..SimConfig::default()
+            },
+            build_id: "tickcast-sim test".into(),
+            keyframe_interval: 10,
+        }
+    }
+
+    fn arb_event() -> impl Strategy<Value = PeerEvent> {
+        prop_oneof![
+            any::<u64>().prop_map(|client_id| PeerEvent::Joined { client_id }),
+            any::<u64>().prop_map(|client_id| PeerEvent::Left { client_id }),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                0u8..=4,
+                any::<i8>(),
+                any::<u16>()
+            )
+                .prop_map(|(client_id, ack_tick, count, move_x, aim)| {
+                    PeerEvent::Input {
+                        client_id,
+                        datagram: InputDatagram {
+                            ack_tick,
+                            count,
+                            cmds: [InputCmd {
+                                seq: ack_tick,
+                                move_x,
+                                aim,
+                                ..Default::default()
+                            }; 4],
+                        },
+                    }
+                }),
+        ]
+    }
+
+    fn arb_frame() -> impl Strategy<Value = Frame> {
+        prop_oneof![
+            (
+                any::<u32>(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<u32>(),
+                proptest::collection::vec(arb_event(), 0..20)
+            )
+                .prop_map(
+                    |(tick, state_hash, duration_us, bytes_out, clients, events)| {
+                        Frame::Tick(TickRecord {
+                            tick,
+                            state_hash,
+                            duration_us,
+                            bytes_out,
+                            clients,
+                            events,
+                        })
+                    }
+                ),
+            (any::<u32>(), any::<u32>()).prop_map(|(first, last)| Frame::Gap { first, last }),
+            (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..500))
+                .prop_map(|(tick, buffer)| Frame::Keyframe { tick, buffer }),
+            proptest::collection::vec((any::<u32>(), any::<u64>()), 0..20).prop_map(Frame::Index),
+        ]
+    }
+
+    fn file(frames: &[Frame]) -> Vec<u8> {
+        let mut bytes = preamble(1).to_vec();
+        encode_frame(&Frame::Header(header()), &mut bytes);
+        for frame in frames {
+            encode_frame(frame, &mut bytes);
+        }
+        bytes
+    }
+
+    proptest! {
+        #[test]
+        fn recordings_round_trip(frames in proptest::collection::vec(arb_frame(), 0..12)) {
+            let bytes = file(&frames);
+            let recording = decode_recording(&bytes).unwrap();
+            prop_assert_eq!(recording.header, header());
+            prop_assert!(recording.torn.is_none());
+            let read: Vec<Frame> = recording.frames.into_iter().map(|(_, f)| f).collect();
+            prop_assert_eq!(read, frames);
+        }
+
+        #[test]
+        fn a_truncated_recording_keeps_every_whole_frame(frames in proptest::collection::vec(arb_frame(), 1..8), cut in any::<prop::sample::Index>()) {
+            let bytes = file(&frames);
+            let whole = decode_recording(&bytes).unwrap();
+            let header_end = whole.frames.first().map_or(bytes.len() as u64, |(o, _)| *o) as usize;
+            let cut = header_end + cut.index(bytes.len() - header_end);
+            let read = decode_recording(&bytes[..cut]).unwrap();
+            let complete = whole.frames.iter().filter(|(offset, frame)| {
+                let mut one = Vec::new();
+                encode_frame(frame, &mut one);
+                *offset as usize + one.len() <= cut
+            }).count();
+            prop_assert_eq!(read.frames.len(), complete);
+            prop_assert_eq!(read.torn.is_some(), read.valid_len as usize != cut);
+            prop_assert_eq!(&read.frames[..], &whole.frames[..complete]);
+        }
+
+        #[test]
+        fn a_flipped_bit_never_panics_and_never_passes_unnoticed(frames in proptest::collection::vec(arb_frame(), 1..6), at in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let mut bytes = file(&frames);
+            let at = at.index(bytes.len());
+            bytes[at] ^= 1 << bit;
+            match decode_recording(&bytes) {
+                Err(_) => {}
+                Ok(read) => {
+                    let read_frames: Vec<Frame> = read.frames.into_iter().map(|(_, f)| f).collect();
+                    // Either the damage is reported as a torn tail or (never, with a CRC)
+                    // the frames are exactly the originals.
+                    prop_assert!(read.torn.is_some() || read_frames == frames || read.header != header());
+                }
+            }
+        }
+
+        #[test]
+        fn random_bytes_are_an_error_or_a_recording_never_a_panic(mut bytes in proptest::collection::vec(any::<u8>(), 0..400), with_magic in any::<bool>()) {
+            if with_magic && bytes.len() >= PREAMBLE_LEN {
+                bytes[..PREAMBLE_LEN].copy_from_slice(&preamble(1));
+            }
+            let _ = decode_recording(&bytes);
+        }
+    }
+
+    #[test]
+    fn bad_magic_and_versions_are_refused() {
+        assert_eq!(
+            decode_recording(b"nope").unwrap_err(),
+            RecordingError::BadMagic
+        );
+        let mut bytes = file(&[]);
+        bytes[8] = 9;
+        assert_eq!(
+            decode_recording(&bytes).unwrap_err(),
+            RecordingError::UnsupportedVersion(9)
+        );
+    }
+
+    #[test]
+    fn the_recorder_writes_ticks_keyframes_gaps_and_an_index() {
+        let dir = std::env::temp_dir().join(format!("tickcast-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("unit.tcrec");
+        let mut recorder = Recorder::start(&path, header()).unwrap();
+        for tick in 0..25u32 {
+            let mut events = recorder.event_buffer();
+            events.push(PeerEvent::Joined {
+                client_id: u64::from(tick),
+            });
+            let keyframe = recorder
+                .wants_keyframe(tick)
+                .then(|| Bytes::from(vec![tick as u8; 8]));
+            recorder.submit(
+                TickRecord {
+                    tick,
+                    state_hash: u64::from(tick) * 3,
+                    events,
+                    ..Default::default()
+                },
+                keyframe,
+            );
+        }
+        // Pretend the writer fell behind for ticks 25..=27: they are dropped and the next
+        // submitted tick carries the gap.
+        recorder.missing = Some((25, 27));
+        recorder.submit(
+            TickRecord {
+                tick: 28,
+                ..Default::default()
+            },
+            None,
+        );
+        recorder.finish();
+        let recording = decode_recording(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(recording.torn.is_none());
+        let ticks: Vec<u32> = recording.ticks().map(|t| t.tick).collect();
+        assert_eq!(ticks, (0..25).chain([28]).collect::<Vec<_>>());
+        assert_eq!(recording.gaps().collect::<Vec<_>>(), vec![(25, 27)]);
+        assert_eq!(recording.keyframe(20), Some(&[20u8; 8][..]));
+        let index = recording
+            .frames
+            .iter()
+            .find_map(|(_, f)| match f {
+                Frame::Index(i) => Some(i.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            index.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            vec![0, 10, 20]
+        );
+        for (tick, offset) in index {
+            let at = recording
+                .frames
+                .iter()
+                .find(|(o, _)| *o == offset)
+                .map(|(_, f)| f.clone());
+            assert!(matches!(at, Some(Frame::Keyframe { tick: t, .. }) if t == tick));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
