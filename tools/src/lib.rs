@@ -1,7 +1,12 @@
 //! tickcast-tools: operator tools around a tickcast server.
 //!
-//! Now: `tickcast-token`, which mints connect tokens with the server's key, the way a
-//! game backend would. Recording replay, a link-conditioning proxy and the benchmark
-//! driver are planned here (see the open issues).
+//! * `tickcast-token` mints connect tokens with the server's key, the way a game
+//!   backend would.
+//! * `tickcast-replay` reads recordings ([`replay`]): info, verify (re-simulate and
+//!   compare every tick's hash), inspect, export, plot, serve, repair.
 //!
 //! What it never does: change a server's files other than the ones it is asked to write.
+
+#![forbid(unsafe_code)]
+
+pub mod replay;

@@ -1,0 +1,417 @@
+//! `tickcast-replay`: read a recording made with `tickcast-server --record FILE`.
+//!
+//! Subcommands: `info`, `verify`, `inspect`, `export`, `plot`, `serve`, `repair`.
+//! `docs/RECORDING.md` describes the file; exit codes are 0 (done / verified),
+//! 1 (verification failed) and 2 (could not run).
+
+#![allow(clippy::print_stdout)] // A command-line tool: its results go to stdout.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use tickcast_net::NetConfig;
+use tickcast_shared::event::{JoinAck, PeerEvent};
+use tickcast_sim::record::{Frame, Recording, decode_recording};
+use tickcast_sim::{Sim, SimConfig};
+use tickcast_tools::replay::{self, ExportFormat};
+
+/// Inspect, verify and replay tickcast recordings.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Header, ticks, duration, clients, size, gaps and whether the file is whole.
+    Info {
+        /// The recording.
+        file: PathBuf,
+    },
+    /// Re-simulate from the header and the recorded inputs; compare every tick's hash.
+    Verify {
+        /// The recording.
+        file: PathBuf,
+        /// Replay with this player speed instead of the recorded one (to see a rule
+        /// change caught).
+        #[arg(long)]
+        player_speed: Option<u32>,
+    },
+    /// The entities at one tick (re-simulated exactly).
+    Inspect {
+        /// The recording.
+        file: PathBuf,
+        /// The tick.
+        #[arg(long)]
+        tick: u32,
+    },
+    /// Per-tick stats: tick, state hash, tick time, bytes out, clients, events.
+    Export {
+        /// The recording.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+    },
+    /// Play the recording to clients over the normal protocol (bots and viewers connect
+    /// as to a live server; every client is a spectator).
+    Serve {
+        /// The recording.
+        file: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:4433")]
+        listen: SocketAddr,
+        /// Certificate and token key directory (as for the server).
+        #[arg(long, default_value = ".tickcast")]
+        data_dir: PathBuf,
+        /// Playback speed, × real time.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
+    /// Truncate a torn tail (after a crash) so the file ends at its last whole frame.
+    Repair {
+        /// The recording.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Csv,
+    Jsonl,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tickcast-replay: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<Recording> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let recording =
+        decode_recording(&bytes).with_context(|| format!("reading {}", path.display()))?;
+    if let Some(torn) = &recording.torn {
+        eprintln!(
+            "warning: {} ends in {} bytes that are not a whole frame (at offset {}: {}); \
+             everything before is intact. `tickcast-replay repair` truncates them.",
+            path.display(),
+            torn.bytes,
+            torn.offset,
+            torn.reason
+        );
+    }
+    Ok(recording)
+}
+
+/// A one-line progress bar on stderr, only when stderr is a terminal.
+struct Progress {
+    enabled: bool,
+    last: Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            enabled: std::io::stderr().is_terminal(),
+            last: Instant::now(),
+        }
+    }
+
+    fn update(&mut self, done: u64, total: u64) {
+        if !self.enabled || (self.last.elapsed() < Duration::from_millis(100) && done < total) {
+            return;
+        }
+        self.last = Instant::now();
+        let width = 40;
+        let filled = (done * width / total.max(1)) as usize;
+        eprint!(
+            "\r[{}{}] {done}/{total} ticks",
+            "#".repeat(filled),
+            " ".repeat(width as usize - filled)
+        );
+        if done >= total {
+            eprintln!();
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Info { file } => {
+            let recording = read(&file)?;
+            let size = std::fs::metadata(&file)?.len();
+            let info = replay::info(&recording);
+            let h = &recording.header;
+            let rate = f64::from(h.config.tick_rate.max(1));
+            println!("file            {} ({size} bytes)", file.display());
+            println!(
+                "format          v{} (protocol v{})",
+                recording.format_version, h.protocol_version
+            );
+            println!("build           {}", h.build_id);
+            println!("tick rate       {} Hz", h.config.tick_rate);
+            println!("seed            {}", h.config.seed);
+            println!(
+                "world           {}x{} units, {} NPCs, cell {}",
+                h.config.arena_width, h.config.arena_height, h.config.npcs, h.config.cell_size
+            );
+            match info.span {
+                Some((first, last)) => println!(
+                    "ticks           {} ({first}..={last}, {:.1} s)",
+                    info.ticks,
+                    info.ticks as f64 / rate
+                ),
+                None => println!("ticks           0"),
+            }
+            println!(
+                "clients         {} distinct, {} at most at once",
+                info.distinct_clients, info.peak_clients
+            );
+            println!(
+                "keyframes       {} (every {} ticks)",
+                info.keyframes, h.keyframe_interval
+            );
+            for (first, last) in &info.gaps {
+                println!("gap             ticks {first}..={last} not recorded");
+            }
+            println!(
+                "ending          {}",
+                if recording.torn.is_some() {
+                    "torn (see warning)"
+                } else if info.closed_cleanly {
+                    "clean (index written)"
+                } else {
+                    "no index (the server did not close it: killed or still running)"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { file, player_speed } => {
+            let recording = read(&file)?;
+            let config = player_speed.map(|speed| SimConfig {
+                player_speed: speed,
+                ..recording.header.config.clone()
+            });
+            let mut progress = Progress::new();
+            let result = replay::verify(&recording, config, |done, total| {
+                progress.update(done, total)
+            })?;
+            if let Some((first, last)) = result.stopped_at_gap {
+                println!(
+                    "stopped: ticks {first}..={last} were not recorded, so nothing after them can be re-simulated"
+                );
+            }
+            if let Some((expected, found)) = result.out_of_sequence {
+                println!("stopped: expected tick {expected}, the recording has tick {found}");
+            }
+            match result.first_divergence {
+                None if result.passed() => {
+                    println!(
+                        "verified: {} ticks re-simulated to their recorded state hashes",
+                        result.ticks_checked
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                None => println!(
+                    "not verified: {} ticks matched before stopping",
+                    result.ticks_checked
+                ),
+                Some(tick) => {
+                    println!("DIVERGED at tick {tick} (state hash differs from the recording)");
+                    match &result.differing_entities {
+                        Some((at, entities)) => {
+                            println!("at keyframe tick {at}, {} entities differ:", entities.len());
+                            for d in entities.iter().take(20) {
+                                println!(
+                                    "  net_id {:>8}: recorded {:?}, replayed {:?}",
+                                    d.net_id, d.recorded, d.replayed
+                                );
+                            }
+                            if entities.len() > 20 {
+                                println!("  … and {} more", entities.len() - 20);
+                            }
+                        }
+                        None => {
+                            println!("(no keyframe after the divergence to compare entities with)")
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::from(1))
+        }
+        Command::Inspect { file, tick } => {
+            let recording = read(&file)?;
+            let entities = replay::entities_at(&recording, tick).map_err(anyhow::Error::msg)?;
+            println!("tick {tick}: {} entities", entities.len());
+            println!(
+                "{:>8} {:>5} {:>9} {:>9} {:>6} {:>6} {:>6}",
+                "net_id", "kind", "x", "y", "angle", "health", "aux"
+            );
+            for r in entities.values() {
+                let kind = match r.kind {
+                    1 => "player",
+                    2 => "npc",
+                    3 => "shot",
+                    _ => "?",
+                };
+                println!(
+                    "{:>8} {:>5} {:>9.2} {:>9.2} {:>6} {:>6} {:>6}",
+                    r.net_id,
+                    kind,
+                    f64::from(r.x) / 64.0,
+                    f64::from(r.y) / 64.0,
+                    r.angle,
+                    r.health,
+                    r.aux
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { file, format } => {
+            let recording = read(&file)?;
+            let format = match format {
+                Format::Csv => ExportFormat::Csv,
+                Format::Jsonl => ExportFormat::Jsonl,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            replay::export(&recording, format, &mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve {
+            file,
+            listen,
+            data_dir,
+            speed,
+        } => {
+            if !(speed > 0.0 && speed.is_finite()) {
+                bail!("--speed must be a positive number");
+            }
+            let recording = read(&file)?;
+            serve(&recording, listen, data_dir, speed)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Repair { file } => {
+            let recording = read(&file)?;
+            match &recording.torn {
+                None => println!("{} is whole; nothing to repair", file.display()),
+                Some(torn) => {
+                    let handle = std::fs::OpenOptions::new().write(true).open(&file)?;
+                    handle.set_len(recording.valid_len)?;
+                    handle.sync_all()?;
+                    println!(
+                        "truncated {} to {} bytes (removed {} torn bytes)",
+                        file.display(),
+                        recording.valid_len,
+                        torn.bytes
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The Welcome's entity for a spectator: a client of `serve` controls nothing.
+const SPECTATOR: u32 = u32::MAX;
+
+fn serve(
+    recording: &Recording,
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    speed: f64,
+) -> anyhow::Result<()> {
+    let config = recording.header.config.clone();
+    let net = tickcast_net::spawn(NetConfig {
+        listen,
+        data_dir,
+        tick_rate: config.tick_rate,
+        arena: (config.arena_width, config.arena_height),
+        chunk_payload: config.chunk_payload,
+        ..NetConfig::default()
+    })?;
+    println!(
+        "serving {} ticks on {} at {speed}x",
+        recording.ticks().count(),
+        net.local_addr()
+    );
+    println!(
+        "certificate fingerprint (SHA-256): {}",
+        tickcast_net::tls::fingerprint_hex(&net.fingerprint())
+    );
+    let publisher = net.publisher();
+    let mut sim = Sim::new(config.clone())?;
+    let period = Duration::from_secs_f64(1.0 / (f64::from(config.tick_rate) * speed));
+    let start = Instant::now();
+    let total = recording.ticks().count() as u64;
+    let mut progress = Progress::new();
+    let mut played = 0u64;
+    for (_, frame) in &recording.frames {
+        match frame {
+            Frame::Tick(tick) if tick.tick == sim.tick() => {
+                net.drain_events(|event| {
+                    if let PeerEvent::Joined { client_id } = event {
+                        net.acknowledge_join(JoinAck {
+                            client_id,
+                            entity: SPECTATOR,
+                            tick: tick.tick,
+                        });
+                    }
+                });
+                for event in &tick.events {
+                    sim.handle(event.clone());
+                }
+                let now_us = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_micros() as u32)
+                    .unwrap_or(0);
+                sim.step(now_us);
+                if let Some(buffer) = sim.take_snapshot() {
+                    publisher.publish(tick.tick, buffer);
+                }
+                played += 1;
+                progress.update(played, total);
+                let deadline = start + period.mul_f64(played as f64);
+                let now = Instant::now();
+                if deadline > now {
+                    std::thread::sleep(deadline - now);
+                }
+            }
+            Frame::Tick(tick) => {
+                eprintln!(
+                    "stopping at tick {}: the recording jumps from tick {}",
+                    tick.tick,
+                    sim.tick()
+                );
+                break;
+            }
+            Frame::Gap { first, last } => {
+                eprintln!("stopping: ticks {first}..={last} were not recorded");
+                break;
+            }
+            _ => {}
+        }
+    }
+    println!("played {played} ticks");
+    net.shutdown();
+    Ok(())
+}

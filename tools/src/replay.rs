@@ -1,0 +1,258 @@
+//! What `tickcast-replay` does, as library functions over a decoded recording: verify by
+//! re-simulating, inspect a tick, export per-tick stats, repair a torn file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+
+use tickcast_shared::chunk::{EntityRecord, parse_chunk, tick_frames};
+use tickcast_sim::record::{Frame, Recording};
+use tickcast_sim::{Sim, SimConfig};
+
+/// Summary of a recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// Ticks recorded.
+    pub ticks: u64,
+    /// First and last recorded tick.
+    pub span: Option<(u32, u32)>,
+    /// Distinct client ids that joined.
+    pub distinct_clients: usize,
+    /// Most clients connected at once.
+    pub peak_clients: u32,
+    /// Gaps (missing tick ranges).
+    pub gaps: Vec<(u32, u32)>,
+    /// Ticks with a keyframe.
+    pub keyframes: usize,
+    /// Whether the file ended with the index a clean close writes.
+    pub closed_cleanly: bool,
+}
+
+/// Summarizes `recording`.
+pub fn info(recording: &Recording) -> Info {
+    let mut ticks = 0;
+    let mut span: Option<(u32, u32)> = None;
+    let mut clients = BTreeSet::new();
+    let mut peak = 0;
+    let mut keyframes = 0;
+    let mut closed_cleanly = false;
+    for (_, frame) in &recording.frames {
+        match frame {
+            Frame::Tick(tick) => {
+                ticks += 1;
+                span = Some(span.map_or((tick.tick, tick.tick), |(a, _)| (a, tick.tick)));
+                peak = peak.max(tick.clients);
+                for event in &tick.events {
+                    if let tickcast_shared::event::PeerEvent::Joined { client_id } = event {
+                        clients.insert(*client_id);
+                    }
+                }
+            }
+            Frame::Keyframe { .. } => keyframes += 1,
+            Frame::Index(_) => closed_cleanly = true,
+            _ => {}
+        }
+    }
+    Info {
+        ticks,
+        span,
+        distinct_clients: clients.len(),
+        peak_clients: peak,
+        gaps: recording.gaps().collect(),
+        keyframes,
+        closed_cleanly,
+    }
+}
+
+/// An entity that differs between the recording's keyframe and the re-simulation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityDifference {
+    /// The entity.
+    pub net_id: u32,
+    /// As recorded (None: absent from the recording).
+    pub recorded: Option<EntityRecord>,
+    /// As re-simulated (None: absent from the re-simulation).
+    pub replayed: Option<EntityRecord>,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Verification {
+    /// Ticks re-simulated and compared.
+    pub ticks_checked: u64,
+    /// The first tick whose state hash differs.
+    pub first_divergence: Option<u32>,
+    /// At the first keyframe at or after the divergence: the tick, and the entities whose
+    /// recorded and re-simulated records differ.
+    pub differing_entities: Option<(u32, Vec<EntityDifference>)>,
+    /// A gap verification could not cross.
+    pub stopped_at_gap: Option<(u32, u32)>,
+    /// A tick frame out of sequence (the recording is not from one continuous run).
+    pub out_of_sequence: Option<(u32, u32)>,
+}
+
+impl Verification {
+    /// Whether every recorded tick re-simulated to its recorded hash.
+    pub fn passed(&self) -> bool {
+        self.first_divergence.is_none()
+            && self.stopped_at_gap.is_none()
+            && self.out_of_sequence.is_none()
+            && self.ticks_checked > 0
+    }
+}
+
+fn records_of(buffer: &[u8]) -> BTreeMap<u32, EntityRecord> {
+    let mut out = BTreeMap::new();
+    for range in tick_frames(buffer) {
+        if let Ok(chunk) = parse_chunk(&buffer[range]) {
+            out.extend(chunk.records().map(|r| (r.net_id, r)));
+        }
+    }
+    out
+}
+
+fn differences(recorded: &[u8], replayed: &[u8]) -> Vec<EntityDifference> {
+    let recorded = records_of(recorded);
+    let replayed = records_of(replayed);
+    let ids: BTreeSet<u32> = recorded.keys().chain(replayed.keys()).copied().collect();
+    ids.into_iter()
+        .filter_map(|net_id| {
+            let (a, b) = (
+                recorded.get(&net_id).copied(),
+                replayed.get(&net_id).copied(),
+            );
+            (a != b).then_some(EntityDifference {
+                net_id,
+                recorded: a,
+                replayed: b,
+            })
+        })
+        .collect()
+}
+
+/// Re-simulates the recording from its header (or from `config`, to test a rule
+/// change against it) through the same `Sim` API the server runs, comparing every
+/// tick's state hash. `progress` is called with (ticks done, ticks total).
+pub fn verify(
+    recording: &Recording,
+    config: Option<SimConfig>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Verification, tickcast_sim::ConfigError> {
+    let config = config.unwrap_or_else(|| recording.header.config.clone());
+    let mut sim = Sim::new(config)?;
+    let total = recording.ticks().count() as u64;
+    let mut result = Verification::default();
+    let mut last_snapshot: Option<(u32, bytes::Bytes)> = None;
+    for (_, frame) in &recording.frames {
+        match frame {
+            Frame::Gap { first, last } => {
+                result.stopped_at_gap = Some((*first, *last));
+                break;
+            }
+            Frame::Tick(tick) => {
+                if tick.tick != sim.tick() {
+                    result.out_of_sequence = Some((sim.tick(), tick.tick));
+                    break;
+                }
+                for event in &tick.events {
+                    sim.handle(event.clone());
+                }
+                sim.step(0);
+                last_snapshot = sim.take_snapshot().map(|b| (tick.tick, b));
+                result.ticks_checked += 1;
+                if result.first_divergence.is_none() && sim.state_hash() != tick.state_hash {
+                    result.first_divergence = Some(tick.tick);
+                }
+                progress(result.ticks_checked, total);
+            }
+            Frame::Keyframe { tick, buffer } => {
+                let diverged = result.first_divergence.is_some_and(|first| first <= *tick);
+                if diverged
+                    && result.differing_entities.is_none()
+                    && let Some((snapshot_tick, replayed)) = &last_snapshot
+                    && snapshot_tick == tick
+                {
+                    result.differing_entities = Some((*tick, differences(buffer, replayed)));
+                }
+            }
+            Frame::Header(_) | Frame::Index(_) => {}
+        }
+        if result.differing_entities.is_some() {
+            break;
+        }
+    }
+    Ok(result)
+}
+
+/// Re-simulates up to and including `tick`; returns the world's entities then, by id.
+pub fn entities_at(
+    recording: &Recording,
+    tick: u32,
+) -> Result<BTreeMap<u32, EntityRecord>, String> {
+    let mut sim = Sim::new(recording.header.config.clone()).map_err(|e| e.to_string())?;
+    for frame in recording.ticks() {
+        if frame.tick != sim.tick() {
+            return Err(format!(
+                "tick {} is not reachable: the recording jumps from {} to {}",
+                tick,
+                sim.tick(),
+                frame.tick
+            ));
+        }
+        for event in &frame.events {
+            sim.handle(event.clone());
+        }
+        sim.step(0);
+        if frame.tick == tick {
+            return sim
+                .take_snapshot()
+                .map(|buffer| records_of(&buffer))
+                .ok_or_else(|| format!("no snapshot for tick {tick}"));
+        }
+    }
+    Err(format!("tick {tick} is not in the recording"))
+}
+
+/// Output format of [`export`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// Comma-separated, with a header line.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// Writes one line of per-tick stats for every recorded tick.
+pub fn export(
+    recording: &Recording,
+    format: ExportFormat,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    if format == ExportFormat::Csv {
+        writeln!(out, "tick,state_hash,duration_us,bytes_out,clients,events")?;
+    }
+    for tick in recording.ticks() {
+        match format {
+            ExportFormat::Csv => writeln!(
+                out,
+                "{},{:016x},{},{},{},{}",
+                tick.tick,
+                tick.state_hash,
+                tick.duration_us,
+                tick.bytes_out,
+                tick.clients,
+                tick.events.len()
+            )?,
+            ExportFormat::Jsonl => writeln!(
+                out,
+                "{{\"tick\":{},\"state_hash\":\"{:016x}\",\"duration_us\":{},\"bytes_out\":{},\"clients\":{},\"events\":{}}}",
+                tick.tick,
+                tick.state_hash,
+                tick.duration_us,
+                tick.bytes_out,
+                tick.clients,
+                tick.events.len()
+            )?,
+        }
+    }
+    Ok(())
+}
