@@ -9,4 +9,5 @@
 
 #![forbid(unsafe_code)]
 
+pub mod plot;
 pub mod replay;

@@ -198,3 +198,28 @@ fn a_torn_recording_verifies_up_to_its_last_whole_tick() {
     assert_eq!(result.ticks_checked, recording.ticks().count() as u64);
     assert!(result.ticks_checked < u64::from(TICKS));
 }
+
+#[test]
+fn plot_draws_each_series_in_its_panel_and_writes_a_png() {
+    let path = temp_file("plot");
+    record_match(&path);
+    let recording = decode_recording(&std::fs::read(&path).unwrap()).unwrap();
+    let canvas = tickcast_tools::plot::render(&recording);
+    let (width, height) = canvas.size();
+    let coloured = |panel: usize, colour: [u8; 3]| {
+        let top = panel * tickcast_tools::plot::PANEL_HEIGHT;
+        (top..top + tickcast_tools::plot::PANEL_HEIGHT)
+            .flat_map(|y| (0..width).map(move |x| (x, y)))
+            .filter(|&(x, y)| canvas.pixel(x, y) == colour)
+            .count()
+    };
+    // Each panel holds a line as wide as the plot in its own colour, and no other's.
+    assert!(coloured(0, [200, 40, 40]) > 800);
+    assert!(coloured(1, [40, 90, 200]) > 800);
+    assert!(coloured(2, [30, 150, 60]) > 800);
+    assert_eq!(coloured(0, [30, 150, 60]), 0);
+    let mut png = Vec::new();
+    canvas.write_png(&mut png).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    assert_eq!(height, 3 * tickcast_tools::plot::PANEL_HEIGHT);
+}

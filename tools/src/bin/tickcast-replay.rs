@@ -60,6 +60,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Csv)]
         format: Format,
     },
+    /// A PNG of tick time, bytes out per client and clients over time.
+    Plot {
+        /// The recording.
+        file: PathBuf,
+        /// Where to write the PNG.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Play the recording to clients over the normal protocol (bots and viewers connect
     /// as to a live server; every client is a spectator).
     Serve {
@@ -295,6 +303,16 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             replay::export(&recording, format, &mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plot { file, output } => {
+            let recording = read(&file)?;
+            let canvas = tickcast_tools::plot::render(&recording);
+            let out = std::fs::File::create(&output)
+                .with_context(|| format!("creating {}", output.display()))?;
+            canvas.write_png(std::io::BufWriter::new(out))?;
+            let (w, h) = canvas.size();
+            println!("wrote {} ({w}x{h})", output.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve {
