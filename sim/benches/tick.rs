@@ -2,6 +2,9 @@
 //!
 //! * `whole_tick`: apply 16 players' inputs, simulate (movement, NPCs, projectiles,
 //!   collisions), hash, snapshot, chunk — what the server loop does each tick.
+//! * `whole_tick_recorded`: the same with `--record` on: the applied events and hash
+//!   handed to the recorder thread (which writes to a temporary file), keyframes every
+//!   300 ticks — the sim thread's share of recording.
 //! * `snapshot_only`: the snapshot system alone (sort by cell, hash, encode, chunk), to
 //!   read the per-entity encode cost.
 
@@ -10,7 +13,9 @@
 use bevy_ecs::prelude::*;
 use bevy_ecs::schedule::SingleThreadedExecutor;
 use divan::Bencher;
+use tickcast_shared::event::PeerEvent;
 use tickcast_shared::msg::{BUTTON_FIRE, InputCmd, InputDatagram};
+use tickcast_sim::record::{Recorder, RecordingHeader, TickRecord};
 use tickcast_sim::snapshot::{SnapshotState, build_snapshot};
 use tickcast_sim::{Sim, SimConfig};
 
@@ -41,7 +46,12 @@ fn world(npcs: u32) -> Sim {
 }
 
 fn step(sim: &mut Sim) {
+    step_recorded(sim, None);
+}
+
+fn step_recorded(sim: &mut Sim, mut recorder: Option<&mut Recorder>) {
     let tick = sim.tick();
+    let mut applied = recorder.as_ref().map(|r| r.event_buffer());
     for client in 0..PLAYERS {
         let cmd = InputCmd {
             seq: tick,
@@ -74,6 +84,30 @@ fn whole_tick(bencher: Bencher, npcs: u32) {
     bencher
         .counter(divan::counter::ItemsCount::new(sim.snapshot_entities()))
         .bench_local(|| step(&mut sim));
+}
+
+#[divan::bench(args = ENTITIES, sample_count = 30)]
+fn whole_tick_recorded(bencher: Bencher, npcs: u32) {
+    let mut sim = world(npcs);
+    let path = std::env::temp_dir().join(format!(
+        "tickcast-bench-{}-{npcs}.tcrec",
+        std::process::id()
+    ));
+    let mut recorder = Recorder::start(
+        &path,
+        RecordingHeader {
+            protocol_version: tickcast_shared::PROTOCOL_VERSION,
+            config: sim.config().clone(),
+            build_id: "bench".into(),
+            keyframe_interval: 300,
+        },
+    )
+    .expect("temporary recording");
+    bencher
+        .counter(divan::counter::ItemsCount::new(sim.snapshot_entities()))
+        .bench_local(|| step_recorded(&mut sim, Some(&mut recorder)));
+    recorder.finish();
+    let _ = std::fs::remove_file(&path);
 }
 
 #[divan::bench(args = ENTITIES, sample_count = 30)]

@@ -15,6 +15,7 @@
 pub mod config;
 pub mod game;
 pub mod record;
+pub mod replay;
 pub mod rng;
 pub mod server;
 mod sim;

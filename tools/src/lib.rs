@@ -2,12 +2,12 @@
 //!
 //! * `tickcast-token` mints connect tokens with the server's key, the way a game
 //!   backend would.
-//! * `tickcast-replay` reads recordings ([`replay`]): info, verify (re-simulate and
-//!   compare every tick's hash), inspect, export, plot, serve, repair.
+//! * `tickcast-replay` reads recordings (`tickcast_sim::replay`): info, verify
+//!   (re-simulate and compare every tick's hash), inspect, export, plot ([`plot`]),
+//!   serve, repair.
 //!
 //! What it never does: change a server's files other than the ones it is asked to write.
 
 #![forbid(unsafe_code)]
 
 pub mod plot;
-pub mod replay;

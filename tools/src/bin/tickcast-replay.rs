@@ -18,7 +18,7 @@ use tickcast_net::NetConfig;
 use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_sim::record::{Frame, Recording, decode_recording};
 use tickcast_sim::{Sim, SimConfig};
-use tickcast_tools::replay::{self, ExportFormat};
+use tickcast_sim::replay::{self, ExportFormat};
 
 /// Inspect, verify and replay tickcast recordings.
 #[derive(Debug, Parser)]

@@ -1,12 +1,13 @@
-//! What `tickcast-replay` does, as library functions over a decoded recording: verify by
-//! re-simulating, inspect a tick, export per-tick stats, repair a torn file.
+//! Reading recordings back: verify by re-simulating through the same [`Sim`] API the
+//! server runs, inspect a tick, export per-tick stats. `tickcast-replay` (in
+//! `tickcast-tools`) is the command line over these.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 use tickcast_shared::chunk::{EntityRecord, parse_chunk, tick_frames};
-use tickcast_sim::record::{Frame, Recording};
-use tickcast_sim::{Sim, SimConfig};
+use crate::record::{Frame, Recording};
+use crate::{Sim, SimConfig};
 
 /// Summary of a recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +137,7 @@ pub fn verify(
     recording: &Recording,
     config: Option<SimConfig>,
     mut progress: impl FnMut(u64, u64),
-) -> Result<Verification, tickcast_sim::ConfigError> {
+) -> Result<Verification, crate::ConfigError> {
     let config = config.unwrap_or_else(|| recording.header.config.clone());
     let mut sim = Sim::new(config)?;
     let total = recording.ticks().count() as u64;
