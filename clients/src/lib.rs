@@ -3,17 +3,27 @@
 //!
 //! What it does: opens a QUIC connection that pins the server's certificate, performs
 //! the Hello → Welcome handshake ([`connect`]), receives snapshot chunks, puts them back
-//! together per tick and measures delivery and latency ([`track`]), and sends inputs
-//! with redundancy ([`InputHistory`]).
+//! together per tick and measures delivery, chunk loss, latency and snapshot age
+//! ([`track::SnapshotReceiver`]), keeps a local view of the world ([`world::WorldView`]),
+//! reads RTT and byte counts from QUIC ([`Session::rtt`], [`Session::stats`]), and sends
+//! inputs with redundancy ([`InputHistory`]). [`swarm`] runs thousands of such clients
+//! with a mix of behaviours and [`report`] judges what they saw.
 //!
 //! What it never does: trust bytes from the server — a malformed chunk is counted and
-//! dropped, never a panic.
+//! dropped, never a panic, and every per-client structure has a fixed bound.
 //!
-//! Entry points: [`client_endpoint`], [`connect`], [`Session`].
+//! Entry points: [`client_endpoint`], [`connect`], [`Session`], [`swarm::run_swarm`].
 
 #![forbid(unsafe_code)]
 
+pub mod report;
+pub mod swarm;
 pub mod track;
+pub mod world;
+
+/// The QUIC stack this library is built on, for callers that name its types
+/// ([`client_endpoint`] returns a `quinn::Endpoint`) or drive a connection by hand.
+pub use quinn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +35,7 @@ use tickcast_net::tls;
 use tickcast_shared::msg::{
     Hello, InputCmd, InputDatagram, MAX_INPUTS_PER_DATAGRAM, RejectReason, ServerMessage, Welcome,
 };
-use tickcast_shared::token::{ConnectToken, TokenKey};
+use tickcast_shared::token::{ConnectToken, TOKEN_LEN, TokenKey};
 use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
 use tickcast_shared::{PROTOCOL_VERSION, close};
 
@@ -85,13 +95,30 @@ pub fn connection_error_key(error: &quinn::ConnectionError) -> String {
     }
 }
 
-/// Client transport settings. The receive buffer holds a few ticks of datagrams, so a
-/// busy task that reads late loses nothing; the keep-alive keeps an idle-looking client
-/// (one that sends no input) from timing out.
-fn client_transport() -> quinn::TransportConfig {
+/// Settings of a client endpoint that callers may change.
+#[derive(Debug, Clone)]
+pub struct EndpointOptions {
+    /// Bytes of received datagrams quinn holds for each connection until the client
+    /// reads them; when full it drops the oldest. Default 1 MiB: about a minute of a
+    /// 200-NPC world, so a busy task that reads late loses nothing. A process with
+    /// thousands of clients wants less (see `tickcast-bots`).
+    pub datagram_receive_buffer: usize,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> Self {
+        Self {
+            datagram_receive_buffer: 1 << 20,
+        }
+    }
+}
+
+/// Client transport settings. The keep-alive keeps an idle-looking client (one that
+/// sends no input) from timing out.
+fn client_transport(options: &EndpointOptions) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport
-        .datagram_receive_buffer_size(Some(1 << 20))
+        .datagram_receive_buffer_size(Some(options.datagram_receive_buffer))
         .keep_alive_interval(Some(Duration::from_secs(2)))
         .max_idle_timeout(Some(quinn::IdleTimeout::from(VarInt::from_u32(10_000))));
     transport
@@ -102,6 +129,15 @@ fn client_transport() -> quinn::TransportConfig {
 pub fn client_endpoint(
     server: SocketAddr,
     fingerprint: [u8; 32],
+) -> Result<quinn::Endpoint, ClientError> {
+    client_endpoint_with(server, fingerprint, &EndpointOptions::default())
+}
+
+/// [`client_endpoint`] with non-default [`EndpointOptions`].
+pub fn client_endpoint_with(
+    server: SocketAddr,
+    fingerprint: [u8; 32],
+    options: &EndpointOptions,
 ) -> Result<quinn::Endpoint, ClientError> {
     let bind: SocketAddr = match (server.is_ipv6(), server.ip().is_loopback()) {
         (false, true) => (std::net::Ipv4Addr::LOCALHOST, 0).into(),
@@ -114,7 +150,7 @@ pub fn client_endpoint(
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
         .map_err(|e| ClientError::Setup(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(client_transport()));
+    config.transport_config(Arc::new(client_transport(options)));
     let socket = tickcast_net::bind_udp(bind).map_err(|e| ClientError::Setup(e.to_string()))?;
     let mut endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
@@ -144,6 +180,17 @@ impl Session {
     /// The QUIC connection (for stats such as RTT).
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+
+    /// The current round-trip time estimate of the QUIC connection.
+    pub fn rtt(&self) -> Duration {
+        self.conn.rtt()
+    }
+
+    /// QUIC's counters for this connection (UDP bytes and datagrams each way, lost
+    /// packets, congestion window).
+    pub fn stats(&self) -> quinn::ConnectionStats {
+        self.conn.stats()
     }
 
     /// The next datagram from the server (a snapshot chunk in protocol version 1).
@@ -259,6 +306,65 @@ pub fn mint_token(
     Ok(key.mint(client_id, unix_now_s() + ttl.as_secs().max(1), nonce, 0))
 }
 
+/// Why a token file could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenFileError {
+    /// A line that is not one token in hex.
+    #[error("line {line}: {problem}")]
+    BadLine {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// No token in the file.
+    #[error("no token in the file (one hex token per line, as tickcast-token prints)")]
+    Empty,
+}
+
+/// Parses a token file: one token per line in hex (the 69-byte encoding, 138 hex
+/// digits, as `tickcast-token` prints it). Blank lines and lines starting with `#` are
+/// skipped; anything else that is not exactly one token is an error naming its line.
+pub fn parse_token_file(text: &str) -> Result<Vec<ConnectToken>, TokenFileError> {
+    let mut tokens = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |problem: String| TokenFileError::BadLine {
+            line: index + 1,
+            problem,
+        };
+        if line.len() != TOKEN_LEN * 2 {
+            return Err(bad(format!(
+                "expected {} hex digits, found {} characters",
+                TOKEN_LEN * 2,
+                line.len()
+            )));
+        }
+        let mut bytes = [0u8; TOKEN_LEN];
+        for (i, pair) in line.as_bytes().chunks_exact(2).enumerate() {
+            let digit = |c: u8| (c as char).to_digit(16);
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(hi), Some(lo)) => bytes[i] = (hi * 16 + lo) as u8,
+                _ => {
+                    return Err(bad(format!(
+                        "not a hex digit at column {}",
+                        i * 2 + 1 + usize::from(digit(pair[0]).is_some())
+                    )));
+                }
+            }
+        }
+        let token = ConnectToken::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+        tokens.push(token);
+    }
+    if tokens.is_empty() {
+        return Err(TokenFileError::Empty);
+    }
+    Ok(tokens)
+}
+
 /// The last few inputs, so each datagram carries them all and one lost datagram costs
 /// nothing when the next arrives.
 #[derive(Debug, Clone, Default)]
@@ -308,5 +414,48 @@ mod tests {
         assert_eq!(seqs, vec![6, 5, 4, 3]);
         assert_eq!(last.inputs()[0].move_x, 7);
         assert_eq!(last.ack_tick, 42);
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn a_token_file_reads_one_token_per_line_as_tickcast_token_prints_them() {
+        let key = TokenKey::from_bytes(&[7; 32]);
+        let a = key.mint(1, 2_000_000_000, [1; 16], 0);
+        let b = key.mint(2, 2_000_000_000, [2; 16], 3);
+        let text = format!(
+            "# minted for the load test\n{}\n\n  {}  \r\n",
+            hex(&a.to_bytes()),
+            hex(&b.to_bytes()).to_uppercase()
+        );
+        let tokens = parse_token_file(&text).unwrap();
+        assert_eq!(tokens, vec![a, b]);
+        assert!(key.verify(&tokens[1], 1_000).is_ok());
+    }
+
+    #[test]
+    fn a_bad_token_file_names_the_line() {
+        let key = TokenKey::from_bytes(&[7; 32]);
+        let good = hex(&key.mint(1, 2_000_000_000, [1; 16], 0).to_bytes());
+        let short = format!("{good}\n{}\n", &good[..136]);
+        assert_eq!(
+            parse_token_file(&short),
+            Err(TokenFileError::BadLine {
+                line: 2,
+                problem: "expected 138 hex digits, found 136 characters".into()
+            })
+        );
+        let mut not_hex = good.clone();
+        not_hex.replace_range(10..11, "g");
+        assert_eq!(
+            parse_token_file(&not_hex).unwrap_err().to_string(),
+            "line 1: not a hex digit at column 11"
+        );
+        assert_eq!(
+            parse_token_file("\n# nothing\n"),
+            Err(TokenFileError::Empty)
+        );
     }
 }

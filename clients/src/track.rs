@@ -1,7 +1,9 @@
-//! Reassembling ticks from chunks and measuring delivery, loss and latency. Pure code
-//! over parsed chunks: no socket, no clock (times are passed in).
+//! Reassembling ticks from chunks and measuring delivery, loss, latency and snapshot
+//! age. Pure code over bytes: no socket, no clock (times are passed in).
 
-use tickcast_shared::chunk::{Chunk, EntityRecord};
+use tickcast_shared::chunk::{Chunk, ChunkError, EntityRecord, parse_chunk};
+
+use crate::world::WorldView;
 
 /// How many ticks can be in flight at once before the oldest is judged. At 30 Hz that
 /// is a quarter of a second of reordering tolerance.
@@ -15,10 +17,11 @@ struct Slot {
     seen: Vec<u64>,
     records: Vec<EntityRecord>,
     entities: usize,
+    server_time_us: u32,
 }
 
 impl Slot {
-    fn reset(&mut self, tick: u32, chunk_count: u16) {
+    fn reset(&mut self, tick: u32, chunk_count: u16, server_time_us: u32) {
         self.tick = Some(tick);
         self.chunk_count = chunk_count;
         self.received = 0;
@@ -26,6 +29,7 @@ impl Slot {
         self.seen.resize(usize::from(chunk_count).div_ceil(64), 0);
         self.records.clear();
         self.entities = 0;
+        self.server_time_us = server_time_us;
     }
 }
 
@@ -69,6 +73,9 @@ pub struct Delivery {
     pub entities_last_snapshot: usize,
     /// The newest complete tick.
     pub last_complete_tick: Option<u32>,
+    /// The server's encode time of the newest complete tick (µs, wrapping; the chunk
+    /// header's `server_time_us`).
+    pub last_complete_server_time_us: Option<u32>,
 }
 
 impl Delivery {
@@ -152,7 +159,7 @@ impl TickAssembler {
         let index = tick as usize % TICKS_IN_FLIGHT;
         if self.slots[index].tick != Some(tick) {
             self.judge(index);
-            self.slots[index].reset(tick, header.chunk_count);
+            self.slots[index].reset(tick, header.chunk_count, header.server_time_us);
             self.ticks_seen += 1;
         }
         let slot = &mut self.slots[index];
@@ -184,6 +191,7 @@ impl TickAssembler {
         if self.delivery.last_complete_tick.is_none_or(|t| tick > t) {
             self.delivery.last_complete_tick = Some(tick);
             self.delivery.entities_last_snapshot = entities;
+            self.delivery.last_complete_server_time_us = Some(slot.server_time_us);
             if self.keep_records {
                 std::mem::swap(&mut self.complete_records, &mut slot.records);
             }
@@ -228,45 +236,68 @@ impl TickAssembler {
     }
 }
 
-/// A latency histogram: 50 µs buckets to 10 ms, then 1 ms buckets to 1 s, then one
-/// overflow bucket. About 5 KB, fixed, whatever the run length.
+/// A histogram of durations in microseconds, log-linear: exact below 16 µs, then 16
+/// buckets per power of two (each at most 6.25 % wide) up to 2^26 µs (67 s), then one
+/// overflow bucket. 369 `u32` counters (1.5 KB), fixed whatever the run length, so a
+/// bot can keep several and thousands of bots can run in one process.
 #[derive(Debug, Clone)]
 pub struct LatencyHistogram {
-    buckets: Vec<u32>,
+    buckets: Box<[u32; HISTOGRAM_BUCKETS]>,
     count: u64,
 }
 
-const FINE_BUCKETS: usize = 200;
-const FINE_US: u64 = 50;
-const COARSE_BUCKETS: usize = 990;
-const COARSE_US: u64 = 1000;
+/// Sub-buckets per power of two, as a power of two (16).
+const SUB_BITS: u32 = 4;
+const SUB_BUCKETS: usize = 1 << SUB_BITS;
+/// The largest power of two tracked before the overflow bucket (2^26 µs = 67 s).
+const TOP_EXPONENT: u32 = 26;
+const HISTOGRAM_BUCKETS: usize = SUB_BUCKETS * (TOP_EXPONENT - SUB_BITS + 1) as usize + 1;
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
         Self {
-            buckets: vec![0; FINE_BUCKETS + COARSE_BUCKETS + 1],
+            buckets: Box::new([0; HISTOGRAM_BUCKETS]),
             count: 0,
         }
     }
 }
 
+fn bucket_of(micros: u64) -> usize {
+    if micros < SUB_BUCKETS as u64 {
+        return micros as usize;
+    }
+    let exponent = 63 - micros.leading_zeros(); // >= SUB_BITS
+    if exponent >= TOP_EXPONENT {
+        return HISTOGRAM_BUCKETS - 1;
+    }
+    let sub = (micros >> (exponent - SUB_BITS)) as usize & (SUB_BUCKETS - 1);
+    SUB_BUCKETS * (exponent - SUB_BITS + 1) as usize + sub
+}
+
+/// The exclusive upper edge of a bucket, in microseconds.
+fn bucket_upper_us(index: usize) -> u64 {
+    if index < SUB_BUCKETS {
+        return index as u64 + 1;
+    }
+    if index >= HISTOGRAM_BUCKETS - 1 {
+        return 1 << TOP_EXPONENT;
+    }
+    let octave = (index / SUB_BUCKETS) as u32 - 1; // 0 for [16, 32)
+    let sub = (index % SUB_BUCKETS) as u64;
+    (SUB_BUCKETS as u64 + sub + 1) << octave
+}
+
 impl LatencyHistogram {
     /// Records one sample in microseconds.
     pub fn record(&mut self, micros: u64) {
-        let fine_limit = FINE_BUCKETS as u64 * FINE_US;
-        let index = if micros < fine_limit {
-            (micros / FINE_US) as usize
-        } else {
-            (FINE_BUCKETS + ((micros - fine_limit) / COARSE_US) as usize)
-                .min(FINE_BUCKETS + COARSE_BUCKETS)
-        };
+        let index = bucket_of(micros);
         self.buckets[index] = self.buckets[index].saturating_add(1);
         self.count += 1;
     }
 
     /// Adds another histogram's samples.
     pub fn merge(&mut self, other: &LatencyHistogram) {
-        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
             *a = a.saturating_add(*b);
         }
         self.count += other.count;
@@ -277,7 +308,8 @@ impl LatencyHistogram {
         self.count
     }
 
-    /// The `q` quantile (0..=1) in milliseconds, as the upper edge of its bucket; `None`
+    /// The `q` quantile (0..=1) in milliseconds, as the upper edge of its bucket (so at
+    /// most 6.25 % above the true value; 67,108.864 ms means "at least that"); `None`
     /// with no samples.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
         if self.count == 0 {
@@ -288,15 +320,136 @@ impl LatencyHistogram {
         for (index, &n) in self.buckets.iter().enumerate() {
             seen += u64::from(n);
             if seen >= rank {
-                let upper_us = if index < FINE_BUCKETS {
-                    (index as u64 + 1) * FINE_US
-                } else {
-                    FINE_BUCKETS as u64 * FINE_US + (index - FINE_BUCKETS + 1) as u64 * COARSE_US
-                };
-                return Some(upper_us as f64 / 1000.0);
+                return Some(bucket_upper_us(index) as f64 / 1000.0);
             }
         }
         None
+    }
+}
+
+/// Wrapping microsecond clock difference `now - then`, or `None` when `then` is ahead
+/// of `now` (a clock step, or a server on another clock).
+pub fn age_us(now_us: u32, then_us: u32) -> Option<u64> {
+    let age = now_us.wrapping_sub(then_us);
+    (age < u32::MAX / 2).then_some(u64::from(age))
+}
+
+/// What one datagram from the server was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatagramOutcome {
+    /// A valid snapshot chunk, and what it meant for its tick.
+    Chunk(ChunkOutcome),
+    /// Bytes that are not a snapshot chunk: counted and dropped.
+    Malformed(ChunkError),
+}
+
+/// Everything a client does with the datagrams it reads: parse them (malformed ones
+/// counted and dropped, never a panic), put ticks back together ([`TickAssembler`]),
+/// measure chunk latency and snapshot age, and optionally keep a [`WorldView`]. Pure:
+/// the caller passes the time in, so it is tested without a socket or a clock.
+#[derive(Debug, Clone)]
+pub struct SnapshotReceiver {
+    assembler: TickAssembler,
+    world: Option<WorldView>,
+    latency: LatencyHistogram,
+    datagrams: u64,
+    bytes: u64,
+    malformed: u64,
+}
+
+impl SnapshotReceiver {
+    /// A receiver that measures only (what a bot needs).
+    pub fn new() -> Self {
+        Self {
+            assembler: TickAssembler::new(false),
+            world: None,
+            latency: LatencyHistogram::default(),
+            datagrams: 0,
+            bytes: 0,
+            malformed: 0,
+        }
+    }
+
+    /// A receiver that also keeps a view of the world, updated per chunk.
+    pub fn with_world(world: WorldView) -> Self {
+        Self {
+            world: Some(world),
+            ..Self::new()
+        }
+    }
+
+    /// Takes one datagram that arrived at `now_us` (the [`crate::now_us_wrapping`] clock).
+    pub fn on_datagram(&mut self, bytes: &[u8], now_us: u32) -> DatagramOutcome {
+        self.datagrams += 1;
+        self.bytes += bytes.len() as u64;
+        let chunk = match parse_chunk(bytes) {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                self.malformed += 1;
+                return DatagramOutcome::Malformed(e);
+            }
+        };
+        if let Some(age) = age_us(now_us, chunk.header.server_time_us) {
+            self.latency.record(age);
+        }
+        let outcome = self.assembler.on_chunk(&chunk);
+        if let Some(world) = &mut self.world
+            && !matches!(outcome, ChunkOutcome::Stale | ChunkOutcome::Inconsistent)
+        {
+            world.apply_chunk(&chunk);
+            if let ChunkOutcome::Completed { tick, .. } = outcome {
+                world.complete_tick(tick);
+            }
+        }
+        DatagramOutcome::Chunk(outcome)
+    }
+
+    /// Age of the newest complete snapshot at `now_us`: how old the client's picture of
+    /// the world is. `None` before the first complete tick.
+    pub fn snapshot_age_us(&self, now_us: u32) -> Option<u64> {
+        let then = self.assembler.delivery().last_complete_server_time_us?;
+        age_us(now_us, then)
+    }
+
+    /// The tick assembler (delivery figures).
+    pub fn assembler(&self) -> &TickAssembler {
+        &self.assembler
+    }
+
+    /// Judges the ticks still in flight (see [`TickAssembler::finish`]).
+    pub fn finish(&mut self, grace: u32) -> Delivery {
+        self.assembler.finish(grace)
+    }
+
+    /// The world view, if this receiver keeps one.
+    pub fn world(&self) -> Option<&WorldView> {
+        self.world.as_ref()
+    }
+
+    /// Chunk latency (server encode to this receiver) samples.
+    pub fn latency(&self) -> &LatencyHistogram {
+        &self.latency
+    }
+
+    /// Datagrams taken, valid or not.
+    pub fn datagrams(&self) -> u64 {
+        self.datagrams
+    }
+
+    /// Bytes of the datagrams taken.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Datagrams that were not valid snapshot chunks.
+    pub fn malformed(&self) -> u64 {
+        self.malformed
+    }
+}
+
+impl Default for SnapshotReceiver {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -375,9 +528,64 @@ mod tests {
         for micros in [100, 200, 300, 400, 25_000] {
             h.record(micros);
         }
-        assert_eq!(h.quantile_ms(0.5), Some(0.35));
-        assert_eq!(h.quantile_ms(1.0), Some(26.0));
-        h.record(10_000_000);
+        // 300 µs is in [288, 304): 16 buckets per power of two.
+        assert_eq!(h.quantile_ms(0.5), Some(0.304));
+        // 25,000 µs is in [24,576, 25,600).
+        assert_eq!(h.quantile_ms(1.0), Some(25.6));
+        h.record(u64::MAX);
         assert_eq!(h.count(), 6);
+        assert_eq!(h.quantile_ms(1.0), Some(67_108.864));
+    }
+
+    #[test]
+    fn every_histogram_bucket_is_at_most_one_sixteenth_wide() {
+        let mut previous_upper = 0;
+        for index in 0..HISTOGRAM_BUCKETS - 1 {
+            let upper = bucket_upper_us(index);
+            assert!(upper > previous_upper);
+            assert_eq!(bucket_of(upper - 1), index, "bucket {index}");
+            assert!(
+                (upper - previous_upper) * 16 <= upper.max(16),
+                "bucket {index}"
+            );
+            previous_upper = upper;
+        }
+        assert_eq!(bucket_of(1 << TOP_EXPONENT), HISTOGRAM_BUCKETS - 1);
+    }
+
+    #[test]
+    fn the_receiver_counts_malformed_datagrams_and_measures_age() {
+        let mut r = SnapshotReceiver::new();
+        assert!(matches!(
+            r.on_datagram(&[0x01, 0, 1], 0),
+            DatagramOutcome::Malformed(_)
+        ));
+        assert!(matches!(
+            r.on_datagram(&[], 0),
+            DatagramOutcome::Malformed(_)
+        ));
+        let mut bytes = vec![0u8; CHUNK_HEADER_LEN];
+        let header = ChunkHeader {
+            tick: 5,
+            chunk_index: 0,
+            chunk_count: 1,
+            server_time_us: 1_000,
+            ..Default::default()
+        };
+        write_header(&header, (&mut bytes[..]).try_into().unwrap());
+        assert_eq!(r.snapshot_age_us(1_500), None);
+        assert_eq!(
+            r.on_datagram(&bytes, 1_250),
+            DatagramOutcome::Chunk(ChunkOutcome::Completed {
+                tick: 5,
+                entities: 0
+            })
+        );
+        assert_eq!(r.malformed(), 2);
+        assert_eq!(r.datagrams(), 3);
+        assert_eq!(r.latency().count(), 1);
+        assert_eq!(r.snapshot_age_us(1_500), Some(500));
+        // A server clock ahead of ours gives no sample rather than a huge one.
+        assert_eq!(r.snapshot_age_us(999), None);
     }
 }

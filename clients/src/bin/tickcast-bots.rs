@@ -1,31 +1,29 @@
-//! `tickcast-bots`: connects N native QUIC clients to a tickcast server, plays, and
-//! reports what they received.
+//! `tickcast-bots`: connects N native QUIC clients to a tickcast server, each playing a
+//! behaviour from `--mix`, and reports what they received; `--min-delivery` and
+//! `--max-latency-p99-ms` turn the report into a pass/fail verdict.
 //!
-//! Every bot is a real client built on `tickcast_clients`: it pins the server's
-//! certificate, mints a dev token from the key in the data directory, sends inputs at the
-//! tick rate and judges every tick it receives.
+//! Exit codes: 0 ran and every gate passed, 1 a gate failed (named on stderr), 2 could
+//! not run (bad flags, no certificate or token key, no client connected).
+//!
+//! The work is `tickcast_clients::swarm`; this binary parses flags, shows progress on
+//! stderr, prints the report (`tickcast_clients::report`) and maps it to an exit code.
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report goes to stdout.
 
-use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use serde::Serialize;
-use tickcast_clients::track::{LatencyHistogram, TickAssembler};
-use tickcast_clients::{
-    InputHistory, client_endpoint, connect, connection_error_key, mint_token, now_us_wrapping,
-};
+use tickcast_clients::parse_token_file;
+use tickcast_clients::report::{Gates, Report, Summary, Verdict};
+use tickcast_clients::swarm::{Behaviour, LiveCounters, Mix, SwarmConfig, TokenSource, run_swarm};
 use tickcast_net::tls::{self, TOKEN_KEY_FILE};
-use tickcast_shared::chunk::parse_chunk;
-use tickcast_shared::msg::InputCmd;
-use tickcast_shared::token::TokenKey;
-use tokio::time::Instant;
 
 /// Load generator and judge for a tickcast server.
 #[derive(Debug, Parser)]
@@ -43,6 +41,10 @@ struct Args {
     /// Spread the connects over this long, e.g. 1s.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     ramp: Duration,
+    /// Behaviours as name=weight, e.g. walk=80,idle=10,stall=5,slow=5,churn=0 (weights
+    /// or percentages; names: walk, idle, stall, slow, churn).
+    #[arg(long, default_value = "walk=100")]
+    mix: Mix,
     /// The server's data directory: its certificate is pinned and its token key used.
     #[arg(long, default_value = ".tickcast")]
     data_dir: PathBuf,
@@ -50,51 +52,41 @@ struct Args {
     #[arg(long)]
     fingerprint: Option<String>,
     /// Token key file (default: <data-dir>/token.key).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "token_file")]
     token_key_file: Option<PathBuf>,
-    /// First client id; bots use consecutive ids from here (default: random).
+    /// Connect with these tokens instead of minting: one hex token per line, as
+    /// tickcast-token prints them; one per client, plus one per churn reconnect.
     #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// First client id when minting; bots use consecutive ids from here (default: random).
+    #[arg(long, conflicts_with = "token_file")]
     client_id_base: Option<u64>,
     /// Clients per local UDP endpoint.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 200)]
     clients_per_endpoint: usize,
+    /// Datagrams per second a `slow` bot reads at most.
+    #[arg(long, default_value_t = 100)]
+    slow_read_rate: u32,
+    /// How long after connecting a `stall` bot stops reading.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    stall_after: Duration,
+    /// How often a `churn` bot reconnects.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    churn_every: Duration,
+    /// Gate: exit 1 unless the walk and idle clients all connected and their delivery
+    /// ratio is at least this (0 to 1).
+    #[arg(long)]
+    min_delivery: Option<f64>,
+    /// Gate: exit 1 unless the walk and idle clients' chunk latency p99 is at most this
+    /// many milliseconds.
+    #[arg(long)]
+    max_latency_p99_ms: Option<f64>,
     /// Print one JSON object instead of a human summary.
     #[arg(long)]
     json: bool,
-}
-
-/// What one bot saw.
-#[derive(Debug, Default)]
-struct BotOutcome {
-    connected: bool,
-    tick_rate: u16,
-    delivery: tickcast_clients::track::Delivery,
-    latency: LatencyHistogram,
-    bytes_in: u64,
-    malformed_chunks: u64,
-    disconnected: Option<String>,
-    connect_error: Option<String>,
-    played_for: Duration,
-}
-
-/// The JSON report; every field documented in the README.
-#[derive(Debug, Serialize)]
-struct Report {
-    clients: usize,
-    connected: usize,
-    duration_s: f64,
-    tick_rate: u16,
-    snapshots_expected: u64,
-    snapshots_complete: u64,
-    delivery_ratio: f64,
-    chunks_received: u64,
-    chunks_lost: u64,
-    latency_ms_p50: Option<f64>,
-    latency_ms_p99: Option<f64>,
-    bytes_in_per_client_per_s: f64,
-    entities_last_snapshot: usize,
-    disconnects: usize,
-    errors: BTreeMap<String, u64>,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
@@ -106,18 +98,94 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(verdict) => {
+            match &verdict {
+                Verdict::Pass => {}
+                Verdict::GateFailed(failures) => {
+                    for failure in failures {
+                        eprintln!("tickcast-bots: gate failed: {failure}");
+                    }
+                }
+                Verdict::CouldNotRun(why) => eprintln!("tickcast-bots: could not run: {why}"),
+            }
+            ExitCode::from(verdict.exit_code())
+        }
         Err(e) => {
-            eprintln!("tickcast-bots: {e:#}");
+            eprintln!("tickcast-bots: could not run: {e:#}");
             ExitCode::from(2)
         }
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn gates(args: &Args) -> anyhow::Result<Gates> {
+    let gates = Gates {
+        min_delivery: args.min_delivery,
+        max_latency_p99_ms: args.max_latency_p99_ms,
+    };
+    if let Some(min) = gates.min_delivery
+        && !(0.0..=1.0).contains(&min)
+    {
+        anyhow::bail!("--min-delivery must be between 0 and 1, not {min}");
+    }
+    if let Some(max) = gates.max_latency_p99_ms
+        && !(max > 0.0 && max.is_finite())
+    {
+        anyhow::bail!("--max-latency-p99-ms must be a positive number, not {max}");
+    }
+    let counts = args.mix.counts(args.clients);
+    let healthy: usize = Behaviour::ALL
+        .iter()
+        .zip(counts)
+        .filter(|(b, _)| b.is_healthy())
+        .map(|(_, n)| n)
+        .sum();
+    if gates.any() && healthy == 0 {
+        anyhow::bail!(
+            "the gates judge walk and idle clients, and --mix {} gives none of {} clients",
+            args.mix,
+            args.clients
+        );
+    }
+    Ok(gates)
+}
+
+fn tokens(args: &Args) -> anyhow::Result<TokenSource> {
+    if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+        let tokens = parse_token_file(&text)
+            .with_context(|| format!("in the token file {}", path.display()))?;
+        return Ok(TokenSource::List(tokens));
+    }
+    let key_path = args
+        .token_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join(TOKEN_KEY_FILE));
+    let key = tls::load_token_key(&key_path).context("loading the token key")?;
+    let first_client_id = match args.client_id_base {
+        Some(base) => base,
+        None => {
+            let mut bytes = [0u8; 4];
+            tls::fill_random(&mut bytes)?;
+            u64::from(u32::from_le_bytes(bytes)) << 16
+        }
+    };
+    Ok(TokenSource::Mint {
+        key,
+        first_client_id,
+        // Long enough for any run plus its ramp; tokens are per connect anyway.
+        ttl: Duration::from_secs(300).max(args.duration + args.ramp),
+    })
+}
+
+fn run(args: Args) -> anyhow::Result<Verdict> {
     if args.clients == 0 {
         anyhow::bail!("--clients must be at least 1");
     }
+    if args.clients_per_endpoint == 0 {
+        anyhow::bail!("--clients-per-endpoint must be at least 1");
+    }
+    let gates = gates(&args)?;
     let fingerprint = match &args.fingerprint {
         Some(hex) => tls::parse_fingerprint(hex)?,
         None => tls::fingerprint_from_data_dir(&args.data_dir).with_context(|| {
@@ -127,248 +195,230 @@ fn run(args: Args) -> anyhow::Result<()> {
             )
         })?,
     };
-    let key_path = args
-        .token_key_file
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join(TOKEN_KEY_FILE));
-    let key = Arc::new(tls::load_token_key(&key_path).context("loading the token key")?);
-    let base = match args.client_id_base {
-        Some(base) => base,
-        None => {
-            let mut bytes = [0u8; 4];
-            tls::fill_random(&mut bytes)?;
-            u64::from(u32::from_le_bytes(bytes)) << 16
-        }
+    let tokens = tokens(&args)?;
+    let config = SwarmConfig {
+        server: args.server,
+        fingerprint,
+        clients: args.clients,
+        duration: args.duration,
+        ramp: args.ramp,
+        mix: args.mix,
+        clients_per_endpoint: args.clients_per_endpoint,
+        slow_read_rate: args.slow_read_rate,
+        stall_after: args.stall_after,
+        churn_every: args.churn_every,
+        ..SwarmConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let outcomes = runtime.block_on(swarm(&args, fingerprint, key, base))?;
-    let report = summarize(&args, &outcomes);
+    let live = Arc::new(LiveCounters::default());
+    let done = Arc::new(AtomicBool::new(false));
+    let progress = (!args.quiet).then(|| {
+        let (live, done, clients) = (live.clone(), done.clone(), args.clients);
+        std::thread::Builder::new()
+            .name("progress".into())
+            .spawn(move || show_progress(&live, &done, clients))
+    });
+    let outcomes = runtime.block_on(run_swarm(config, tokens, live));
+    done.store(true, Ordering::Relaxed);
+    if let Some(Ok(thread)) = progress {
+        let _ = thread.join();
+    }
+    let outcomes = outcomes?;
+    let report = Report::new(&outcomes, args.duration, gates);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_human(&report);
     }
-    Ok(())
+    Ok(report.verdict())
 }
 
-async fn swarm(
-    args: &Args,
-    fingerprint: [u8; 32],
-    key: Arc<TokenKey>,
-    base: u64,
-) -> anyhow::Result<Vec<BotOutcome>> {
-    let endpoints = args.clients.div_ceil(args.clients_per_endpoint.max(1));
-    let endpoints: Vec<quinn::Endpoint> = (0..endpoints)
-        .map(|_| client_endpoint(args.server, fingerprint))
-        .collect::<Result<_, _>>()
-        .context("creating client endpoints")?;
-    let start = Instant::now();
-    let mut tasks = Vec::with_capacity(args.clients);
-    for i in 0..args.clients {
-        let endpoint = endpoints[i % endpoints.len()].clone();
-        let key = key.clone();
-        let delay = args.ramp.mul_f64(i as f64 / args.clients as f64);
-        let server = args.server;
-        let duration = args.duration;
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep_until(start + delay).await;
-            bot(endpoint, server, &key, base + i as u64, duration, i as u64).await
-        }));
-    }
-    let mut outcomes = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        outcomes.push(task.await.context("a bot task failed")?);
-    }
-    for endpoint in &endpoints {
-        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
-    }
-    Ok(outcomes)
-}
-
-/// A small deterministic walk: a new direction every second or so.
-fn next_direction(state: &mut u64) -> (i8, i8) {
-    *state = state
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let dx = ((*state >> 33) % 255) as i16 - 127;
-    let dy = ((*state >> 41) % 255) as i16 - 127;
-    (dx as i8, dy as i8)
-}
-
-async fn bot(
-    endpoint: quinn::Endpoint,
-    server: SocketAddr,
-    key: &TokenKey,
-    client_id: u64,
-    duration: Duration,
-    seed: u64,
-) -> BotOutcome {
-    let mut outcome = BotOutcome::default();
-    let token = match mint_token(key, client_id, Duration::from_secs(300)) {
-        Ok(token) => token,
-        Err(e) => {
-            outcome.connect_error = Some(e.key());
-            return outcome;
-        }
+/// Progress on stderr: on a terminal one line rewritten four times a second, otherwise
+/// a plain line every five seconds. Figures are over the last interval.
+fn show_progress(live: &LiveCounters, done: &AtomicBool, clients: usize) {
+    let tty = std::io::stderr().is_terminal();
+    let every = if tty {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(5)
     };
-    let session = match connect(&endpoint, server, token, Duration::from_secs(10)).await {
-        Ok(session) => session,
-        Err(e) => {
-            tracing::debug!(client_id, "connect failed: {e}");
-            outcome.connect_error = Some(e.key());
-            return outcome;
+    let tick = Duration::from_millis(50);
+    let started = std::time::Instant::now();
+    let mut last = std::time::Instant::now();
+    let mut previous = (0u64, 0u64, 0u64, 0u64);
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(tick);
+        if last.elapsed() < every {
+            continue;
         }
-    };
-    outcome.connected = true;
-    outcome.tick_rate = session.welcome().tick_rate;
-    let period = Duration::from_secs(1) / u32::from(session.welcome().tick_rate.max(1));
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut assembler = TickAssembler::new(false);
-    let mut history = InputHistory::default();
-    let mut walk_state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut direction = next_direction(&mut walk_state);
-    let mut inputs_sent = 0u64;
-    let began = Instant::now();
-    let end = began + duration;
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep_until(end) => break,
-            _ = ticker.tick() => {
-                inputs_sent += 1;
-                if inputs_sent.is_multiple_of(30) {
-                    direction = next_direction(&mut walk_state);
-                }
-                let cmd = InputCmd { move_x: direction.0, move_y: direction.1, ..Default::default() };
-                let ack = assembler.delivery().last_tick.unwrap_or(0);
-                if let Err(e) = session.send_input(&history.push(cmd, ack)) {
-                    tracing::debug!(client_id, "input not sent: {e}");
-                }
-            }
-            datagram = session.next_datagram() => match datagram {
-                Ok(bytes) => {
-                    outcome.bytes_in += bytes.len() as u64;
-                    match parse_chunk(&bytes) {
-                        Ok(chunk) => {
-                            let age = now_us_wrapping().wrapping_sub(chunk.header.server_time_us) as i32;
-                            outcome.latency.record(age.max(0) as u64);
-                            assembler.on_chunk(&chunk);
-                        }
-                        Err(e) => {
-                            tracing::debug!(client_id, "malformed chunk: {e}");
-                            outcome.malformed_chunks += 1;
-                        }
-                    }
-                }
-                Err(e) => {
-                    outcome.disconnected = Some(connection_error_key(&e));
-                    break;
-                }
-            },
-        }
+        let seconds = last.elapsed().as_secs_f64();
+        last = std::time::Instant::now();
+        let now = (
+            live.datagrams.load(Ordering::Relaxed),
+            live.bytes.load(Ordering::Relaxed),
+            live.ticks_complete.load(Ordering::Relaxed),
+            live.ticks_expected.load(Ordering::Relaxed),
+        );
+        let expected = now.3.saturating_sub(previous.3);
+        let delivery = if expected == 0 {
+            "-".to_string()
+        } else {
+            format!(
+                "{:.4}",
+                now.2.saturating_sub(previous.2) as f64 / expected as f64
+            )
+        };
+        let line = format!(
+            "[{:6.1}s] connected {}/{} (connect failures {}, finished {}) | in {:.0} datagrams/s, {:.1} MB/s | delivery {}",
+            started.elapsed().as_secs_f64(),
+            live.connected.load(Ordering::Relaxed),
+            clients,
+            live.connect_failures.load(Ordering::Relaxed),
+            live.finished.load(Ordering::Relaxed),
+            now.0.saturating_sub(previous.0) as f64 / seconds,
+            now.1.saturating_sub(previous.1) as f64 / seconds / 1e6,
+            delivery,
+        );
+        previous = now;
+        let mut err = std::io::stderr().lock();
+        let _ = if tty {
+            write!(err, "\r\x1b[2K{line}")
+        } else {
+            writeln!(err, "tickcast-bots: {line}")
+        };
+        let _ = err.flush();
     }
-    outcome.played_for = began.elapsed();
-    // The last two ticks may still be in flight when the run ends: leave them out.
-    outcome.delivery = assembler.finish(2);
-    session.close();
-    outcome
+    if tty {
+        let _ = write!(std::io::stderr(), "\r\x1b[2K");
+    }
 }
 
-fn summarize(args: &Args, outcomes: &[BotOutcome]) -> Report {
-    let connected: Vec<&BotOutcome> = outcomes.iter().filter(|o| o.connected).collect();
-    let mut latency = LatencyHistogram::default();
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let mut expected = 0;
-    let mut complete = 0;
-    let mut chunks_received = 0;
-    let mut chunks_lost = 0;
-    let mut bytes_in = 0;
-    let mut newest: Option<(u32, usize)> = None;
-    let mut client_seconds = 0.0;
-    for outcome in outcomes {
-        if let Some(key) = &outcome.connect_error {
-            *errors.entry(format!("connect:{key}")).or_default() += 1;
-        }
-        if let Some(key) = &outcome.disconnected {
-            *errors.entry(format!("disconnect:{key}")).or_default() += 1;
-        }
-        if outcome.malformed_chunks > 0 {
-            *errors.entry("malformed_chunk".into()).or_default() += outcome.malformed_chunks;
-        }
-        let d = &outcome.delivery;
-        expected += d.expected();
-        complete += d.complete;
-        chunks_received += d.chunks_received;
-        chunks_lost += d.chunks_lost;
-        bytes_in += outcome.bytes_in;
-        latency.merge(&outcome.latency);
-        client_seconds += outcome.played_for.as_secs_f64();
-        if let Some(tick) = d.last_complete_tick
-            && newest.is_none_or(|(t, _)| tick > t)
-        {
-            newest = Some((tick, d.entities_last_snapshot));
-        }
-    }
-    Report {
-        clients: args.clients,
-        connected: connected.len(),
-        duration_s: args.duration.as_secs_f64(),
-        tick_rate: connected.first().map_or(0, |o| o.tick_rate),
-        snapshots_expected: expected,
-        snapshots_complete: complete,
-        delivery_ratio: if expected == 0 {
-            0.0
-        } else {
-            complete as f64 / expected as f64
-        },
-        chunks_received,
-        chunks_lost,
-        latency_ms_p50: latency.quantile_ms(0.50),
-        latency_ms_p99: latency.quantile_ms(0.99),
-        bytes_in_per_client_per_s: if client_seconds > 0.0 {
-            bytes_in as f64 / client_seconds
-        } else {
-            0.0
-        },
-        entities_last_snapshot: newest.map_or(0, |(_, n)| n),
-        disconnects: outcomes.iter().filter(|o| o.disconnected.is_some()).count(),
-        errors,
+fn ms(value: Option<f64>) -> String {
+    value.map_or("-".to_string(), |v| format!("{v:.2} ms"))
+}
+
+fn ratio(value: Option<f64>) -> String {
+    value.map_or("-".to_string(), |v| format!("{v:.4}"))
+}
+
+fn print_summary(s: &Summary) {
+    println!(
+        "  delivery       {:.4} ({} of {} snapshots complete); per client min {}, p1 {}, p50 {}",
+        s.delivery_ratio,
+        s.snapshots_complete,
+        s.snapshots_expected,
+        ratio(s.delivery_min),
+        ratio(s.delivery_p1),
+        ratio(s.delivery_p50)
+    );
+    println!(
+        "  chunks         {} received, {} lost",
+        s.chunks_received, s.chunks_lost
+    );
+    println!(
+        "  latency        p50 {}, p99 {}   snapshot age p50 {}, p99 {}",
+        ms(s.latency_ms_p50),
+        ms(s.latency_ms_p99),
+        ms(s.snapshot_age_ms_p50),
+        ms(s.snapshot_age_ms_p99)
+    );
+    println!(
+        "  rtt            p50 {}, p99 {}   connect p50 {}, p99 {}",
+        ms(s.rtt_ms_p50),
+        ms(s.rtt_ms_p99),
+        ms(s.connect_ms_p50),
+        ms(s.connect_ms_p99)
+    );
+    println!(
+        "  bandwidth      {:.0} B/s datagrams in per client (UDP {:.0} in, {:.0} out)",
+        s.bytes_in_per_client_per_s,
+        s.udp_bytes_in_per_client_per_s,
+        s.udp_bytes_out_per_client_per_s
+    );
+    println!(
+        "  sessions       {} disconnects, {} reconnects",
+        s.disconnects, s.reconnects
+    );
+    for (reason, count) in &s.errors {
+        println!("  error          {reason}: {count}");
     }
 }
 
 fn print_human(report: &Report) {
-    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} ms"));
+    let all = &report.overall;
     println!(
-        "tickcast-bots: {} of {} clients connected for {:.1} s at {} Hz",
-        report.connected, report.clients, report.duration_s, report.tick_rate
+        "tickcast-bots: {} of {} clients connected for {:.1} s at {} Hz; {} entities in the last snapshot",
+        all.connected, all.clients, all.duration_s, all.tick_rate, all.entities_last_snapshot
     );
-    println!(
-        "  delivery       {:.4} ({} of {} snapshots complete)",
-        report.delivery_ratio, report.snapshots_complete, report.snapshots_expected
-    );
-    println!(
-        "  chunks         {} received, {} lost",
-        report.chunks_received, report.chunks_lost
-    );
-    println!(
-        "  latency        p50 {}, p99 {}",
-        ms(report.latency_ms_p50),
-        ms(report.latency_ms_p99)
-    );
-    println!(
-        "  bandwidth in   {:.0} B/s per client",
-        report.bytes_in_per_client_per_s
-    );
-    println!(
-        "  world          {} entities in the last snapshot",
-        report.entities_last_snapshot
-    );
-    println!("  disconnects    {}", report.disconnects);
-    for (reason, count) in &report.errors {
-        println!("  error          {reason}: {count}");
+    print_summary(all);
+    if report.groups.len() > 1 {
+        for (name, group) in &report.groups {
+            println!(
+                "{name} ({} of {} connected)",
+                group.connected, group.clients
+            );
+            print_summary(group);
+        }
+    }
+    let gates = &report.gates;
+    if gates.min_delivery.is_some() || gates.max_latency_p99_ms.is_some() {
+        println!(
+            "gates on {}: delivery {:.4}, latency p99 {}: {}",
+            gates.judged_on.join("+"),
+            gates.delivery_ratio,
+            ms(gates.latency_ms_p99),
+            if gates.passed { "passed" } else { "FAILED" }
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(flags: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("tickcast-bots").chain(flags.iter().copied()))
+    }
+
+    #[test]
+    fn a_bad_mix_is_refused_with_its_reason() {
+        let error = args(&["--mix", "walk=80,jog=20"]).unwrap_err().to_string();
+        assert!(error.contains("unknown behaviour `jog`"), "{error}");
+        let error = args(&["--mix", "walk=80,idle=ten"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("weight of idle is `ten`"), "{error}");
+    }
+
+    #[test]
+    fn gates_need_sane_thresholds_and_a_healthy_client() {
+        let ok = args(&["--min-delivery", "0.99", "--max-latency-p99-ms", "20"]).unwrap();
+        assert_eq!(
+            gates(&ok).unwrap(),
+            Gates {
+                min_delivery: Some(0.99),
+                max_latency_p99_ms: Some(20.0)
+            }
+        );
+        for bad in [
+            &["--min-delivery", "1.5"][..],
+            &["--max-latency-p99-ms", "0"],
+            &["--max-latency-p99-ms", "NaN"],
+            &["--mix", "stall=1,slow=1", "--min-delivery", "0.9"],
+        ] {
+            assert!(gates(&args(bad).unwrap()).is_err(), "{bad:?}");
+        }
+        // No gate: any mix runs.
+        assert!(gates(&args(&["--mix", "stall=1"]).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn a_token_file_excludes_minting_flags() {
+        assert!(args(&["--token-file", "t.txt", "--client-id-base", "5"]).is_err());
+        assert!(args(&["--token-file", "t.txt"]).is_ok());
     }
 }

@@ -1,0 +1,663 @@
+//! Judging a swarm: what each client saw ([`ClientOutcome`]), summed per behaviour and
+//! overall ([`Summary`], [`Report`]), and the pass/fail gates ([`Gates`]). Pure code.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::swarm::Behaviour;
+use crate::track::{Delivery, LatencyHistogram};
+
+/// Delivery figures of one client summed over its sessions (a churning client has
+/// several).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryTotals {
+    /// Ticks expected: for each session, from its first to its last tick seen.
+    pub expected: u64,
+    /// Ticks received whole.
+    pub complete: u64,
+    /// Chunks received.
+    pub chunks_received: u64,
+    /// Chunks of expected ticks that never arrived.
+    pub chunks_lost: u64,
+    /// Entities in the newest complete tick.
+    pub entities_last_snapshot: usize,
+    /// The newest complete tick.
+    pub last_complete_tick: Option<u32>,
+}
+
+impl DeliveryTotals {
+    /// Adds one session's figures.
+    pub fn add(&mut self, delivery: &Delivery) {
+        self.expected += delivery.expected();
+        self.complete += delivery.complete;
+        self.chunks_received += delivery.chunks_received;
+        self.chunks_lost += delivery.chunks_lost;
+        if delivery.last_complete_tick.is_some() {
+            self.last_complete_tick = delivery.last_complete_tick;
+            self.entities_last_snapshot = delivery.entities_last_snapshot;
+        }
+    }
+
+    /// Counts the ticks after the session's last seen tick up to `server_tick` (the
+    /// server's tick when the session ended) as expected and undelivered: for a client
+    /// that stopped reading, whose last seen tick is not the server's.
+    pub fn add_unseen_tail(&mut self, delivery: &Delivery, server_tick: u32) {
+        let Some(last) = delivery.last_tick else {
+            return;
+        };
+        let tail = server_tick.wrapping_sub(last);
+        if tail < u32::MAX / 2 {
+            self.expected += u64::from(tail);
+        }
+    }
+
+    /// Complete over expected ticks; 0 when nothing was expected.
+    pub fn ratio(&self) -> f64 {
+        if self.expected == 0 {
+            0.0
+        } else {
+            self.complete as f64 / self.expected as f64
+        }
+    }
+}
+
+/// What one bot saw over the whole run.
+#[derive(Debug, Clone)]
+pub struct ClientOutcome {
+    /// Its behaviour.
+    pub behaviour: Behaviour,
+    /// Whether it was admitted at least once.
+    pub connected: bool,
+    /// The tick rate from its Welcome.
+    pub tick_rate: u16,
+    /// Delivery over its sessions.
+    pub delivery: DeliveryTotals,
+    /// Chunk latency: server encode to read by the bot, per chunk.
+    pub latency: LatencyHistogram,
+    /// Age of the newest complete snapshot, sampled once per tick.
+    pub snapshot_age: LatencyHistogram,
+    /// QUIC's RTT estimate, sampled once a second.
+    pub rtt: LatencyHistogram,
+    /// Time from starting a connect to the Welcome, per session.
+    pub connect_time: LatencyHistogram,
+    /// Bytes of datagrams read.
+    pub bytes_in: u64,
+    /// UDP bytes received, QUIC overhead included (quinn's stats).
+    pub udp_bytes_in: u64,
+    /// UDP bytes sent, QUIC overhead included.
+    pub udp_bytes_out: u64,
+    /// Datagrams that were not valid chunks.
+    pub malformed_chunks: u64,
+    /// Why the server's side ended its connection, if it did.
+    pub disconnected: Option<String>,
+    /// Connect failures and other errors, as keys (`connect:rejected:server_full`).
+    pub errors: Vec<String>,
+    /// Time connected, over all sessions.
+    pub played_for: Duration,
+    /// Reconnects (churn).
+    pub reconnects: u32,
+}
+
+impl ClientOutcome {
+    /// An outcome with nothing seen yet.
+    pub fn new(behaviour: Behaviour) -> Self {
+        Self {
+            behaviour,
+            connected: false,
+            tick_rate: 0,
+            delivery: DeliveryTotals::default(),
+            latency: LatencyHistogram::default(),
+            snapshot_age: LatencyHistogram::default(),
+            rtt: LatencyHistogram::default(),
+            connect_time: LatencyHistogram::default(),
+            bytes_in: 0,
+            udp_bytes_in: 0,
+            udp_bytes_out: 0,
+            malformed_chunks: 0,
+            disconnected: None,
+            errors: Vec::new(),
+            played_for: Duration::ZERO,
+            reconnects: 0,
+        }
+    }
+}
+
+/// Figures over a set of clients: the whole swarm, or one behaviour. Every field is in
+/// `docs/CLIENTS.md`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// Clients in the set.
+    pub clients: usize,
+    /// Clients admitted at least once.
+    pub connected: usize,
+    /// The `--duration` each client played.
+    pub duration_s: f64,
+    /// The server's tick rate.
+    pub tick_rate: u16,
+    /// Ticks expected, summed over clients.
+    pub snapshots_expected: u64,
+    /// Ticks received whole, summed over clients.
+    pub snapshots_complete: u64,
+    /// `snapshots_complete / snapshots_expected`.
+    pub delivery_ratio: f64,
+    /// The worst connected client's delivery.
+    pub delivery_min: Option<f64>,
+    /// The 1st percentile of connected clients' delivery (nearest rank).
+    pub delivery_p1: Option<f64>,
+    /// The median connected client's delivery.
+    pub delivery_p50: Option<f64>,
+    /// Chunks received.
+    pub chunks_received: u64,
+    /// Chunks of expected ticks that never arrived.
+    pub chunks_lost: u64,
+    /// Chunk latency, median over every chunk (ms).
+    pub latency_ms_p50: Option<f64>,
+    /// Chunk latency, 99th percentile over every chunk (ms).
+    pub latency_ms_p99: Option<f64>,
+    /// Age of a client's newest complete snapshot, median over per-tick samples (ms).
+    pub snapshot_age_ms_p50: Option<f64>,
+    /// Age of a client's newest complete snapshot, 99th percentile (ms).
+    pub snapshot_age_ms_p99: Option<f64>,
+    /// QUIC RTT estimate, median over per-second samples (ms).
+    pub rtt_ms_p50: Option<f64>,
+    /// QUIC RTT estimate, 99th percentile (ms).
+    pub rtt_ms_p99: Option<f64>,
+    /// Connect to Welcome, median over connects (ms).
+    pub connect_ms_p50: Option<f64>,
+    /// Connect to Welcome, 99th percentile (ms).
+    pub connect_ms_p99: Option<f64>,
+    /// Datagram bytes read per connected second per client.
+    pub bytes_in_per_client_per_s: f64,
+    /// UDP bytes received (QUIC included) per connected second per client.
+    pub udp_bytes_in_per_client_per_s: f64,
+    /// UDP bytes sent (inputs, ACKs, QUIC) per connected second per client.
+    pub udp_bytes_out_per_client_per_s: f64,
+    /// Entities in the newest complete tick any client of the set saw.
+    pub entities_last_snapshot: usize,
+    /// Clients whose connection the server side ended.
+    pub disconnects: usize,
+    /// Reconnects (churn).
+    pub reconnects: u64,
+    /// Errors by key, with counts.
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// The nearest-rank `q` quantile of sorted values.
+fn nearest_rank(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+fn per_second(total: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        total as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// Sums a set of outcomes.
+pub fn summarize<'a>(
+    outcomes: impl IntoIterator<Item = &'a ClientOutcome>,
+    duration: Duration,
+) -> Summary {
+    let mut latency = LatencyHistogram::default();
+    let mut age = LatencyHistogram::default();
+    let mut rtt = LatencyHistogram::default();
+    let mut connect = LatencyHistogram::default();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut totals = DeliveryTotals::default();
+    let mut ratios = Vec::new();
+    let (mut clients, mut connected, mut disconnects, mut reconnects) = (0, 0, 0, 0);
+    let (mut bytes_in, mut udp_in, mut udp_out) = (0, 0, 0);
+    let mut tick_rate = 0;
+    let mut newest: Option<(u32, usize)> = None;
+    let mut client_seconds = 0.0;
+    for outcome in outcomes {
+        clients += 1;
+        for key in &outcome.errors {
+            *errors.entry(key.clone()).or_default() += 1;
+        }
+        if let Some(key) = &outcome.disconnected {
+            *errors.entry(format!("disconnect:{key}")).or_default() += 1;
+            disconnects += 1;
+        }
+        if outcome.malformed_chunks > 0 {
+            *errors.entry("malformed_chunk".into()).or_default() += outcome.malformed_chunks;
+        }
+        reconnects += u64::from(outcome.reconnects);
+        connect.merge(&outcome.connect_time);
+        if !outcome.connected {
+            continue;
+        }
+        connected += 1;
+        if tick_rate == 0 {
+            tick_rate = outcome.tick_rate;
+        }
+        let d = &outcome.delivery;
+        ratios.push(d.ratio());
+        totals.expected += d.expected;
+        totals.complete += d.complete;
+        totals.chunks_received += d.chunks_received;
+        totals.chunks_lost += d.chunks_lost;
+        bytes_in += outcome.bytes_in;
+        udp_in += outcome.udp_bytes_in;
+        udp_out += outcome.udp_bytes_out;
+        latency.merge(&outcome.latency);
+        age.merge(&outcome.snapshot_age);
+        rtt.merge(&outcome.rtt);
+        client_seconds += outcome.played_for.as_secs_f64();
+        if let Some(tick) = d.last_complete_tick
+            && newest.is_none_or(|(t, _)| tick > t)
+        {
+            newest = Some((tick, d.entities_last_snapshot));
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    Summary {
+        clients,
+        connected,
+        duration_s: duration.as_secs_f64(),
+        tick_rate,
+        snapshots_expected: totals.expected,
+        snapshots_complete: totals.complete,
+        delivery_ratio: totals.ratio(),
+        delivery_min: ratios.first().copied(),
+        delivery_p1: nearest_rank(&ratios, 0.01),
+        delivery_p50: nearest_rank(&ratios, 0.50),
+        chunks_received: totals.chunks_received,
+        chunks_lost: totals.chunks_lost,
+        latency_ms_p50: latency.quantile_ms(0.50),
+        latency_ms_p99: latency.quantile_ms(0.99),
+        snapshot_age_ms_p50: age.quantile_ms(0.50),
+        snapshot_age_ms_p99: age.quantile_ms(0.99),
+        rtt_ms_p50: rtt.quantile_ms(0.50),
+        rtt_ms_p99: rtt.quantile_ms(0.99),
+        connect_ms_p50: connect.quantile_ms(0.50),
+        connect_ms_p99: connect.quantile_ms(0.99),
+        bytes_in_per_client_per_s: per_second(bytes_in, client_seconds),
+        udp_bytes_in_per_client_per_s: per_second(udp_in, client_seconds),
+        udp_bytes_out_per_client_per_s: per_second(udp_out, client_seconds),
+        entities_last_snapshot: newest.map_or(0, |(_, n)| n),
+        disconnects,
+        reconnects,
+        errors,
+    }
+}
+
+/// Pass/fail thresholds, judged on the healthy clients only (behaviours `walk` and
+/// `idle`, [`Behaviour::is_healthy`]): stalled, slow and churning clients lose ticks
+/// and read late by design.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Gates {
+    /// Fail unless the healthy clients' `delivery_ratio` is at least this, and every
+    /// healthy client connected.
+    pub min_delivery: Option<f64>,
+    /// Fail unless the healthy clients' `latency_ms_p99` is at most this.
+    pub max_latency_p99_ms: Option<f64>,
+}
+
+impl Gates {
+    /// Whether any gate is set.
+    pub fn any(&self) -> bool {
+        self.min_delivery.is_some() || self.max_latency_p99_ms.is_some()
+    }
+}
+
+/// How the gates came out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GateReport {
+    /// The behaviours the gates judge.
+    pub judged_on: Vec<&'static str>,
+    /// Healthy clients.
+    pub clients: usize,
+    /// Healthy clients admitted.
+    pub connected: usize,
+    /// The healthy clients' delivery ratio (complete ÷ expected ticks, summed).
+    pub delivery_ratio: f64,
+    /// The healthy clients' chunk latency p99 (ms).
+    pub latency_ms_p99: Option<f64>,
+    /// The `--min-delivery` gate, if set.
+    pub min_delivery: Option<f64>,
+    /// The `--max-latency-p99-ms` gate, if set.
+    pub max_latency_p99_ms: Option<f64>,
+    /// One line per failed gate.
+    pub failures: Vec<String>,
+    /// No gate failed (true when no gate is set).
+    pub passed: bool,
+}
+
+/// The whole report: the overall summary's fields at the top level, a summary per
+/// behaviour under `groups`, and the gates.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// Every client.
+    #[serde(flatten)]
+    pub overall: Summary,
+    /// Per behaviour present in the mix, keyed by its name.
+    pub groups: BTreeMap<&'static str, Summary>,
+    /// The gates and their verdict.
+    pub gates: GateReport,
+}
+
+/// What the run means for the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Ran, and every gate passed: exit 0.
+    Pass,
+    /// Ran, and these gates failed: exit 1.
+    GateFailed(Vec<String>),
+    /// Nothing to judge (no client connected): exit 2.
+    CouldNotRun(String),
+}
+
+impl Verdict {
+    /// The process exit code: 0 pass, 1 a gate failed, 2 could not run.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::GateFailed(_) => 1,
+            Verdict::CouldNotRun(_) => 2,
+        }
+    }
+}
+
+impl Report {
+    /// Sums the outcomes per behaviour and overall and judges the gates.
+    pub fn new(outcomes: &[ClientOutcome], duration: Duration, gates: Gates) -> Self {
+        let overall = summarize(outcomes, duration);
+        let mut groups = BTreeMap::new();
+        for behaviour in crate::swarm::Behaviour::ALL {
+            if outcomes.iter().any(|o| o.behaviour == behaviour) {
+                let group = summarize(
+                    outcomes.iter().filter(|o| o.behaviour == behaviour),
+                    duration,
+                );
+                groups.insert(behaviour.name(), group);
+            }
+        }
+        let healthy = summarize(
+            outcomes.iter().filter(|o| o.behaviour.is_healthy()),
+            duration,
+        );
+        let mut failures = Vec::new();
+        if let Some(min) = gates.min_delivery {
+            if healthy.clients == 0 {
+                failures.push("min-delivery: no walk or idle client to judge".to_string());
+            } else if healthy.connected < healthy.clients {
+                failures.push(format!(
+                    "min-delivery: only {} of {} walk/idle clients connected",
+                    healthy.connected, healthy.clients
+                ));
+            } else if healthy.delivery_ratio < min {
+                failures.push(format!(
+                    "min-delivery: walk/idle delivery {:.4} < {min}",
+                    healthy.delivery_ratio
+                ));
+            }
+        }
+        if let Some(max) = gates.max_latency_p99_ms {
+            match healthy.latency_ms_p99 {
+                None => failures
+                    .push("max-latency-p99-ms: no chunk reached a walk or idle client".to_string()),
+                Some(p99) if p99 > max => failures.push(format!(
+                    "max-latency-p99-ms: walk/idle latency p99 {p99} ms > {max} ms"
+                )),
+                Some(_) => {}
+            }
+        }
+        let gates = GateReport {
+            judged_on: Behaviour::ALL
+                .into_iter()
+                .filter(|b| b.is_healthy())
+                .map(Behaviour::name)
+                .collect(),
+            clients: healthy.clients,
+            connected: healthy.connected,
+            delivery_ratio: healthy.delivery_ratio,
+            latency_ms_p99: healthy.latency_ms_p99,
+            min_delivery: gates.min_delivery,
+            max_latency_p99_ms: gates.max_latency_p99_ms,
+            passed: failures.is_empty(),
+            failures,
+        };
+        Self {
+            overall,
+            groups,
+            gates,
+        }
+    }
+
+    /// Pass, a gate failed, or nothing could be judged.
+    pub fn verdict(&self) -> Verdict {
+        if self.overall.connected == 0 {
+            let why = match self.overall.errors.iter().max_by_key(|(_, n)| **n) {
+                Some((key, n)) => format!("no client connected (most common error: {key} × {n})"),
+                None => "no client connected".to_string(),
+            };
+            return Verdict::CouldNotRun(why);
+        }
+        if self.gates.failures.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::GateFailed(self.gates.failures.clone())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(
+        behaviour: Behaviour,
+        complete: u64,
+        expected: u64,
+        latency_us: u64,
+    ) -> ClientOutcome {
+        let mut o = ClientOutcome::new(behaviour);
+        o.connected = true;
+        o.tick_rate = 30;
+        o.delivery = DeliveryTotals {
+            expected,
+            complete,
+            chunks_received: complete * 2,
+            chunks_lost: (expected - complete) * 2,
+            entities_last_snapshot: 10,
+            last_complete_tick: Some(expected as u32),
+        };
+        for _ in 0..complete {
+            o.latency.record(latency_us);
+        }
+        o.bytes_in = 1_000;
+        o.played_for = Duration::from_secs(10);
+        o
+    }
+
+    const TEN_S: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn ticks_after_a_stalled_clients_last_one_are_undelivered() {
+        let mut totals = DeliveryTotals::default();
+        let delivery = Delivery {
+            first_tick: Some(100),
+            last_tick: Some(129),
+            complete: 30,
+            ..Delivery::default()
+        };
+        totals.add(&delivery);
+        assert_eq!(totals.ratio(), 1.0);
+        totals.add_unseen_tail(&delivery, 399);
+        assert_eq!(totals.expected, 300);
+        assert_eq!(totals.ratio(), 0.1);
+        // A server tick estimate behind the last tick seen adds nothing.
+        totals.add_unseen_tail(&delivery, 120);
+        assert_eq!(totals.expected, 300);
+    }
+
+    #[test]
+    fn percentiles_over_clients_use_the_nearest_rank() {
+        let sorted: Vec<f64> = (1..=200).map(f64::from).collect();
+        assert_eq!(nearest_rank(&sorted, 0.0), Some(1.0));
+        assert_eq!(nearest_rank(&sorted, 0.01), Some(2.0));
+        assert_eq!(nearest_rank(&sorted, 0.5), Some(100.0));
+        assert_eq!(nearest_rank(&sorted, 1.0), Some(200.0));
+        assert_eq!(nearest_rank(&sorted[..3], 0.01), Some(1.0));
+        assert_eq!(nearest_rank(&[], 0.5), None);
+    }
+
+    #[test]
+    fn a_summary_adds_clients_up_and_ranks_their_delivery() {
+        let mut outcomes: Vec<ClientOutcome> = (0..99)
+            .map(|_| client(Behaviour::Walk, 300, 300, 1_000))
+            .collect();
+        outcomes.push(client(Behaviour::Walk, 150, 300, 1_000));
+        let mut refused = ClientOutcome::new(Behaviour::Walk);
+        refused.errors.push("connect:rejected:server_full".into());
+        outcomes.push(refused);
+        let s = summarize(&outcomes, TEN_S);
+        assert_eq!(s.clients, 101);
+        assert_eq!(s.connected, 100);
+        assert_eq!(s.snapshots_expected, 30_000);
+        assert_eq!(s.snapshots_complete, 29_850);
+        assert_eq!(s.delivery_ratio, 0.995);
+        assert_eq!(s.delivery_min, Some(0.5));
+        assert_eq!(s.delivery_p1, Some(0.5));
+        assert_eq!(s.delivery_p50, Some(1.0));
+        assert_eq!(s.chunks_lost, 300);
+        assert_eq!(s.latency_ms_p99, Some(1.024));
+        assert_eq!(s.bytes_in_per_client_per_s, 100.0);
+        assert_eq!(s.errors["connect:rejected:server_full"], 1);
+        assert_eq!(s.entities_last_snapshot, 10);
+    }
+
+    #[test]
+    fn groups_keep_every_field_and_the_top_level_keeps_the_old_ones() {
+        let outcomes = vec![
+            client(Behaviour::Walk, 300, 300, 1_000),
+            client(Behaviour::Stall, 30, 300, 900_000),
+        ];
+        let report = Report::new(&outcomes, TEN_S, Gates::default());
+        let json = serde_json::to_value(&report).unwrap();
+        for field in [
+            "clients",
+            "connected",
+            "duration_s",
+            "tick_rate",
+            "snapshots_expected",
+            "snapshots_complete",
+            "delivery_ratio",
+            "chunks_received",
+            "chunks_lost",
+            "latency_ms_p50",
+            "latency_ms_p99",
+            "bytes_in_per_client_per_s",
+            "entities_last_snapshot",
+            "disconnects",
+            "errors",
+            "delivery_min",
+            "delivery_p1",
+            "delivery_p50",
+        ] {
+            assert!(json.get(field).is_some(), "top level lacks {field}");
+            assert!(
+                json["groups"]["walk"].get(field).is_some(),
+                "group lacks {field}"
+            );
+        }
+        assert_eq!(json["groups"].as_object().unwrap().len(), 2);
+        assert_eq!(json["groups"]["stall"]["delivery_ratio"], 0.1);
+        assert_eq!(json["delivery_min"], 0.1);
+        assert_eq!(json["gates"]["passed"], true);
+    }
+
+    #[test]
+    fn gates_judge_walk_and_idle_only() {
+        let outcomes = vec![
+            client(Behaviour::Walk, 300, 300, 2_000),
+            client(Behaviour::Idle, 299, 300, 2_000),
+            client(Behaviour::Stall, 10, 300, 5_000_000),
+            client(Behaviour::Slow, 100, 300, 800_000),
+        ];
+        let gates = Gates {
+            min_delivery: Some(0.99),
+            max_latency_p99_ms: Some(5.0),
+        };
+        let report = Report::new(&outcomes, TEN_S, gates);
+        assert_eq!(report.gates.judged_on, vec!["walk", "idle"]);
+        assert_eq!(report.verdict(), Verdict::Pass);
+        assert_eq!(report.verdict().exit_code(), 0);
+        assert!(report.overall.delivery_ratio < 0.99);
+    }
+
+    #[test]
+    fn a_failed_gate_exits_1_and_says_which() {
+        let outcomes = vec![
+            client(Behaviour::Walk, 290, 300, 2_000),
+            client(Behaviour::Idle, 300, 300, 50_000),
+        ];
+        let strict = Gates {
+            min_delivery: Some(0.99),
+            max_latency_p99_ms: Some(10.0),
+        };
+        let verdict = Report::new(&outcomes, TEN_S, strict).verdict();
+        assert_eq!(verdict.exit_code(), 1);
+        let Verdict::GateFailed(failures) = verdict else {
+            panic!("{verdict:?}")
+        };
+        assert_eq!(failures.len(), 2);
+        assert!(failures[0].starts_with("min-delivery: walk/idle delivery 0.9833"));
+        assert!(
+            failures[1].starts_with("max-latency-p99-ms"),
+            "{failures:?}"
+        );
+
+        // Only the latency gate set: delivery is not judged.
+        let latency_only = Gates {
+            max_latency_p99_ms: Some(100.0),
+            ..Gates::default()
+        };
+        assert_eq!(
+            Report::new(&outcomes, TEN_S, latency_only).verdict(),
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn a_healthy_client_that_never_connected_fails_the_delivery_gate() {
+        let outcomes = vec![
+            client(Behaviour::Walk, 300, 300, 1_000),
+            ClientOutcome::new(Behaviour::Idle),
+        ];
+        let gates = Gates {
+            min_delivery: Some(0.5),
+            ..Gates::default()
+        };
+        assert_eq!(
+            Report::new(&outcomes, TEN_S, gates).verdict(),
+            Verdict::GateFailed(vec![
+                "min-delivery: only 1 of 2 walk/idle clients connected".into()
+            ])
+        );
+    }
+
+    #[test]
+    fn no_connected_client_could_not_run_whatever_the_gates() {
+        let mut refused = ClientOutcome::new(Behaviour::Walk);
+        refused.errors.push("connect:timeout".into());
+        let report = Report::new(&[refused], TEN_S, Gates::default());
+        let verdict = report.verdict();
+        assert_eq!(verdict.exit_code(), 2);
+        assert_eq!(
+            verdict,
+            Verdict::CouldNotRun(
+                "no client connected (most common error: connect:timeout × 1)".into()
+            )
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! A client's local view of the world: `net_id` → newest record, updated per chunk or
+//! per complete tick. Pure code; bounded (an id beyond the capacity is refused and
+//! counted, so a server that invents ids cannot grow a client without limit).
+
+use std::collections::HashMap;
+
+use tickcast_shared::chunk::{Chunk, EntityRecord};
+
+/// Default capacity: far above any world the server admits today (2,000 players plus
+/// NPCs and projectiles), small enough that a hostile server costs at most ~2 MB.
+pub const DEFAULT_WORLD_CAPACITY: usize = 65_536;
+
+/// `a` is the same tick as `b` or later, on a wrapping `u32` tick counter.
+fn at_or_after(a: u32, b: u32) -> bool {
+    a.wrapping_sub(b) < u32::MAX / 2
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    record: EntityRecord,
+    tick: u32,
+}
+
+/// The newest known record of every entity.
+///
+/// Two ways to feed it: [`WorldView::apply_chunk`] as chunks arrive, then
+/// [`WorldView::complete_tick`] when a tick is whole (entities not in it are gone); or
+/// [`WorldView::replace_with_tick`] with a whole tick's records at once.
+#[derive(Debug, Clone)]
+pub struct WorldView {
+    entities: HashMap<u32, Seen>,
+    capacity: usize,
+    refused: u64,
+    newest_complete: Option<u32>,
+}
+
+impl Default for WorldView {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_WORLD_CAPACITY)
+    }
+}
+
+impl WorldView {
+    /// A view holding at most `capacity` entities.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            entities: HashMap::new(),
+            capacity,
+            refused: 0,
+            newest_complete: None,
+        }
+    }
+
+    /// Applies a chunk's records, each only if it is at least as new as what the view
+    /// holds (chunks may arrive out of order).
+    pub fn apply_chunk(&mut self, chunk: &Chunk<'_>) {
+        let tick = chunk.header.tick;
+        if self
+            .newest_complete
+            .is_some_and(|done| !at_or_after(tick, done))
+        {
+            // Older than a tick the view already holds whole.
+            return;
+        }
+        for record in chunk.records() {
+            self.upsert(record, tick);
+        }
+    }
+
+    fn upsert(&mut self, record: EntityRecord, tick: u32) {
+        let full = self.entities.len() >= self.capacity;
+        match self.entities.get_mut(&record.net_id) {
+            Some(seen) => {
+                if at_or_after(tick, seen.tick) {
+                    *seen = Seen { record, tick };
+                }
+            }
+            None if full => self.refused += 1,
+            None => {
+                self.entities.insert(record.net_id, Seen { record, tick });
+            }
+        }
+    }
+
+    /// Marks `tick` complete: every chunk of it was applied, so an entity last seen
+    /// before it is no longer in the world.
+    pub fn complete_tick(&mut self, tick: u32) {
+        if self
+            .newest_complete
+            .is_some_and(|done| !at_or_after(tick, done))
+        {
+            return;
+        }
+        self.newest_complete = Some(tick);
+        self.entities.retain(|_, seen| at_or_after(seen.tick, tick));
+    }
+
+    /// Replaces the view with one complete tick's records.
+    pub fn replace_with_tick(&mut self, tick: u32, records: &[EntityRecord]) {
+        self.entities.clear();
+        self.newest_complete = None;
+        for record in records {
+            self.upsert(*record, tick);
+        }
+        self.newest_complete = Some(tick);
+    }
+
+    /// The record of one entity.
+    pub fn get(&self, net_id: u32) -> Option<&EntityRecord> {
+        self.entities.get(&net_id).map(|seen| &seen.record)
+    }
+
+    /// Every entity's newest record, in no particular order.
+    pub fn records(&self) -> impl Iterator<Item = &EntityRecord> + '_ {
+        self.entities.values().map(|seen| &seen.record)
+    }
+
+    /// Entities held.
+    pub fn len(&self) -> usize {
+        self.entities.len()
+    }
+
+    /// Whether the view holds no entity.
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
+    /// The newest tick applied whole.
+    pub fn newest_complete_tick(&self) -> Option<u32> {
+        self.newest_complete
+    }
+
+    /// New entities refused because the view was at capacity.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickcast_shared::chunk::{
+        CHUNK_HEADER_LEN, ChunkHeader, ENTITY_RECORD_LEN, parse_chunk, write_header, write_record,
+    };
+
+    fn record(net_id: u32, x: u16) -> EntityRecord {
+        EntityRecord {
+            net_id,
+            kind: 2,
+            x,
+            ..Default::default()
+        }
+    }
+
+    fn chunk_bytes(tick: u32, index: u16, count: u16, records: &[EntityRecord]) -> Vec<u8> {
+        let mut out = vec![0u8; CHUNK_HEADER_LEN + records.len() * ENTITY_RECORD_LEN];
+        let (head, body) = out.split_at_mut(CHUNK_HEADER_LEN);
+        let header = ChunkHeader {
+            tick,
+            chunk_index: index,
+            chunk_count: count,
+            record_count: records.len() as u16,
+            ..Default::default()
+        };
+        write_header(&header, head.try_into().unwrap());
+        for (r, slot) in records.iter().zip(body.chunks_exact_mut(ENTITY_RECORD_LEN)) {
+            write_record(r, slot.try_into().unwrap());
+        }
+        out
+    }
+
+    fn apply(view: &mut WorldView, bytes: &[u8]) {
+        view.apply_chunk(&parse_chunk(bytes).unwrap());
+    }
+
+    #[test]
+    fn chunks_update_entities_and_a_complete_tick_drops_the_departed() {
+        let mut view = WorldView::default();
+        apply(
+            &mut view,
+            &chunk_bytes(1, 0, 2, &[record(1, 10), record(2, 20)]),
+        );
+        apply(&mut view, &chunk_bytes(1, 1, 2, &[record(3, 30)]));
+        view.complete_tick(1);
+        assert_eq!(view.len(), 3);
+        // Tick 2: entity 2 is gone, entity 1 moved; chunk 1 arrives before chunk 0.
+        apply(&mut view, &chunk_bytes(2, 1, 2, &[record(3, 31)]));
+        assert_eq!(view.get(3).unwrap().x, 31);
+        apply(&mut view, &chunk_bytes(2, 0, 2, &[record(1, 11)]));
+        view.complete_tick(2);
+        assert_eq!(view.len(), 2);
+        assert_eq!(view.get(1).unwrap().x, 11);
+        assert!(view.get(2).is_none());
+        assert_eq!(view.newest_complete_tick(), Some(2));
+    }
+
+    #[test]
+    fn a_late_chunk_never_overwrites_a_newer_record() {
+        let mut view = WorldView::default();
+        apply(&mut view, &chunk_bytes(5, 0, 2, &[record(1, 50)]));
+        apply(&mut view, &chunk_bytes(4, 0, 2, &[record(1, 40)]));
+        assert_eq!(view.get(1).unwrap().x, 50);
+        view.complete_tick(5);
+        // Older than the newest complete tick: ignored whole.
+        apply(&mut view, &chunk_bytes(3, 0, 1, &[record(9, 1)]));
+        assert!(view.get(9).is_none());
+        // Completing an older tick changes nothing.
+        view.complete_tick(4);
+        assert_eq!(view.newest_complete_tick(), Some(5));
+    }
+
+    #[test]
+    fn the_view_is_bounded_and_counts_what_it_refuses() {
+        let mut view = WorldView::with_capacity(2);
+        let records: Vec<EntityRecord> = (0..5).map(|id| record(id, 0)).collect();
+        apply(&mut view, &chunk_bytes(1, 0, 1, &records));
+        assert_eq!(view.len(), 2);
+        assert_eq!(view.refused(), 3);
+        // Known ids still update when full.
+        view.replace_with_tick(2, &[record(0, 7), record(1, 8), record(4, 9)]);
+        assert_eq!(view.len(), 2);
+        assert_eq!(view.get(0).unwrap().x, 7);
+        assert_eq!(view.refused(), 4);
+    }
+
+    #[test]
+    fn ticks_wrap_around() {
+        let mut view = WorldView::default();
+        apply(&mut view, &chunk_bytes(u32::MAX, 0, 1, &[record(1, 1)]));
+        view.complete_tick(u32::MAX);
+        apply(&mut view, &chunk_bytes(0, 0, 1, &[record(1, 2)]));
+        view.complete_tick(0);
+        assert_eq!(view.get(1).unwrap().x, 2);
+        assert_eq!(view.newest_complete_tick(), Some(0));
+    }
+}
