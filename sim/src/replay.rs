@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
-use tickcast_shared::chunk::{EntityRecord, parse_chunk, tick_frames};
 use crate::record::{Frame, Recording};
 use crate::{Sim, SimConfig};
+use tickcast_shared::chunk::{EntityRecord, parse_chunk, tick_frames};
 
 /// Summary of a recording.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use tickcast_shared::event::PeerEvent;
 use tickcast_shared::msg::{InputCmd, InputDatagram};
 use tickcast_sim::record::{Recorder, RecordingHeader, TickRecord, decode_recording};
-use tickcast_sim::{Sim, SimConfig};
 use tickcast_sim::replay::{self, ExportFormat};
+use tickcast_sim::{Sim, SimConfig};
 
 const TICKS: u32 = 400;
 /// Players stand still until this tick, then walk.

@@ -17,8 +17,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tickcast_net::NetConfig;
 use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_sim::record::{Frame, Recording, decode_recording};
-use tickcast_sim::{Sim, SimConfig};
 use tickcast_sim::replay::{self, ExportFormat};
+use tickcast_sim::{Sim, SimConfig};
 
 /// Inspect, verify and replay tickcast recordings.
 #[derive(Debug, Parser)]
