@@ -60,9 +60,9 @@ fn step_recorded(sim: &mut Sim, mut recorder: Option<&mut Recorder>) {
             aim: (tick as u16).wrapping_mul(977),
             buttons: BUTTON_FIRE,
         };
-        sim.apply_input(
-            client,
-            &InputDatagram {
+        let event = PeerEvent::Input {
+            client_id: client,
+            datagram: InputDatagram {
                 ack_tick: tick,
                 count: 1,
                 cmds: [
@@ -72,10 +72,33 @@ fn step_recorded(sim: &mut Sim, mut recorder: Option<&mut Recorder>) {
                     InputCmd::default(),
                 ],
             },
-        );
+        };
+        if let Some(applied) = applied.as_mut() {
+            applied.push(event.clone());
+        }
+        sim.handle(event);
     }
     sim.step(tick);
-    divan::black_box(sim.take_snapshot());
+    let snapshot = sim.take_snapshot();
+    if let (Some(recorder), Some(events)) = (recorder.as_deref_mut(), applied) {
+        let keyframe = if recorder.wants_keyframe(tick) {
+            snapshot.clone()
+        } else {
+            None
+        };
+        recorder.submit(
+            TickRecord {
+                tick,
+                state_hash: sim.state_hash(),
+                duration_us: 0,
+                bytes_out: 0,
+                clients: PLAYERS as u32,
+                events,
+            },
+            keyframe,
+        );
+    }
+    divan::black_box(snapshot);
 }
 
 #[divan::bench(args = ENTITIES, sample_count = 30)]
