@@ -49,7 +49,7 @@ fn step(sim: &mut Sim) {
     step_recorded(sim, None);
 }
 
-fn step_recorded(sim: &mut Sim, mut recorder: Option<&mut Recorder>) {
+fn step_recorded(sim: &mut Sim, recorder: Option<&mut Recorder>) {
     let tick = sim.tick();
     let mut applied = recorder.as_ref().map(|r| r.event_buffer());
     for client in 0..PLAYERS {
@@ -80,7 +80,7 @@ fn step_recorded(sim: &mut Sim, mut recorder: Option<&mut Recorder>) {
     }
     sim.step(tick);
     let snapshot = sim.take_snapshot();
-    if let (Some(recorder), Some(events)) = (recorder.as_deref_mut(), applied) {
+    if let (Some(recorder), Some(events)) = (recorder, applied) {
         let keyframe = if recorder.wants_keyframe(tick) {
             snapshot.clone()
         } else {
