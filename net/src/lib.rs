@@ -187,6 +187,10 @@ pub struct NetCounters {
     pub refused_before_handshake: AtomicU64,
     /// Connections replaced by a newer one with the same client id.
     pub replaced: AtomicU64,
+    /// The most bytes any peer's datagram send queue held right after a tick was handed
+    /// to it (payload plus quinn's per-datagram bookkeeping, as quinn counts it against
+    /// `NetConfig::datagram_send_buffer`). A gauge of the high-water mark, not a count.
+    pub peer_send_queue_peak_bytes: AtomicU64,
     /// Nonces forgotten because the replay cache was full.
     pub nonces_evicted: AtomicU64,
     /// Membership events that could not be queued (should stay 0).

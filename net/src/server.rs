@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tickcast_shared::chunk::tick_frames;
@@ -31,6 +32,10 @@ const REJECT_LINGER: Duration = Duration::from_millis(500);
 
 /// How long shutdown waits for peers to acknowledge the close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// What quinn charges a peer's datagram send buffer per queued datagram on top of its
+/// payload: the `Bytes` handle it keeps (`quinn_proto::Datagram` wraps exactly one).
+const DATAGRAM_QUEUE_ENTRY_BYTES: usize = std::mem::size_of::<Bytes>();
 
 struct Peer {
     conn: Connection,
@@ -494,7 +499,7 @@ async fn fan_out(
     mut slot: watch::Receiver<Option<PublishedTick>>,
     acks: Receiver<JoinAck>,
 ) {
-    // Reused every tick: the fan-out allocates nothing of its own in steady state.
+    // Reused every tick: besides the one copy of each tick, the fan-out allocates nothing.
     let mut frames: Vec<Range<usize>> = Vec::with_capacity(1024);
     let mut last_tick: Option<u32> = None;
     while slot.changed().await.is_ok() {
@@ -518,7 +523,24 @@ async fn fan_out(
 
         frames.clear();
         frames.extend(tick_frames(&published.buffer));
-        let tick_bytes: usize = frames.iter().map(|r| r.len()).sum();
+        // quinn counts each queued datagram's bookkeeping (one `Bytes` handle) against
+        // the send buffer as well as its payload; leaving it out would let the last
+        // chunks of a tick evict the oldest queued ones.
+        let tick_bytes: usize = frames
+            .iter()
+            .map(|r| r.len() + DATAGRAM_QUEUE_ENTRY_BYTES)
+            .sum();
+        // Peers get slices of the net thread's own copy of the tick, not of the sim's
+        // pooled buffer, which goes back to the pool as soon as this loop is done. A
+        // peer whose queue is stuck (a frozen client, no acknowledgements) then holds
+        // only copies — its queue plus at most one partly sent tick. With slices of the
+        // pool, each stuck peer would pin the buffers of the ticks in its queue, and a
+        // few of them would hold the whole pool: the sim would stop publishing for
+        // every client. One copy per tick, never one per peer.
+        let tick = Bytes::copy_from_slice(&published.buffer);
+        drop(published);
+        let send_buffer = state.config.datagram_send_buffer;
+        let mut queue_peak = 0usize;
         let mut sent = 0u64;
         let mut sent_bytes = 0u64;
         for peer in state.peers().values_mut() {
@@ -530,10 +552,7 @@ async fn fan_out(
                     let mut whole = true;
                     for range in &frames {
                         let len = range.len() as u64;
-                        match peer
-                            .conn
-                            .send_datagram(published.buffer.slice(range.clone()))
-                        {
+                        match peer.conn.send_datagram(tick.slice(range.clone())) {
                             Ok(()) => {
                                 sent += 1;
                                 sent_bytes += len;
@@ -550,6 +569,8 @@ async fn fan_out(
                     } else {
                         state.count(|c| &c.peer_ticks_send_errors);
                     }
+                    let queued = send_buffer.saturating_sub(peer.conn.datagram_send_buffer_space());
+                    queue_peak = queue_peak.max(queued);
                 }
             }
         }
@@ -561,6 +582,10 @@ async fn fan_out(
             .counters
             .bytes_out
             .fetch_add(sent_bytes, Ordering::Relaxed);
+        state
+            .counters
+            .peer_send_queue_peak_bytes
+            .fetch_max(queue_peak as u64, Ordering::Relaxed);
     }
 }
 
