@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod budget;
 mod fanout;
 mod nonce;
 mod server;
@@ -34,6 +35,7 @@ use tickcast_shared::chunk::DEFAULT_CHUNK_PAYLOAD;
 use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_shared::msg::RejectReason;
 
+pub use budget::MemoryPlan;
 pub use fanout::{PeerSendState, SendDecision, decide_tick_for_peer};
 pub use nonce::{NonceCache, NonceVerdict};
 
@@ -68,6 +70,10 @@ pub struct NetConfig {
     /// The connect-token key file. Default `None`: `<data_dir>/token.key`, created on
     /// first run.
     pub token_key_file: Option<PathBuf>,
+    /// Bytes this server may use (design rule 4). Default `None`: the container's cgroup
+    /// limit (v2, else v1), else the host's memory — see [`budget`]. Clients beyond what
+    /// fits are refused with `over_memory_budget`.
+    pub memory_budget: Option<u64>,
     /// Most clients admitted at once. Default 2,000: above the ~1,400 one core can serve
     /// at 30 Hz with stock quinn, so the memory budget, not this, is usually the limit.
     pub max_clients: usize,
@@ -107,6 +113,7 @@ impl Default for NetConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
             data_dir: PathBuf::from(".tickcast"),
             token_key_file: None,
+            memory_budget: None,
             max_clients: 2000,
             hello_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(10),
@@ -141,6 +148,9 @@ impl NetConfig {
         }
         if self.tick_rate == 0 {
             return bad("tick_rate must be at least 1".into());
+        }
+        if self.memory_budget == Some(0) {
+            return bad("memory_budget must be more than zero".into());
         }
         Ok(())
     }
@@ -250,6 +260,7 @@ impl TickPublisher {
 pub struct NetHandle {
     local_addr: SocketAddr,
     fingerprint: [u8; 32],
+    memory_plan: MemoryPlan,
     counters: Arc<NetCounters>,
     publisher: TickPublisher,
     membership: Receiver<PeerEvent>,
@@ -273,6 +284,11 @@ impl NetHandle {
     /// The counters.
     pub fn counters(&self) -> &Arc<NetCounters> {
         &self.counters
+    }
+
+    /// How the memory budget was shared out at start.
+    pub fn memory_plan(&self) -> MemoryPlan {
+        self.memory_plan
     }
 
     /// The handoff the sim publishes ticks into.
@@ -391,8 +407,30 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
             source,
         })?
     };
+    // Measured last, with the world, the pools, the channels and the endpoint allocated:
+    // what the server costs before its first client.
+    let memory_plan = MemoryPlan::new(
+        budget::detect_budget(config.memory_budget),
+        budget::resident_set_bytes(),
+        config.datagram_send_buffer as u64,
+        config.datagram_receive_buffer as u64,
+    );
+    tracing::info!("{memory_plan}");
+    if memory_plan.clients == 0 {
+        tracing::warn!(
+            "the memory budget leaves no room for a single client: every client will be \
+             refused with over_memory_budget"
+        );
+    } else if memory_plan.clients < config.max_clients {
+        tracing::info!(
+            "the memory budget, not max_clients ({}), limits admission to {} clients",
+            config.max_clients,
+            memory_plan.clients
+        );
+    }
     let state = server::NetState::new(
         config,
+        memory_plan,
         token_key,
         counters.clone(),
         membership_tx,
@@ -418,6 +456,7 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
     Ok(NetHandle {
         local_addr,
         fingerprint,
+        memory_plan,
         counters: counters.clone(),
         publisher: TickPublisher {
             slot: slot_tx,

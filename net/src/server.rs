@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::fanout::{PeerSendState, SendDecision, decide_tick_for_peer};
 use crate::nonce::{NonceCache, NonceVerdict};
-use crate::{NetConfig, NetCounters, NetError, PublishedTick, tls};
+use crate::{MemoryPlan, NetConfig, NetCounters, NetError, PublishedTick, tls};
 
 /// How long a joining client waits for the sim to spawn its entity. A healthy sim answers
 /// within a tick; this only bounds a stuck one.
@@ -48,6 +48,7 @@ struct Peer {
 /// the mutexes are never held across an await.
 pub(crate) struct NetState {
     config: NetConfig,
+    memory_plan: MemoryPlan,
     token_key: TokenKey,
     counters: Arc<NetCounters>,
     membership: Sender<PeerEvent>,
@@ -55,6 +56,10 @@ pub(crate) struct NetState {
     peers: Mutex<HashMap<u64, Peer>>,
     pending_joins: Mutex<HashMap<u64, oneshot::Sender<JoinAck>>>,
     nonces: Mutex<NonceCache>,
+    /// Clients past `check_hello` and not yet in `peers` (waiting for the sim, writing the
+    /// Welcome): they count against the limits so that concurrent handshakes cannot all
+    /// pass the check and overshoot them.
+    admitting: AtomicUsize,
     next_generation: AtomicU64,
     current_tick: AtomicU32,
 }
@@ -62,6 +67,7 @@ pub(crate) struct NetState {
 impl NetState {
     pub(crate) fn new(
         config: NetConfig,
+        memory_plan: MemoryPlan,
         token_key: TokenKey,
         counters: Arc<NetCounters>,
         membership: Sender<PeerEvent>,
@@ -70,6 +76,7 @@ impl NetState {
         let nonces = Mutex::new(NonceCache::new(config.nonce_capacity));
         Self {
             config,
+            memory_plan,
             token_key,
             counters,
             membership,
@@ -77,6 +84,7 @@ impl NetState {
             peers: Mutex::new(HashMap::new()),
             pending_joins: Mutex::new(HashMap::new()),
             nonces,
+            admitting: AtomicUsize::new(0),
             next_generation: AtomicU64::new(1),
             current_tick: AtomicU32::new(0),
         }
@@ -145,14 +153,27 @@ impl NetState {
         let client_id = hello.token.client_id;
         {
             let peers = self.peers();
-            if peers.len() >= self.config.max_clients && !peers.contains_key(&client_id) {
-                return Err((
-                    RejectReason::ServerFull,
-                    format!(
-                        "the server is at its limit of {} clients",
-                        self.config.max_clients
-                    ),
-                ));
+            // A client replacing its own older connection takes no new room.
+            let admitted = peers.len() + self.admitting.load(Ordering::Relaxed);
+            if !peers.contains_key(&client_id) {
+                if admitted >= self.config.max_clients {
+                    return Err((
+                        RejectReason::ServerFull,
+                        format!(
+                            "the server is at its limit of {} clients",
+                            self.config.max_clients
+                        ),
+                    ));
+                }
+                if admitted >= self.memory_plan.clients {
+                    return Err((
+                        RejectReason::OverMemoryBudget,
+                        format!(
+                            "the server's memory budget has room for {} clients",
+                            self.memory_plan.clients
+                        ),
+                    ));
+                }
             }
         }
         let verdict = self
@@ -226,14 +247,23 @@ pub(crate) async fn run(
     let _ = timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
 }
 
-/// Refuses before any TLS work when the server is full; otherwise hands the connection
-/// to its own task.
+/// Refuses before any TLS work when the server is full, or when the handshakes beyond
+/// the memory budget's clients are already at their allowance; otherwise hands the
+/// connection to its own task.
 fn admit(state: &Arc<NetState>, incoming: quinn::Incoming) {
     let peers = NetCounters::get(&state.counters.peers);
     let handshaking = NetCounters::get(&state.counters.handshaking);
-    if peers + handshaking >= state.config.max_clients as u64 {
+    let connections = peers + handshaking;
+    let refused = if connections >= state.config.max_clients as u64 {
+        Some(RejectReason::ServerFull)
+    } else if connections >= state.memory_plan.connection_limit() as u64 {
+        Some(RejectReason::OverMemoryBudget)
+    } else {
+        None
+    };
+    if let Some(reason) = refused {
         state.count(|c| &c.refused_before_handshake);
-        state.count(|c| &c.rejects[usize::from(RejectReason::ServerFull.code())]);
+        state.count(|c| &c.rejects[usize::from(reason.code())]);
         incoming.refuse();
         return;
     }
@@ -255,6 +285,23 @@ struct HandshakeSlot(Arc<NetState>);
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
         self.0.counters.handshaking.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Holds one `admitting` count, from a passed `check_hello` until the client is in
+/// `peers` or has failed.
+struct AdmissionSlot(Arc<NetState>);
+
+impl AdmissionSlot {
+    fn take(state: &Arc<NetState>) -> Self {
+        state.admitting.fetch_add(1, Ordering::Relaxed);
+        Self(state.clone())
+    }
+}
+
+impl Drop for AdmissionSlot {
+    fn drop(&mut self) {
+        self.0.admitting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -321,10 +368,15 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
             return;
         }
     };
-    if let Err((reason, detail)) = state.check_hello(&hello, &conn) {
-        reject(&state, &conn, send, reason, &detail).await;
-        return;
-    }
+    // No await between the check and taking the slot: on this single-threaded runtime no
+    // other handshake can pass the check in between.
+    let admission = match state.check_hello(&hello, &conn) {
+        Ok(()) => AdmissionSlot::take(&state),
+        Err((reason, detail)) => {
+            reject(&state, &conn, send, reason, &detail).await;
+            return;
+        }
+    };
     let client_id = hello.token.client_id;
 
     // One connection per client id: the newer replaces the older.
@@ -400,6 +452,7 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
         },
     );
     state.counters.peers.fetch_add(1, Ordering::Relaxed);
+    drop(admission);
     drop(handshake);
     tracing::debug!(client_id, entity = ack.entity, "joined");
 

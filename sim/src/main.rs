@@ -31,6 +31,11 @@ struct Args {
     /// Connect-token key file (default: <data-dir>/token.key, created on first run).
     #[arg(long)]
     token_key_file: Option<PathBuf>,
+    /// Memory the server may use, e.g. 512MiB or 2GiB (default: the container's cgroup
+    /// limit, else the host's memory). Clients beyond what fits are refused with
+    /// over_memory_budget.
+    #[arg(long, value_parser = tickcast_net::budget::parse_bytes)]
+    memory_budget: Option<u64>,
     /// NPCs in the world besides players.
     #[arg(long, default_value_t = 200)]
     npcs: u32,
@@ -52,6 +57,7 @@ impl Args {
                 listen: self.listen,
                 data_dir: self.data_dir,
                 token_key_file: self.token_key_file,
+                memory_budget: self.memory_budget,
                 max_clients: self.max_clients,
                 ..NetConfig::default()
             },

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use tickcast_net::{NetConfig, NetCounters, NetHandle};
+use tickcast_net::{MemoryPlan, NetConfig, NetCounters, NetHandle, budget};
 
 use crate::game::SimCounters;
 use crate::snapshot::tick_buffer_len;
@@ -67,6 +67,7 @@ pub struct ServerStatus {
 pub struct Server {
     local_addr: SocketAddr,
     fingerprint: [u8; 32],
+    memory_plan: MemoryPlan,
     stop: Arc<AtomicBool>,
     status: Arc<Mutex<ServerStatus>>,
     net_counters: Arc<NetCounters>,
@@ -82,6 +83,7 @@ impl Server {
         let net = tickcast_net::spawn(config.net.clone()).context("starting the network layer")?;
         let local_addr = net.local_addr();
         let fingerprint = net.fingerprint();
+        let memory_plan = net.memory_plan();
         let net_counters = net.counters().clone();
         let stop = Arc::new(AtomicBool::new(false));
         let status = Arc::new(Mutex::new(ServerStatus::default()));
@@ -96,6 +98,7 @@ impl Server {
         Ok(Self {
             local_addr,
             fingerprint,
+            memory_plan,
             stop,
             status,
             net_counters,
@@ -111,6 +114,12 @@ impl Server {
     /// SHA-256 of the certificate, for clients to pin.
     pub fn fingerprint(&self) -> [u8; 32] {
         self.fingerprint
+    }
+
+    /// How the memory budget was shared out at start: the budget, the baseline RSS, the
+    /// per-client cost and how many clients fit.
+    pub fn memory_plan(&self) -> MemoryPlan {
+        self.memory_plan
     }
 
     /// Setting this flag stops the server after the current tick.
@@ -272,31 +281,12 @@ fn server_time_us() -> u32 {
 
 /// This process's resident set size from `/proc/self/status` (Linux); 0 elsewhere.
 pub fn resident_set_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|line| line.starts_with("VmRSS:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    budget::resident_set_bytes()
 }
 
 /// Bytes as B, KiB, MiB or GiB with one decimal.
 pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.1}{}", UNITS[unit])
-    }
+    budget::format_bytes(bytes)
 }
 
 #[cfg(test)]
