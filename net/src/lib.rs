@@ -70,6 +70,12 @@ pub struct NetConfig {
     /// The connect-token key file. Default `None`: `<data_dir>/token.key`, created on
     /// first run.
     pub token_key_file: Option<PathBuf>,
+    /// A PEM certificate chain (leaf first) to serve instead of the self-signed one; needs
+    /// `key_file`. Default `None`: the self-signed certificate in `data_dir`, which
+    /// clients pin by fingerprint.
+    pub cert_file: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`. Default `None`.
+    pub key_file: Option<PathBuf>,
     /// Bytes this server may use (design rule 4). Default `None`: the container's cgroup
     /// limit (v2, else v1), else the host's memory — see [`budget`]. Clients beyond what
     /// fits are refused with `over_memory_budget`.
@@ -113,6 +119,8 @@ impl Default for NetConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
             data_dir: PathBuf::from(".tickcast"),
             token_key_file: None,
+            cert_file: None,
+            key_file: None,
             memory_budget: None,
             max_clients: 2000,
             hello_timeout: Duration::from_secs(2),
@@ -148,6 +156,9 @@ impl NetConfig {
         }
         if self.tick_rate == 0 {
             return bad("tick_rate must be at least 1".into());
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return bad("cert_file and key_file go together: give both or neither".into());
         }
         if self.memory_budget == Some(0) {
             return bad("memory_budget must be more than zero".into());
@@ -367,7 +378,10 @@ pub fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
 /// net thread. Fails early, with the reason, if the address is taken.
 pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
     config.validate()?;
-    let identity = tls::load_or_create_identity(&config.data_dir)?;
+    let identity = match (&config.cert_file, &config.key_file) {
+        (Some(cert), Some(key)) => tls::load_pem_identity(cert, key)?,
+        _ => tls::load_or_create_identity(&config.data_dir)?,
+    };
     let fingerprint = identity.fingerprint();
     let token_key = tls::load_or_create_token_key(&config.token_key_path())?;
     let socket = bind_udp(config.listen)?;

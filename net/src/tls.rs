@@ -1,6 +1,7 @@
 //! TLS for both ends: the server's identity (a self-signed certificate kept in the data
-//! directory unless one is given), the connect-token key, and rustls configs built with
-//! an explicit ring provider (two providers in one process panic at runtime).
+//! directory, or a PEM certificate and key given with `--cert`/`--key`), the
+//! connect-token key, and rustls configs built with an explicit ring provider (two
+//! providers in one process panic at runtime).
 
 use std::fs;
 use std::io::Write;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tickcast_shared::ALPN;
@@ -108,6 +110,51 @@ pub fn load_or_create_identity(data_dir: &Path) -> Result<Identity, NetError> {
         certs: vec![CertificateDer::from(cert)],
         key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
     })
+}
+
+/// Loads a certificate chain and its private key from PEM files (`--cert`, `--key`) and
+/// checks that they belong together.
+pub fn load_pem_identity(cert_file: &Path, key_file: &Path) -> Result<Identity, NetError> {
+    let identity = identity_from_pem(&read(cert_file)?, &read(key_file)?).map_err(|e| {
+        NetError::Tls(format!(
+            "{} and {}: {e}",
+            cert_file.display(),
+            key_file.display()
+        ))
+    })?;
+    tracing::info!(path = %cert_file.display(), "loaded the certificate");
+    Ok(identity)
+}
+
+/// Parses a PEM certificate chain (every `CERTIFICATE` section, leaf first) and the first
+/// private key (`PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`) of `key_pem`, and
+/// checks that the key is the leaf's.
+pub fn identity_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Identity, NetError> {
+    let pem_error = |what: &str, e: pem::Error| match e {
+        pem::Error::NoItemsFound => NetError::Tls(format!("no {what} found in the PEM")),
+        e => NetError::Tls(format!("reading the {what} PEM: {e}")),
+    };
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error("certificate", e))?;
+    if certs.is_empty() {
+        return Err(pem_error("certificate", pem::Error::NoItemsFound));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| pem_error("private key", e))?;
+    let identity = Identity { certs, key };
+    // The check rustls makes when the server config is built, made here so the error
+    // names the files.
+    rustls::sign::CertifiedKey::from_der(
+        identity.certs.clone(),
+        identity.key.clone_key(),
+        &provider(),
+    )
+    .map_err(|e| {
+        NetError::Tls(format!(
+            "the private key is unusable or not the certificate's: {e}"
+        ))
+    })?;
+    Ok(identity)
 }
 
 /// Reads the certificate in `data_dir` and returns its fingerprint (what a client on the
@@ -310,6 +357,49 @@ mod tests {
         }
         fs::write(dir.join("short.key"), [1u8; 5]).unwrap();
         assert!(load_token_key(&dir.join("short.key")).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_pem_certificate_and_key_load_and_serve_tls() {
+        let dir = std::env::temp_dir().join(format!("tickcast-pem-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let generated = rcgen::generate_simple_self_signed(vec!["game.example".into()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["other.example".into()]).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        fs::write(&cert, generated.cert.pem()).unwrap();
+        fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+
+        let identity = load_pem_identity(&cert, &key).unwrap();
+        assert_eq!(identity.certs.len(), 1);
+        assert_eq!(
+            identity.fingerprint(),
+            fingerprint(generated.cert.der()),
+            "clients pin the leaf's DER, whatever file format it came in"
+        );
+        server_crypto(identity).unwrap();
+
+        // Each file swapped for something else is refused with a reason, not served.
+        let wrong_key = dir.join("other-key.pem");
+        fs::write(&wrong_key, other.signing_key.serialize_pem()).unwrap();
+        let Err(error) = load_pem_identity(&cert, &wrong_key) else {
+            panic!("a key that is not the certificate's loaded");
+        };
+        assert!(
+            error.to_string().contains("not the certificate's"),
+            "{error}"
+        );
+        assert!(
+            load_pem_identity(&key, &key).is_err(),
+            "a key as the certificate"
+        );
+        assert!(
+            load_pem_identity(&cert, &cert).is_err(),
+            "a certificate as the key"
+        );
+        assert!(load_pem_identity(&cert, &dir.join("missing.pem")).is_err());
+        assert!(identity_from_pem(b"not pem", b"not pem").is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

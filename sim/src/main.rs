@@ -31,6 +31,13 @@ struct Args {
     /// Connect-token key file (default: <data-dir>/token.key, created on first run).
     #[arg(long)]
     token_key_file: Option<PathBuf>,
+    /// PEM certificate chain, leaf first (default: a self-signed certificate in
+    /// <data-dir>, which clients pin by its fingerprint). Needs --key.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key of --cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
     /// Memory the server may use, e.g. 512MiB or 2GiB (default: the container's cgroup
     /// limit, else the host's memory). Clients beyond what fits are refused with
     /// over_memory_budget.
@@ -57,6 +64,8 @@ impl Args {
                 listen: self.listen,
                 data_dir: self.data_dir,
                 token_key_file: self.token_key_file,
+                cert_file: self.cert,
+                key_file: self.key,
                 memory_budget: self.memory_budget,
                 max_clients: self.max_clients,
                 ..NetConfig::default()
