@@ -116,8 +116,12 @@ pub fn load_or_create_identity(data_dir: &Path) -> Result<Identity, NetError> {
 /// checks that they belong together.
 pub fn load_pem_identity(cert_file: &Path, key_file: &Path) -> Result<Identity, NetError> {
     let identity = identity_from_pem(&read(cert_file)?, &read(key_file)?).map_err(|e| {
+        let why = match e {
+            NetError::Tls(why) => why,
+            other => other.to_string(),
+        };
         NetError::Tls(format!(
-            "{} and {}: {e}",
+            "{} and {}: {why}",
             cert_file.display(),
             key_file.display()
         ))
