@@ -552,7 +552,7 @@ async fn fan_out(
     mut slot: watch::Receiver<Option<PublishedTick>>,
     acks: Receiver<JoinAck>,
 ) {
-    // Reused every tick: besides the one copy of each tick, the fan-out allocates nothing.
+    // Reused every tick: the fan-out allocates nothing of its own in steady state.
     let mut frames: Vec<Range<usize>> = Vec::with_capacity(1024);
     let mut last_tick: Option<u32> = None;
     while slot.changed().await.is_ok() {
@@ -583,15 +583,12 @@ async fn fan_out(
             .iter()
             .map(|r| r.len() + DATAGRAM_QUEUE_ENTRY_BYTES)
             .sum();
-        // Peers get slices of the net thread's own copy of the tick, not of the sim's
-        // pooled buffer, which goes back to the pool as soon as this loop is done. A
-        // peer whose queue is stuck (a frozen client, no acknowledgements) then holds
-        // only copies — its queue plus at most one partly sent tick. With slices of the
-        // pool, each stuck peer would pin the buffers of the ticks in its queue, and a
-        // few of them would hold the whole pool: the sim would stop publishing for
-        // every client. One copy per tick, never one per peer.
-        let tick = Bytes::copy_from_slice(&published.buffer);
-        drop(published);
+        // Every peer gets refcounted slices of the sim's tick buffer: no copy, no encode.
+        // A peer whose queue is stuck (a frozen client, no acknowledgements) keeps the
+        // buffers of the ticks in its queue alive; the sim's pool then detaches them
+        // instead of reusing them (`SimCounters::snapshot_buffers_detached`), so the
+        // stuck peer costs its own bounded queue and the broadcast goes on.
+        let tick = &published.buffer;
         let send_buffer = state.config.datagram_send_buffer;
         let mut queue_peak = 0usize;
         let mut sent = 0u64;

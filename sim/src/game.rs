@@ -128,8 +128,9 @@ pub struct SimCounters {
     pub inputs_dropped_rate: u64,
     /// Input datagrams for a client with no entity (left, or never joined).
     pub inputs_unknown_client: u64,
-    /// Ticks whose snapshot was not published because every pool buffer was still held.
-    pub snapshots_skipped_pool_busy: u64,
+    /// Pool buffers left to the peers still holding them (a stuck peer's queue) and
+    /// replaced by a new allocation, so the broadcast never stops for everyone.
+    pub snapshot_buffers_detached: u64,
     /// Times a pool buffer had to grow because the world outgrew it.
     pub snapshot_buffer_grows: u64,
 }

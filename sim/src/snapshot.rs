@@ -40,8 +40,9 @@ pub enum Acquired<'a> {
     Free(&'a mut BytesMut),
     /// A free buffer that had to be replaced by a larger one (an allocation).
     Grown(&'a mut BytesMut),
-    /// Every buffer is still held by someone (the network is behind).
-    AllBusy,
+    /// Every buffer was still held (a stuck peer's queue keeps slices of old ticks): the
+    /// oldest was left to its holders and replaced by a new one (an allocation).
+    Detached(&'a mut BytesMut),
 }
 
 impl SnapshotPool {
@@ -61,6 +62,12 @@ impl SnapshotPool {
     /// A cleared buffer with at least `needed` bytes of room whose previous contents
     /// nobody holds any more. Never blocks; grows a free buffer only if the world
     /// outgrew it.
+    ///
+    /// When every buffer is still held — a peer that stopped acknowledging keeps slices
+    /// of the ticks in its send queue — the oldest is *detached*: the pool drops its own
+    /// handle (the holders keep the memory alive until quinn drops their datagrams or the
+    /// connection closes) and takes a new allocation in its place. A stuck peer thus costs
+    /// the ticks in its own bounded queue, and never stops the broadcast for everyone.
     pub fn acquire(&mut self, needed: usize) -> Acquired<'_> {
         let count = self.slots.len();
         for offset in 0..count {
@@ -84,7 +91,15 @@ impl SnapshotPool {
             };
             return Acquired::Grown(&mut self.slots[index].buffer);
         }
-        Acquired::AllBusy
+        // Round-robin use makes `next` the slot published longest ago.
+        let index = self.next;
+        self.next = (index + 1) % count;
+        let capacity = self.slots[index].capacity.max(needed);
+        self.slots[index] = PoolSlot {
+            buffer: BytesMut::with_capacity(capacity),
+            capacity,
+        };
+        Acquired::Detached(&mut self.slots[index].buffer)
     }
 }
 
@@ -258,11 +273,9 @@ pub fn build_snapshot(
             counters.snapshot_buffer_grows += 1;
             buffer
         }
-        Acquired::AllBusy => {
-            counters.snapshots_skipped_pool_busy += 1;
-            state.published = None;
-            state.chunks = 0;
-            return;
+        Acquired::Detached(buffer) => {
+            counters.snapshot_buffers_detached += 1;
+            buffer
         }
     };
     encode_chunks(
@@ -460,33 +473,42 @@ mod tests {
         assert_eq!(starts, vec![0, 3, 4, 6, 6]);
     }
 
+    fn publish(pool: &mut SnapshotPool, text: &[u8]) -> (&'static str, Bytes) {
+        let (how, buffer) = match pool.acquire(64) {
+            Acquired::Free(buffer) => ("free", buffer),
+            Acquired::Grown(buffer) => ("grown", buffer),
+            Acquired::Detached(buffer) => ("detached", buffer),
+        };
+        buffer.extend_from_slice(text);
+        (how, buffer.split().freeze())
+    }
+
     #[test]
-    fn a_held_buffer_is_not_reused_and_a_released_one_is() {
+    fn held_buffers_are_never_reused_released_ones_are_and_a_full_pool_detaches() {
         let mut pool = SnapshotPool::new(2, 128);
-        let first = match pool.acquire(64) {
-            Acquired::Free(buffer) => {
-                buffer.extend_from_slice(b"tick one");
-                buffer.split().freeze()
-            }
-            other => panic!("{other:?}"),
-        };
-        let second = match pool.acquire(64) {
-            Acquired::Free(buffer) => {
-                buffer.extend_from_slice(b"tick two");
-                buffer.split().freeze()
-            }
-            other => panic!("{other:?}"),
-        };
-        assert!(matches!(pool.acquire(64), Acquired::AllBusy));
-        let slice = first.slice(0..4);
-        drop(first);
-        assert!(
-            matches!(pool.acquire(64), Acquired::AllBusy),
-            "a slice still holds it"
+        let (how, one) = publish(&mut pool, b"one");
+        assert_eq!(how, "free");
+        let (how, two) = publish(&mut pool, b"two");
+        assert_eq!(how, "free");
+        let slice_of_one = one.slice(0..2);
+        drop(one);
+        drop(two);
+        // Tick two's buffer is free again; tick one's is still held through a slice.
+        let (how, three) = publish(&mut pool, b"three");
+        assert_eq!(how, "free");
+        // Both buffers held: the oldest is left to its holders, a new one takes its place.
+        let (how, four) = publish(&mut pool, b"four");
+        assert_eq!(how, "detached");
+        assert_eq!(
+            &slice_of_one[..],
+            b"on",
+            "a detached buffer's holders keep their bytes"
         );
-        drop(slice);
-        assert!(matches!(pool.acquire(64), Acquired::Free(_)));
-        assert_eq!(&second[..], b"tick two", "published bytes never change");
+        assert_eq!(&three[..], b"three", "published bytes never change");
+        drop(three);
+        let (how, five) = publish(&mut pool, b"five");
+        assert_eq!(how, "free");
+        assert_eq!((&four[..], &five[..]), (&b"four"[..], &b"five"[..]));
     }
 
     #[test]

@@ -498,13 +498,13 @@ fn a_stalled_client_holds_at_most_its_send_buffer_and_the_others_keep_every_tick
     });
     let (frozen_at, resumed_at, frozen_after, frozen_connected) = frozen.join().unwrap();
 
-    // A stalled peer must not stop the broadcast: every tick was published. (The net
-    // thread may still miss the odd tick on a busy machine; the readers' delivery below
-    // bounds that.)
+    // A stalled peer must not stop the broadcast for everyone: the readers' delivery
+    // below shows every tick was still published (a frozen peer pins pool buffers
+    // through the slices in its queue; the pool detaches them rather than skip a tick).
     let status = test.server().status();
-    assert_eq!(
-        status.sim.snapshots_skipped_pool_busy, 0,
-        "ticks not published because stalled peers held every pool buffer"
+    assert!(
+        status.sim.snapshot_buffers_detached > 0,
+        "the frozen peer's queue pinned pool buffers, so some must have been detached"
     );
 
     for (i, delivery) in readers.iter().enumerate() {
