@@ -295,6 +295,9 @@ pub struct SwarmConfig {
     pub churn_every: Duration,
     /// Most time a connect may take. Default 10 s.
     pub connect_timeout: Duration,
+    /// Threads the bots run on, each with its own runtime and endpoints. Default 2:
+    /// this project's machines have two cores.
+    pub threads: usize,
 }
 
 impl Default for SwarmConfig {
@@ -312,6 +315,7 @@ impl Default for SwarmConfig {
             stall_after: Duration::from_secs(1),
             churn_every: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(10),
+            threads: 2,
         }
     }
 }
@@ -333,6 +337,9 @@ pub enum SwarmError {
     /// A local endpoint could not be made.
     #[error("creating a client endpoint: {0}")]
     Endpoint(#[from] ClientError),
+    /// A bot thread could not start or died.
+    #[error("bot thread: {0}")]
+    Thread(String),
 }
 
 /// Counters the bots update while they run (about once a second each), for a
@@ -385,8 +392,11 @@ impl Shared {
 }
 
 /// Runs every bot of `config` to the end and returns what each saw, in bot order.
-/// `live` is updated as they run. Call inside a tokio runtime with the time driver.
-pub async fn run_swarm(
+/// `live` is updated as they run. Blocks: the bots run on [`SwarmConfig::threads`]
+/// threads of their own, each a current-thread tokio runtime with its own endpoints,
+/// so a datagram is received, decrypted and read on one thread with no work
+/// stealing or cross-thread wake-ups.
+pub fn run_swarm(
     config: SwarmConfig,
     tokens: TokenSource,
     live: Arc<LiveCounters>,
@@ -402,13 +412,7 @@ pub async fn run_swarm(
             clients: config.clients,
         });
     }
-    let options = EndpointOptions {
-        datagram_receive_buffer: config.datagram_receive_buffer,
-    };
-    let endpoint_count = config.clients.div_ceil(config.clients_per_endpoint.max(1));
-    let endpoints = (0..endpoint_count)
-        .map(|_| client_endpoint_with(config.server, config.fingerprint, &options))
-        .collect::<Result<Vec<_>, _>>()?;
+    let threads = config.threads.clamp(1, config.clients);
     let behaviours = config.mix.assign(config.clients);
     let shared = Arc::new(Shared {
         config,
@@ -416,36 +420,95 @@ pub async fn run_swarm(
         next_spare_token: AtomicUsize::new(0),
         live,
     });
-    let start = Instant::now();
-    let mut tasks = Vec::with_capacity(behaviours.len());
-    for (index, behaviour) in behaviours.iter().copied().enumerate() {
-        let endpoint = endpoints[index % endpoints.len()].clone();
-        let shared = shared.clone();
-        tasks.push(tokio::spawn(async move {
-            run_bot(&shared, &endpoint, index, behaviour, start).await
-        }));
-    }
-    let mut outcomes = Vec::with_capacity(tasks.len());
-    for (task, behaviour) in tasks.into_iter().zip(behaviours) {
-        // A bot task only fails by panicking; report it as that bot's error.
-        outcomes.push(task.await.unwrap_or_else(|e| {
-            let mut outcome = ClientOutcome::new(behaviour);
-            outcome.errors.push(format!("bot_panicked:{e}"));
-            outcome
-        }));
-    }
-    let closing: Vec<_> = endpoints
-        .into_iter()
-        .map(|endpoint| {
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    let start = std::time::Instant::now();
+    let shards = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|shard| {
+                // Bot i runs on shard i % threads, so a ramp loads every shard evenly.
+                let bots: Vec<(usize, Behaviour)> = behaviours
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .skip(shard)
+                    .step_by(threads)
+                    .collect();
+                let shared = &shared;
+                std::thread::Builder::new()
+                    .name(format!("bots-{shard}"))
+                    .spawn_scoped(scope, move || run_shard(shared, bots, start))
             })
-        })
-        .collect();
-    for task in closing {
-        let _ = task.await;
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| match handle {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|_| Err(SwarmError::Thread("a bot thread panicked".into()))),
+                Err(e) => Err(SwarmError::Thread(e.to_string())),
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut outcomes: Vec<Option<ClientOutcome>> = vec![None; behaviours.len()];
+    for shard in shards {
+        for (index, outcome) in shard? {
+            outcomes[index] = Some(outcome);
+        }
     }
-    Ok(outcomes)
+    Ok(outcomes
+        .into_iter()
+        .zip(behaviours)
+        .map(|(outcome, behaviour)| outcome.unwrap_or_else(|| ClientOutcome::new(behaviour)))
+        .collect())
+}
+
+/// One thread's bots, on a current-thread runtime with endpoints of its own.
+fn run_shard(
+    shared: &Arc<Shared>,
+    bots: Vec<(usize, Behaviour)>,
+    start: std::time::Instant,
+) -> Result<Vec<(usize, ClientOutcome)>, SwarmError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SwarmError::Thread(format!("starting a runtime: {e}")))?;
+    runtime.block_on(async {
+        let config = &shared.config;
+        let options = EndpointOptions {
+            datagram_receive_buffer: config.datagram_receive_buffer,
+        };
+        let endpoint_count = bots.len().div_ceil(config.clients_per_endpoint.max(1));
+        let endpoints = (0..endpoint_count)
+            .map(|_| client_endpoint_with(config.server, config.fingerprint, &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        let start = Instant::from_std(start);
+        let tasks: Vec<_> = bots
+            .iter()
+            .enumerate()
+            .map(|(i, &(index, behaviour))| {
+                let endpoint = endpoints[i % endpoints.len()].clone();
+                let shared = shared.clone();
+                tokio::spawn(
+                    async move { run_bot(&shared, &endpoint, index, behaviour, start).await },
+                )
+            })
+            .collect();
+        let mut outcomes = Vec::with_capacity(tasks.len());
+        for (task, &(index, behaviour)) in tasks.into_iter().zip(&bots) {
+            // A bot task only fails by panicking; report it as that bot's error.
+            outcomes.push((
+                index,
+                task.await.unwrap_or_else(|e| {
+                    let mut outcome = ClientOutcome::new(behaviour);
+                    outcome.errors.push(format!("bot_panicked:{e}"));
+                    outcome
+                }),
+            ));
+        }
+        for endpoint in &endpoints {
+            let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        }
+        Ok(outcomes)
+    })
 }
 
 /// A deterministic walk: a new direction every `inputs_per_turn` inputs.

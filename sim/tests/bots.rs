@@ -35,14 +35,6 @@ fn start_server(data_dir: &Path) -> Server {
     .expect("server starts")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn a_mixed_swarm_is_reported_per_behaviour_and_judged_on_walk_and_idle() {
     let data_dir = temp_data_dir("bots-mix");
@@ -66,9 +58,7 @@ fn a_mixed_swarm_is_reported_per_behaviour_and_judged_on_walk_and_idle() {
         first_client_id: 9_000,
         ttl: Duration::from_secs(60),
     };
-    let outcomes = runtime()
-        .block_on(run_swarm(config, tokens, live.clone()))
-        .expect("the swarm runs");
+    let outcomes = run_swarm(config, tokens, live.clone()).expect("the swarm runs");
     assert_eq!(outcomes.len(), 10);
 
     let gates = Gates {
@@ -134,26 +124,19 @@ fn bots_connect_with_listed_tokens_and_a_wrong_fingerprint_could_not_run() {
         ramp: Duration::ZERO,
         ..SwarmConfig::default()
     };
-    let rt = runtime();
-    let outcomes = rt
-        .block_on(run_swarm(
-            config.clone(),
-            TokenSource::List(tokens.clone()),
-            Arc::default(),
-        ))
-        .expect("the swarm runs");
+    let outcomes = run_swarm(
+        config.clone(),
+        TokenSource::List(tokens.clone()),
+        Arc::default(),
+    )
+    .expect("the swarm runs");
     let report = Report::new(&outcomes, config.duration, Gates::default());
     assert_eq!(report.overall.connected, 3, "{:?}", report.overall.errors);
     assert_eq!(report.verdict().exit_code(), 0);
 
     // The same tokens again: each nonce admits once, so the server refuses them all
     // and nothing could be judged.
-    let outcomes = rt
-        .block_on(run_swarm(
-            config.clone(),
-            TokenSource::List(tokens),
-            Arc::default(),
-        ))
+    let outcomes = run_swarm(config.clone(), TokenSource::List(tokens), Arc::default())
         .expect("the swarm runs");
     let report = Report::new(&outcomes, config.duration, Gates::default());
     assert_eq!(report.overall.connected, 0);
@@ -176,9 +159,7 @@ fn bots_connect_with_listed_tokens_and_a_wrong_fingerprint_could_not_run() {
         first_client_id: 600,
         ttl: Duration::from_secs(60),
     };
-    let outcomes = rt
-        .block_on(run_swarm(wrong, tokens, Arc::default()))
-        .expect("the swarm runs");
+    let outcomes = run_swarm(wrong, tokens, Arc::default()).expect("the swarm runs");
     let report = Report::new(&outcomes, Duration::from_secs(1), Gates::default());
     assert_eq!(report.overall.connected, 0);
     assert!(matches!(report.verdict(), Verdict::CouldNotRun(_)));

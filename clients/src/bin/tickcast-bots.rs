@@ -61,9 +61,13 @@ struct Args {
     /// First client id when minting; bots use consecutive ids from here (default: random).
     #[arg(long, conflicts_with = "token_file")]
     client_id_base: Option<u64>,
-    /// Clients per local UDP endpoint.
+    /// Clients per local UDP endpoint (each endpoint is one socket with a 4 MiB
+    /// receive buffer).
     #[arg(long, default_value_t = 200)]
     clients_per_endpoint: usize,
+    /// Threads the bots run on, each with its own runtime and endpoints.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
     /// Datagrams per second a `slow` bot reads at most.
     #[arg(long, default_value_t = 100)]
     slow_read_rate: u32,
@@ -185,6 +189,9 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
     if args.clients_per_endpoint == 0 {
         anyhow::bail!("--clients-per-endpoint must be at least 1");
     }
+    if args.threads == 0 {
+        anyhow::bail!("--threads must be at least 1");
+    }
     let gates = gates(&args)?;
     let fingerprint = match &args.fingerprint {
         Some(hex) => tls::parse_fingerprint(hex)?,
@@ -207,13 +214,9 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
         slow_read_rate: args.slow_read_rate,
         stall_after: args.stall_after,
         churn_every: args.churn_every,
+        threads: args.threads,
         ..SwarmConfig::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
     let live = Arc::new(LiveCounters::default());
     let done = Arc::new(AtomicBool::new(false));
     let progress = (!args.quiet).then(|| {
@@ -222,7 +225,7 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
             .name("progress".into())
             .spawn(move || show_progress(&live, &done, clients))
     });
-    let outcomes = runtime.block_on(run_swarm(config, tokens, live));
+    let outcomes = run_swarm(config, tokens, live);
     done.store(true, Ordering::Relaxed);
     if let Some(Ok(thread)) = progress {
         let _ = thread.join();
