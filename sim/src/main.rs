@@ -13,7 +13,7 @@ use clap::Parser;
 use tickcast_net::NetConfig;
 use tickcast_net::tls::fingerprint_hex;
 use tickcast_sim::SimConfig;
-use tickcast_sim::server::{Server, ServerConfig};
+use tickcast_sim::server::{RecordConfig, Server, ServerConfig};
 
 /// Authoritative game-simulation server: a fixed-step world broadcast as QUIC datagrams.
 #[derive(Debug, Parser)]
@@ -55,6 +55,12 @@ struct Args {
     /// Arena side in world units (1 to 1023).
     #[arg(long, default_value_t = 512)]
     arena: u16,
+    /// Record every tick to this file (read it with `tickcast-replay`).
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// With --record: a keyframe (snapshot) every this many ticks.
+    #[arg(long, default_value_t = 300)]
+    keyframe_interval: u32,
 }
 
 impl Args {
@@ -78,6 +84,10 @@ impl Args {
                 arena_height: self.arena,
                 ..SimConfig::default()
             },
+            record: self.record.map(|path| RecordConfig {
+                path,
+                keyframe_interval: self.keyframe_interval,
+            }),
         }
     }
 }

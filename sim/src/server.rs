@@ -15,6 +15,7 @@ use anyhow::Context;
 use tickcast_net::{MemoryPlan, NetConfig, NetCounters, NetHandle, budget};
 
 use crate::game::SimCounters;
+use crate::record::{Recorder, RecordingHeader, TickRecord};
 use crate::snapshot::tick_buffer_len;
 use crate::{Sim, SimConfig};
 
@@ -25,6 +26,28 @@ pub struct ServerConfig {
     pub net: NetConfig,
     /// The world.
     pub sim: SimConfig,
+    /// Record every tick to this file (`docs/RECORDING.md`). Default: no recording.
+    pub record: Option<RecordConfig>,
+}
+
+/// Where and how to record.
+#[derive(Debug, Clone)]
+pub struct RecordConfig {
+    /// The recording file (created or truncated).
+    pub path: std::path::PathBuf,
+    /// A keyframe every this many ticks. Default 300: every 10 s at 30 Hz, a snapshot
+    /// for `verify` to name differing entities by, at about 1 % of the file.
+    pub keyframe_interval: u32,
+}
+
+impl RecordConfig {
+    /// Recording to `path` with the default keyframe interval.
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            keyframe_interval: 300,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -35,6 +58,7 @@ impl ServerConfig {
         self.net.tick_rate = self.sim.tick_rate;
         self.net.arena = (self.sim.arena_width, self.sim.arena_height);
         self.net.chunk_payload = self.sim.chunk_payload;
+        self.sim.max_players = u32::try_from(self.net.max_clients).unwrap_or(u32::MAX);
         let entities = self.sim.npcs as usize + self.net.max_clients;
         self.net.datagram_send_buffer =
             (2 * tick_buffer_len(entities, self.sim.chunk_payload)).max(4 * self.sim.chunk_payload);
@@ -81,6 +105,21 @@ impl Server {
         let config = config.reconciled();
         let sim = Sim::new(config.sim.clone()).context("building the world")?;
         let net = tickcast_net::spawn(config.net.clone()).context("starting the network layer")?;
+        let recorder = match &config.record {
+            Some(record) => {
+                let header = RecordingHeader {
+                    protocol_version: tickcast_shared::PROTOCOL_VERSION,
+                    config: sim.config().clone(),
+                    build_id: concat!("tickcast-sim ", env!("CARGO_PKG_VERSION")).to_owned(),
+                    keyframe_interval: record.keyframe_interval,
+                };
+                let recorder = Recorder::start(&record.path, header)
+                    .with_context(|| format!("creating the recording {}", record.path.display()))?;
+                tracing::info!(path = %record.path.display(), "recording every tick");
+                Some(recorder)
+            }
+            None => None,
+        };
         let local_addr = net.local_addr();
         let fingerprint = net.fingerprint();
         let memory_plan = net.memory_plan();
@@ -92,7 +131,7 @@ impl Server {
             let status = status.clone();
             std::thread::Builder::new()
                 .name("tickcast-sim".into())
-                .spawn(move || run_loop(sim, net, &stop, &status))
+                .spawn(move || run_loop(sim, net, recorder, &stop, &status))
                 .context("spawning the simulation thread")?
         };
         Ok(Self {
@@ -196,7 +235,13 @@ impl TickTimes {
     }
 }
 
-fn run_loop(mut sim: Sim, net: NetHandle, stop: &AtomicBool, status: &Mutex<ServerStatus>) {
+fn run_loop(
+    mut sim: Sim,
+    net: NetHandle,
+    mut recorder: Option<Recorder>,
+    stop: &AtomicBool,
+    status: &Mutex<ServerStatus>,
+) {
     let tick_rate = u32::from(sim.config().tick_rate);
     let period = Duration::from_secs(1) / tick_rate;
     let publisher = net.publisher();
@@ -207,17 +252,45 @@ fn run_loop(mut sim: Sim, net: NetHandle, stop: &AtomicBool, status: &Mutex<Serv
     let mut late_ticks = 0u64;
     let mut last_status = Instant::now();
     let mut last_bytes_out = 0u64;
+    let mut recorded_bytes_out = 0u64;
 
     while !stop.load(Ordering::Relaxed) {
         let began = Instant::now();
+        // The events this tick applies, in order, for the recording (a list reused from
+        // earlier ticks, so recording does not allocate in steady state).
+        let mut applied = recorder.as_ref().map(Recorder::event_buffer);
         net.drain_events(|event| {
+            if let Some(applied) = applied.as_mut() {
+                applied.push(event.clone());
+            }
             if let Some(ack) = sim.handle(event) {
                 net.acknowledge_join(ack);
             }
         });
         sim.step(server_time_us());
         let tick = sim.tick() - 1;
-        if let Some(buffer) = sim.take_snapshot() {
+        let snapshot = sim.take_snapshot();
+        if let (Some(recorder), Some(events)) = (recorder.as_mut(), applied) {
+            let bytes_out = NetCounters::get(&counters.bytes_out);
+            let keyframe = if recorder.wants_keyframe(tick) {
+                snapshot.clone()
+            } else {
+                None
+            };
+            recorder.submit(
+                TickRecord {
+                    tick,
+                    state_hash: sim.state_hash(),
+                    duration_us: began.elapsed().as_micros() as u32,
+                    bytes_out: bytes_out - recorded_bytes_out,
+                    clients: sim.players() as u32,
+                    events,
+                },
+                keyframe,
+            );
+            recorded_bytes_out = bytes_out;
+        }
+        if let Some(buffer) = snapshot {
             publisher.publish(tick, buffer);
         }
         times.record(began.elapsed().as_micros() as u64);
@@ -268,6 +341,16 @@ fn run_loop(mut sim: Sim, net: NetHandle, stop: &AtomicBool, status: &Mutex<Serv
         }
     }
     tracing::info!(tick = sim.tick(), "stopping");
+    if let Some(recorder) = recorder {
+        let counters = recorder.counters().clone();
+        recorder.finish();
+        tracing::info!(
+            ticks = NetCounters::get(&counters.ticks_written),
+            dropped = NetCounters::get(&counters.ticks_dropped),
+            bytes = NetCounters::get(&counters.bytes_written),
+            "recording closed"
+        );
+    }
     net.shutdown();
 }
 

@@ -31,6 +31,7 @@ fn start_server(data_dir: &Path) -> Server {
             npcs: 30,
             ..SimConfig::default()
         },
+        record: None,
     })
     .expect("server starts")
 }

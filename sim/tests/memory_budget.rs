@@ -29,6 +29,7 @@ fn start(data_dir: &Path, memory_budget: Option<u64>) -> Server {
             npcs: 20,
             ..SimConfig::default()
         },
+        record: None,
     })
     .expect("server starts")
 }

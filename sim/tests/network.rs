@@ -48,6 +48,7 @@ impl TestServer {
                 npcs: 20,
                 ..SimConfig::default()
             },
+            record: None,
         })
         .expect("server starts");
         let key = load_token_key(&data_dir.join(TOKEN_KEY_FILE)).unwrap();

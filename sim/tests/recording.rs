@@ -1,0 +1,136 @@
+//! `tickcast-server --record`: the real binary, real clients, then SIGKILL or SIGTERM,
+//! then the file is read back and re-simulated.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tickcast_clients::{InputHistory, client_endpoint, connect, mint_token};
+use tickcast_net::tls::{TOKEN_KEY_FILE, fingerprint_from_data_dir, load_token_key};
+use tickcast_shared::msg::{BUTTON_FIRE, InputCmd};
+use tickcast_sim::record::{Frame, decode_recording};
+use tickcast_sim::replay;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tickcast-rec-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts the server binary on a free loopback port, recording to `dir/match.tcrec`;
+/// returns it and its address once it is listening.
+fn start_server(dir: &Path) -> (Child, std::net::SocketAddr) {
+    // Port 0 would hide the address in the log; bind a socket to find a free port.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tickcast-server"))
+        .args(["--listen", &addr.to_string(), "--npcs", "40", "--keyframe-interval", "30"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--record")
+        .arg(dir.join("match.tcrec"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the server binary starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.join("data").join(TOKEN_KEY_FILE).exists() || !dir.join("match.tcrec").exists() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, addr)
+}
+
+/// Two clients walk and fire for `play`, so the recording holds joins, inputs and leaves.
+fn play(dir: &Path, addr: std::net::SocketAddr, play: Duration) {
+    let data = dir.join("data");
+    let key = load_token_key(&data.join(TOKEN_KEY_FILE)).unwrap();
+    let fingerprint = fingerprint_from_data_dir(&data).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let endpoint = client_endpoint(addr, fingerprint).unwrap();
+        let mut sessions = Vec::new();
+        for client_id in [1u64, 2] {
+            let token = mint_token(&key, client_id, Duration::from_secs(60)).unwrap();
+            sessions.push(connect(&endpoint, addr, token, Duration::from_secs(10)).await.expect("admitted"));
+        }
+        let mut histories = vec![InputHistory::default(); sessions.len()];
+        let end = tokio::time::Instant::now() + play;
+        let mut n = 0u32;
+        while tokio::time::Instant::now() < end {
+            for (i, (session, history)) in sessions.iter().zip(&mut histories).enumerate() {
+                let cmd = InputCmd {
+                    move_x: if i == 0 { 100 } else { -100 },
+                    move_y: (n % 200) as i8 - 100,
+                    aim: (n * 1000) as u16,
+                    buttons: if n % 4 == 0 { BUTTON_FIRE } else { 0 },
+                    ..Default::default()
+                };
+                let _ = session.send_input(&history.push(cmd, n));
+            }
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(33)).await;
+        }
+        for session in &sessions {
+            session.close();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    });
+}
+
+fn recorded_ticks(path: &Path) -> usize {
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| decode_recording(&bytes).ok())
+        .map_or(0, |r| r.ticks().count())
+}
+
+#[test]
+fn after_sigkill_the_recording_reads_back_and_verifies_to_its_last_whole_tick() {
+    let dir = scratch("kill");
+    let (mut server, addr) = start_server(&dir);
+    play(&dir, addr, Duration::from_secs(2));
+    // Keep recording a little after the clients leave, then kill without warning.
+    let path = dir.join("match.tcrec");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while recorded_ticks(&path) < 90 {
+        assert!(Instant::now() < deadline, "the recording did not grow");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+
+    let recording = decode_recording(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(
+        !recording.frames.iter().any(|(_, f)| matches!(f, Frame::Index(_))),
+        "a killed server cannot have written the closing index"
+    );
+    let info = replay::info(&recording);
+    assert_eq!(info.distinct_clients, 2, "the joins were recorded");
+    assert!(info.ticks >= 90);
+    let verified = replay::verify(&recording, None, |_, _| {}).unwrap();
+    assert!(verified.passed(), "{verified:?}");
+    assert_eq!(verified.ticks_checked, info.ticks);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_clean_stop_closes_the_recording_with_its_index() {
+    let dir = scratch("term");
+    let (server, addr) = start_server(&dir);
+    play(&dir, addr, Duration::from_secs(1));
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .expect("kill(1) exists");
+    assert!(status.success());
+    let output = server.wait_with_output().unwrap();
+    assert!(output.status.success(), "SIGTERM is a clean stop: {:?}", output.status);
+
+    let recording = decode_recording(&std::fs::read(dir.join("match.tcrec")).unwrap()).unwrap();
+    assert!(recording.torn.is_none());
+    assert!(replay::info(&recording).closed_cleanly);
+    assert!(replay::verify(&recording, None, |_, _| {}).unwrap().passed());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
