@@ -64,7 +64,7 @@ fn play(dir: &Path, addr: std::net::SocketAddr, play: Duration) {
                     move_x: if i == 0 { 100 } else { -100 },
                     move_y: (n % 200) as i8 - 100,
                     aim: (n * 1000) as u16,
-                    buttons: if n % 4 == 0 { BUTTON_FIRE } else { 0 },
+                    buttons: if n.is_multiple_of(4) { BUTTON_FIRE } else { 0 },
                     ..Default::default()
                 };
                 let _ = session.send_input(&history.push(cmd, n));
