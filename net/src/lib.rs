@@ -212,6 +212,13 @@ pub struct NetCounters {
     /// to it (payload plus quinn's per-datagram bookkeeping, as quinn counts it against
     /// `NetConfig::datagram_send_buffer`). A gauge of the high-water mark, not a count.
     pub peer_send_queue_peak_bytes: AtomicU64,
+    /// Fan-out spread, summed over ticks: microseconds from a tick's publication to the
+    /// last peer's datagrams handed to quinn. With `fanout_spread_samples`, the mean.
+    pub fanout_spread_us_total: AtomicU64,
+    /// Ticks the spread was measured over.
+    pub fanout_spread_samples: AtomicU64,
+    /// The largest spread since the status line last read it (the reader resets it).
+    pub fanout_spread_us_max: AtomicU64,
     /// Nonces forgotten because the replay cache was full.
     pub nonces_evicted: AtomicU64,
     /// Membership events that could not be queued (should stay 0).
@@ -243,6 +250,8 @@ pub struct PublishedTick {
     pub tick: Tick,
     /// The tick buffer: `[u16 length][chunk]` repeated.
     pub buffer: Bytes,
+    /// When it was published, for the fan-out spread.
+    pub published_at: std::time::Instant,
 }
 
 /// The sim's end of the latest-wins handoff. Publishing never blocks and never queues:
@@ -258,7 +267,11 @@ impl TickPublisher {
     pub fn publish(&self, tick: Tick, buffer: Bytes) {
         // The replaced tick (if the net thread never took it) is dropped here; the net
         // thread counts the gap as coalesced.
-        self.slot.send_replace(Some(PublishedTick { tick, buffer }));
+        self.slot.send_replace(Some(PublishedTick {
+            tick,
+            buffer,
+            published_at: std::time::Instant::now(),
+        }));
     }
 
     /// Counters shared with the net thread.

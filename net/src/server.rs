@@ -632,6 +632,16 @@ async fn fan_out(
             .counters
             .bytes_out
             .fetch_add(sent_bytes, Ordering::Relaxed);
+        let spread = published.published_at.elapsed().as_micros() as u64;
+        state
+            .counters
+            .fanout_spread_us_total
+            .fetch_add(spread, Ordering::Relaxed);
+        state.count(|c| &c.fanout_spread_samples);
+        state
+            .counters
+            .fanout_spread_us_max
+            .fetch_max(spread, Ordering::Relaxed);
         state
             .counters
             .peer_send_queue_peak_bytes

@@ -83,6 +83,11 @@ pub struct ServerStatus {
     pub rss_bytes: u64,
     /// Ticks that started later than one period after their slot.
     pub late_ticks: u64,
+    /// Mean fan-out spread over the interval, microseconds: a tick's publication to the
+    /// last peer's datagrams handed to quinn.
+    pub fanout_spread_mean_us: u64,
+    /// Largest fan-out spread over the interval, microseconds.
+    pub fanout_spread_max_us: u64,
     /// The simulation's counters.
     pub sim: SimCounters,
 }
@@ -253,6 +258,7 @@ fn run_loop(
     let mut last_status = Instant::now();
     let mut last_bytes_out = 0u64;
     let mut recorded_bytes_out = 0u64;
+    let mut last_spread = (0u64, 0u64);
 
     while !stop.load(Ordering::Relaxed) {
         let began = Instant::now();
@@ -299,7 +305,18 @@ fn run_loop(
             let elapsed = last_status.elapsed().as_secs_f64();
             last_status = Instant::now();
             let bytes_out = NetCounters::get(&counters.bytes_out);
+            let spread = (
+                NetCounters::get(&counters.fanout_spread_us_total),
+                NetCounters::get(&counters.fanout_spread_samples),
+            );
+            let spread_samples = spread.1 - last_spread.1;
+            let fanout_spread_mean_us = (spread.0 - last_spread.0)
+                .checked_div(spread_samples)
+                .unwrap_or(0);
+            last_spread = spread;
             let snapshot = ServerStatus {
+                fanout_spread_mean_us,
+                fanout_spread_max_us: counters.fanout_spread_us_max.swap(0, Ordering::Relaxed),
                 tick: sim.tick(),
                 clients: sim.players(),
                 entities: sim.snapshot_entities(),
@@ -312,11 +329,13 @@ fn run_loop(
             last_bytes_out = bytes_out;
             tracing::info!(
                 target: "tickcast::status",
-                "clients={} tick={} entities={} tick_p99={}us out={}/s rss={} skipped_peer_ticks={} late_ticks={}",
+                "clients={} tick={} entities={} tick_p99={}us fanout={}/{}us out={}/s rss={} skipped_peer_ticks={} late_ticks={}",
                 snapshot.clients,
                 snapshot.tick,
                 snapshot.entities,
                 snapshot.tick_time_p99_us,
+                snapshot.fanout_spread_mean_us,
+                snapshot.fanout_spread_max_us,
                 human_bytes(snapshot.bytes_out_per_s),
                 human_bytes(snapshot.rss_bytes),
                 NetCounters::get(&counters.peer_ticks_skipped_backpressure),

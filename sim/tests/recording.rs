@@ -22,10 +22,21 @@ fn scratch(name: &str) -> PathBuf {
 /// returns it and its address once it is listening.
 fn start_server(dir: &Path) -> (Child, std::net::SocketAddr) {
     // Port 0 would hide the address in the log; bind a socket to find a free port.
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_tickcast-server"))
-        .args(["--listen", &addr.to_string(), "--npcs", "40", "--keyframe-interval", "30"])
+        .args([
+            "--listen",
+            &addr.to_string(),
+            "--npcs",
+            "40",
+            "--keyframe-interval",
+            "30",
+        ])
         .arg("--data-dir")
         .arg(dir.join("data"))
         .arg("--record")
@@ -47,13 +58,20 @@ fn play(dir: &Path, addr: std::net::SocketAddr, play: Duration) {
     let data = dir.join("data");
     let key = load_token_key(&data.join(TOKEN_KEY_FILE)).unwrap();
     let fingerprint = fingerprint_from_data_dir(&data).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let endpoint = client_endpoint(addr, fingerprint).unwrap();
         let mut sessions = Vec::new();
         for client_id in [1u64, 2] {
             let token = mint_token(&key, client_id, Duration::from_secs(60)).unwrap();
-            sessions.push(connect(&endpoint, addr, token, Duration::from_secs(10)).await.expect("admitted"));
+            sessions.push(
+                connect(&endpoint, addr, token, Duration::from_secs(10))
+                    .await
+                    .expect("admitted"),
+            );
         }
         let mut histories = vec![InputHistory::default(); sessions.len()];
         let end = tokio::time::Instant::now() + play;
@@ -103,7 +121,10 @@ fn after_sigkill_the_recording_reads_back_and_verifies_to_its_last_whole_tick() 
 
     let recording = decode_recording(&std::fs::read(&path).unwrap()).unwrap();
     assert!(
-        !recording.frames.iter().any(|(_, f)| matches!(f, Frame::Index(_))),
+        !recording
+            .frames
+            .iter()
+            .any(|(_, f)| matches!(f, Frame::Index(_))),
         "a killed server cannot have written the closing index"
     );
     let info = replay::info(&recording);
@@ -126,11 +147,19 @@ fn a_clean_stop_closes_the_recording_with_its_index() {
         .expect("kill(1) exists");
     assert!(status.success());
     let output = server.wait_with_output().unwrap();
-    assert!(output.status.success(), "SIGTERM is a clean stop: {:?}", output.status);
+    assert!(
+        output.status.success(),
+        "SIGTERM is a clean stop: {:?}",
+        output.status
+    );
 
     let recording = decode_recording(&std::fs::read(dir.join("match.tcrec")).unwrap()).unwrap();
     assert!(recording.torn.is_none());
     assert!(replay::info(&recording).closed_cleanly);
-    assert!(replay::verify(&recording, None, |_, _| {}).unwrap().passed());
+    assert!(
+        replay::verify(&recording, None, |_, _| {})
+            .unwrap()
+            .passed()
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
