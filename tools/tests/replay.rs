@@ -223,3 +223,93 @@ fn plot_draws_each_series_in_its_panel_and_writes_a_png() {
     assert_eq!(&png[1..4], b"PNG");
     assert_eq!(height, 3 * tickcast_tools::plot::PANEL_HEIGHT);
 }
+
+#[test]
+fn serve_plays_the_recording_to_real_clients_as_spectators() {
+    use tickcast_clients::track::{ChunkOutcome, TickAssembler};
+    use tickcast_net::tls::{TOKEN_KEY_FILE, fingerprint_from_data_dir, load_token_key};
+
+    let path = temp_file("serve");
+    record_match(&path);
+    let data_dir = path.with_file_name("data");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_tickcast-replay"))
+        .arg("serve")
+        .arg(&path)
+        .args(["--listen", &addr.to_string(), "--speed", "2"])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !data_dir.join(TOKEN_KEY_FILE).exists() {
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let key = load_token_key(&data_dir.join(TOKEN_KEY_FILE)).unwrap();
+    let fingerprint = fingerprint_from_data_dir(&data_dir).unwrap();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let views = runtime.block_on(async {
+        let endpoint = tickcast_clients::client_endpoint(addr, fingerprint).unwrap();
+        let mut views = Vec::new();
+        for client_id in [10u64, 11] {
+            let token =
+                tickcast_clients::mint_token(&key, client_id, std::time::Duration::from_secs(60))
+                    .unwrap();
+            let session = tickcast_clients::connect(
+                &endpoint,
+                addr,
+                token,
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .expect("serve admits clients");
+            assert_eq!(
+                session.welcome().entity,
+                u32::MAX,
+                "a spectator controls nothing"
+            );
+            let mut assembler = TickAssembler::new(true);
+            let mut ticks = Vec::new();
+            let end = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
+            while let Ok(Ok(bytes)) = tokio::time::timeout_at(end, session.next_datagram()).await {
+                let chunk = tickcast_shared::chunk::parse_chunk(&bytes).unwrap();
+                if let ChunkOutcome::Completed { tick, entities } = assembler.on_chunk(&chunk) {
+                    ticks.push((tick, entities));
+                }
+            }
+            session.close();
+            views.push(ticks);
+        }
+        views
+    });
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+
+    for ticks in views {
+        // 1.5 s at 2 × 30 Hz is about 90 ticks.
+        assert!(ticks.len() >= 30, "only {} complete ticks", ticks.len());
+        assert!(ticks.windows(2).all(|w| w[0].0 < w[1].0), "ticks in order");
+        let recording = decode_recording(&std::fs::read(&path).unwrap()).unwrap();
+        for &(tick, entities) in ticks.iter().step_by(10) {
+            let recorded = replay::entities_at(&recording, tick).unwrap();
+            assert_eq!(
+                entities,
+                recorded.len(),
+                "tick {tick} carries the recorded world"
+            );
+        }
+    }
+}
