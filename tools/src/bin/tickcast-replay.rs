@@ -6,7 +6,18 @@
 
 #![allow(clippy::print_stdout)] // A command-line tool: its results go to stdout.
 
-use std::io::IsTerminal;
+/// `println!` that ends the program quietly when stdout is closed (`| head`), instead of
+/// panicking on the broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -170,38 +181,38 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let info = replay::info(&recording);
             let h = &recording.header;
             let rate = f64::from(h.config.tick_rate.max(1));
-            println!("file            {} ({size} bytes)", file.display());
-            println!(
+            outln!("file            {} ({size} bytes)", file.display());
+            outln!(
                 "format          v{} (protocol v{})",
                 recording.format_version, h.protocol_version
             );
-            println!("build           {}", h.build_id);
-            println!("tick rate       {} Hz", h.config.tick_rate);
-            println!("seed            {}", h.config.seed);
-            println!(
+            outln!("build           {}", h.build_id);
+            outln!("tick rate       {} Hz", h.config.tick_rate);
+            outln!("seed            {}", h.config.seed);
+            outln!(
                 "world           {}x{} units, {} NPCs, cell {}",
                 h.config.arena_width, h.config.arena_height, h.config.npcs, h.config.cell_size
             );
             match info.span {
-                Some((first, last)) => println!(
+                Some((first, last)) => outln!(
                     "ticks           {} ({first}..={last}, {:.1} s)",
                     info.ticks,
                     info.ticks as f64 / rate
                 ),
-                None => println!("ticks           0"),
+                None => outln!("ticks           0"),
             }
-            println!(
+            outln!(
                 "clients         {} distinct, {} at most at once",
                 info.distinct_clients, info.peak_clients
             );
-            println!(
+            outln!(
                 "keyframes       {} (every {} ticks)",
                 info.keyframes, h.keyframe_interval
             );
             for (first, last) in &info.gaps {
-                println!("gap             ticks {first}..={last} not recorded");
+                outln!("gap             ticks {first}..={last} not recorded");
             }
-            println!(
+            outln!(
                 "ending          {}",
                 if recording.torn.is_some() {
                     "torn (see warning)"
@@ -224,42 +235,42 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 progress.update(done, total)
             })?;
             if let Some((first, last)) = result.stopped_at_gap {
-                println!(
+                outln!(
                     "stopped: ticks {first}..={last} were not recorded, so nothing after them can be re-simulated"
                 );
             }
             if let Some((expected, found)) = result.out_of_sequence {
-                println!("stopped: expected tick {expected}, the recording has tick {found}");
+                outln!("stopped: expected tick {expected}, the recording has tick {found}");
             }
             match result.first_divergence {
                 None if result.passed() => {
-                    println!(
+                    outln!(
                         "verified: {} ticks re-simulated to their recorded state hashes",
                         result.ticks_checked
                     );
                     return Ok(ExitCode::SUCCESS);
                 }
-                None => println!(
+                None => outln!(
                     "not verified: {} ticks matched before stopping",
                     result.ticks_checked
                 ),
                 Some(tick) => {
-                    println!("DIVERGED at tick {tick} (state hash differs from the recording)");
+                    outln!("DIVERGED at tick {tick} (state hash differs from the recording)");
                     match &result.differing_entities {
                         Some((at, entities)) => {
-                            println!("at keyframe tick {at}, {} entities differ:", entities.len());
+                            outln!("at keyframe tick {at}, {} entities differ:", entities.len());
                             for d in entities.iter().take(20) {
-                                println!(
+                                outln!(
                                     "  net_id {:>8}: recorded {:?}, replayed {:?}",
                                     d.net_id, d.recorded, d.replayed
                                 );
                             }
                             if entities.len() > 20 {
-                                println!("  … and {} more", entities.len() - 20);
+                                outln!("  … and {} more", entities.len() - 20);
                             }
                         }
                         None => {
-                            println!("(no keyframe after the divergence to compare entities with)")
+                            outln!("(no keyframe after the divergence to compare entities with)")
                         }
                     }
                 }
@@ -269,8 +280,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Inspect { file, tick } => {
             let recording = read(&file)?;
             let entities = replay::entities_at(&recording, tick).map_err(anyhow::Error::msg)?;
-            println!("tick {tick}: {} entities", entities.len());
-            println!(
+            outln!("tick {tick}: {} entities", entities.len());
+            outln!(
                 "{:>8} {:>5} {:>9} {:>9} {:>6} {:>6} {:>6}",
                 "net_id", "kind", "x", "y", "angle", "health", "aux"
             );
@@ -281,7 +292,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                     3 => "shot",
                     _ => "?",
                 };
-                println!(
+                outln!(
                     "{:>8} {:>5} {:>9.2} {:>9.2} {:>6} {:>6} {:>6}",
                     r.net_id,
                     kind,
@@ -302,8 +313,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            replay::export(&recording, format, &mut out)?;
-            Ok(ExitCode::SUCCESS)
+            match replay::export(&recording, format, &mut out).and_then(|()| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(ExitCode::SUCCESS),
+            }
         }
         Command::Plot { file, output } => {
             let recording = read(&file)?;
@@ -312,7 +325,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("creating {}", output.display()))?;
             canvas.write_png(std::io::BufWriter::new(out))?;
             let (w, h) = canvas.size();
-            println!("wrote {} ({w}x{h})", output.display());
+            outln!("wrote {} ({w}x{h})", output.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve {
@@ -331,12 +344,12 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Repair { file } => {
             let recording = read(&file)?;
             match &recording.torn {
-                None => println!("{} is whole; nothing to repair", file.display()),
+                None => outln!("{} is whole; nothing to repair", file.display()),
                 Some(torn) => {
                     let handle = std::fs::OpenOptions::new().write(true).open(&file)?;
                     handle.set_len(recording.valid_len)?;
                     handle.sync_all()?;
-                    println!(
+                    outln!(
                         "truncated {} to {} bytes (removed {} torn bytes)",
                         file.display(),
                         recording.valid_len,
@@ -367,12 +380,12 @@ fn serve(
         chunk_payload: config.chunk_payload,
         ..NetConfig::default()
     })?;
-    println!(
+    outln!(
         "serving {} ticks on {} at {speed}x",
         recording.ticks().count(),
         net.local_addr()
     );
-    println!(
+    outln!(
         "certificate fingerprint (SHA-256): {}",
         tickcast_net::tls::fingerprint_hex(&net.fingerprint())
     );
@@ -429,7 +442,7 @@ fn serve(
             _ => {}
         }
     }
-    println!("played {played} ticks");
+    outln!("played {played} ticks");
     net.shutdown();
     Ok(())
 }
