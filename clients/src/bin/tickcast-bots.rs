@@ -10,13 +10,14 @@
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report goes to stdout.
 
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
@@ -241,7 +242,8 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
 }
 
 /// Progress on stderr: on a terminal one line rewritten four times a second, otherwise
-/// a plain line every five seconds. Figures are over the last interval.
+/// a plain line every five seconds. Rates and delivery are over about the last two
+/// seconds (bots report about once a second each, so a shorter window would flicker).
 fn show_progress(live: &LiveCounters, done: &AtomicBool, clients: usize) {
     let tty = std::io::stderr().is_terminal();
     let every = if tty {
@@ -249,31 +251,34 @@ fn show_progress(live: &LiveCounters, done: &AtomicBool, clients: usize) {
     } else {
         Duration::from_secs(5)
     };
-    let tick = Duration::from_millis(50);
-    let started = std::time::Instant::now();
-    let mut last = std::time::Instant::now();
-    let mut previous = (0u64, 0u64, 0u64, 0u64);
+    let window = Duration::from_secs(2);
+    let started = Instant::now();
+    let mut last_line = Instant::now();
+    // (when, datagrams, bytes, ticks complete, ticks expected)
+    let mut samples: VecDeque<(Instant, [u64; 4])> = VecDeque::new();
     while !done.load(Ordering::Relaxed) {
-        std::thread::sleep(tick);
-        if last.elapsed() < every {
-            continue;
-        }
-        let seconds = last.elapsed().as_secs_f64();
-        last = std::time::Instant::now();
-        let now = (
+        std::thread::sleep(Duration::from_millis(50));
+        let now = Instant::now();
+        let counters = [
             live.datagrams.load(Ordering::Relaxed),
             live.bytes.load(Ordering::Relaxed),
             live.ticks_complete.load(Ordering::Relaxed),
             live.ticks_expected.load(Ordering::Relaxed),
-        );
-        let expected = now.3.saturating_sub(previous.3);
-        let delivery = if expected == 0 {
-            "-".to_string()
-        } else {
-            format!(
-                "{:.4}",
-                now.2.saturating_sub(previous.2) as f64 / expected as f64
-            )
+        ];
+        samples.push_back((now, counters));
+        while samples.len() > 2 && now - samples[1].0 >= window {
+            samples.pop_front();
+        }
+        if now - last_line < every {
+            continue;
+        }
+        last_line = now;
+        let (then, old) = samples[0];
+        let seconds = (now - then).as_secs_f64().max(1e-3);
+        let delta = |i: usize| counters[i].saturating_sub(old[i]);
+        let delivery = match delta(3) {
+            0 => "-".to_string(),
+            expected => format!("{:.4}", delta(2) as f64 / expected as f64),
         };
         let line = format!(
             "[{:6.1}s] connected {}/{} (connect failures {}, finished {}) | in {:.0} datagrams/s, {:.1} MB/s | delivery {}",
@@ -282,11 +287,10 @@ fn show_progress(live: &LiveCounters, done: &AtomicBool, clients: usize) {
             clients,
             live.connect_failures.load(Ordering::Relaxed),
             live.finished.load(Ordering::Relaxed),
-            now.0.saturating_sub(previous.0) as f64 / seconds,
-            now.1.saturating_sub(previous.1) as f64 / seconds / 1e6,
+            delta(0) as f64 / seconds,
+            delta(1) as f64 / seconds / 1e6,
             delivery,
         );
-        previous = now;
         let mut err = std::io::stderr().lock();
         let _ = if tty {
             write!(err, "\r\x1b[2K{line}")
