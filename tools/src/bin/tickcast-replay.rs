@@ -184,14 +184,18 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             outln!("file            {} ({size} bytes)", file.display());
             outln!(
                 "format          v{} (protocol v{})",
-                recording.format_version, h.protocol_version
+                recording.format_version,
+                h.protocol_version
             );
             outln!("build           {}", h.build_id);
             outln!("tick rate       {} Hz", h.config.tick_rate);
             outln!("seed            {}", h.config.seed);
             outln!(
                 "world           {}x{} units, {} NPCs, cell {}",
-                h.config.arena_width, h.config.arena_height, h.config.npcs, h.config.cell_size
+                h.config.arena_width,
+                h.config.arena_height,
+                h.config.npcs,
+                h.config.cell_size
             );
             match info.span {
                 Some((first, last)) => outln!(
@@ -203,11 +207,13 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             outln!(
                 "clients         {} distinct, {} at most at once",
-                info.distinct_clients, info.peak_clients
+                info.distinct_clients,
+                info.peak_clients
             );
             outln!(
                 "keyframes       {} (every {} ticks)",
-                info.keyframes, h.keyframe_interval
+                info.keyframes,
+                h.keyframe_interval
             );
             for (first, last) in &info.gaps {
                 outln!("gap             ticks {first}..={last} not recorded");
@@ -262,7 +268,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                             for d in entities.iter().take(20) {
                                 outln!(
                                     "  net_id {:>8}: recorded {:?}, replayed {:?}",
-                                    d.net_id, d.recorded, d.replayed
+                                    d.net_id,
+                                    d.recorded,
+                                    d.replayed
                                 );
                             }
                             if entities.len() > 20 {
@@ -283,7 +291,13 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             outln!("tick {tick}: {} entities", entities.len());
             outln!(
                 "{:>8} {:>5} {:>9} {:>9} {:>6} {:>6} {:>6}",
-                "net_id", "kind", "x", "y", "angle", "health", "aux"
+                "net_id",
+                "kind",
+                "x",
+                "y",
+                "angle",
+                "health",
+                "aux"
             );
             for r in entities.values() {
                 let kind = match r.kind {
