@@ -820,6 +820,48 @@ mod tests {
     }
 
     #[test]
+    fn listed_tokens_go_one_per_bot_then_one_per_reconnect_until_they_run_out() {
+        let key = TokenKey::from_bytes(&[3; 32]);
+        let tokens: Vec<ConnectToken> = (0..5)
+            .map(|id| key.mint(id, 2_000_000_000, [id as u8; 16], 0))
+            .collect();
+        let shared = Shared {
+            config: SwarmConfig {
+                clients: 3,
+                ..SwarmConfig::default()
+            },
+            tokens: TokenSource::List(tokens.clone()),
+            next_spare_token: AtomicUsize::new(0),
+            live: Arc::default(),
+        };
+        assert_eq!(shared.token(2, 0), Ok(tokens[2]));
+        assert_eq!(shared.token(0, 0), Ok(tokens[0]));
+        // Reconnects take the spares after the first `clients`, whoever asks.
+        assert_eq!(shared.token(1, 1), Ok(tokens[3]));
+        assert_eq!(shared.token(0, 4), Ok(tokens[4]));
+        assert_eq!(shared.token(2, 1), Err("no_token".to_string()));
+    }
+
+    #[test]
+    fn minted_tokens_carry_consecutive_client_ids_and_fresh_nonces() {
+        let shared = Shared {
+            config: SwarmConfig::default(),
+            tokens: TokenSource::Mint {
+                key: TokenKey::from_bytes(&[3; 32]),
+                first_client_id: 100,
+                ttl: Duration::from_secs(60),
+            },
+            next_spare_token: AtomicUsize::new(0),
+            live: Arc::default(),
+        };
+        let first = shared.token(7, 0).unwrap();
+        let again = shared.token(7, 1).unwrap();
+        assert_eq!(first.client_id, 107);
+        assert_eq!(again.client_id, 107);
+        assert_ne!(first.nonce, again.nonce);
+    }
+
+    #[test]
     fn churn_periods_are_spread_and_then_regular() {
         let every = Duration::from_secs(2);
         for index in 0..100 {
