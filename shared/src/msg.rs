@@ -188,6 +188,17 @@ pub struct InputDatagram {
 pub const INPUT_DATAGRAM_LEN: usize = 1 + 4 + 1 + MAX_INPUTS_PER_DATAGRAM * 9;
 
 impl InputDatagram {
+    /// A datagram carrying one input (no redundancy), acknowledging `ack_tick`.
+    pub fn single(cmd: InputCmd, ack_tick: u32) -> Self {
+        let mut cmds = [InputCmd::default(); MAX_INPUTS_PER_DATAGRAM];
+        cmds[0] = cmd;
+        Self {
+            ack_tick,
+            count: 1,
+            cmds,
+        }
+    }
+
     /// The meaningful inputs, newest first.
     pub fn inputs(&self) -> &[InputCmd] {
         &self.cmds[..usize::from(self.count).min(MAX_INPUTS_PER_DATAGRAM)]

@@ -15,7 +15,7 @@ use bevy_ecs::schedule::SingleThreadedExecutor;
 use divan::Bencher;
 use tickcast_shared::event::PeerEvent;
 use tickcast_shared::msg::{BUTTON_FIRE, InputCmd, InputDatagram};
-use tickcast_sim::record::{Recorder, RecordingHeader, TickRecord};
+use tickcast_sim::record::{Recorder, RecordingHeader};
 use tickcast_sim::snapshot::{SnapshotState, build_snapshot};
 use tickcast_sim::{Sim, SimConfig};
 
@@ -62,16 +62,7 @@ fn step_recorded(sim: &mut Sim, recorder: Option<&mut Recorder>) {
         };
         let event = PeerEvent::Input {
             client_id: client,
-            datagram: InputDatagram {
-                ack_tick: tick,
-                count: 1,
-                cmds: [
-                    cmd,
-                    InputCmd::default(),
-                    InputCmd::default(),
-                    InputCmd::default(),
-                ],
-            },
+            datagram: InputDatagram::single(cmd, tick),
         };
         if let Some(applied) = applied.as_mut() {
             applied.push(event.clone());
@@ -81,22 +72,7 @@ fn step_recorded(sim: &mut Sim, recorder: Option<&mut Recorder>) {
     sim.step(tick);
     let snapshot = sim.take_snapshot();
     if let (Some(recorder), Some(events)) = (recorder, applied) {
-        let keyframe = if recorder.wants_keyframe(tick) {
-            snapshot.clone()
-        } else {
-            None
-        };
-        recorder.submit(
-            TickRecord {
-                tick,
-                state_hash: sim.state_hash(),
-                duration_us: 0,
-                bytes_out: 0,
-                clients: PLAYERS as u32,
-                events,
-            },
-            keyframe,
-        );
+        recorder.record_step(sim, events, snapshot.as_ref(), 0, 0);
     }
     divan::black_box(snapshot);
 }

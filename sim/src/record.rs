@@ -641,6 +641,36 @@ impl Recorder {
         }
     }
 
+    /// Records the tick `sim` just stepped: the events it applied before the step (in
+    /// order), its state hash and players, how long the tick took, the bytes the network
+    /// sent meanwhile, and `snapshot` as the keyframe when one is due. Never blocks.
+    pub fn record_step(
+        &mut self,
+        sim: &crate::Sim,
+        events: Vec<PeerEvent>,
+        snapshot: Option<&Bytes>,
+        duration_us: u32,
+        bytes_out: u64,
+    ) {
+        let tick = sim.tick().wrapping_sub(1);
+        let keyframe = if self.wants_keyframe(tick) {
+            snapshot.cloned()
+        } else {
+            None
+        };
+        self.submit(
+            TickRecord {
+                tick,
+                state_hash: sim.state_hash(),
+                duration_us,
+                bytes_out,
+                clients: sim.players() as u32,
+                events,
+            },
+            keyframe,
+        );
+    }
+
     /// The counters.
     pub fn counters(&self) -> &Arc<RecorderCounters> {
         &self.counters

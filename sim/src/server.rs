@@ -15,7 +15,7 @@ use anyhow::Context;
 use tickcast_net::{MemoryPlan, NetConfig, NetCounters, NetHandle, budget};
 
 use crate::game::SimCounters;
-use crate::record::{Recorder, RecordingHeader, TickRecord};
+use crate::record::{Recorder, RecordingHeader};
 use crate::snapshot::tick_buffer_len;
 use crate::{Sim, SimConfig};
 
@@ -278,21 +278,12 @@ fn run_loop(
         let snapshot = sim.take_snapshot();
         if let (Some(recorder), Some(events)) = (recorder.as_mut(), applied) {
             let bytes_out = NetCounters::get(&counters.bytes_out);
-            let keyframe = if recorder.wants_keyframe(tick) {
-                snapshot.clone()
-            } else {
-                None
-            };
-            recorder.submit(
-                TickRecord {
-                    tick,
-                    state_hash: sim.state_hash(),
-                    duration_us: began.elapsed().as_micros() as u32,
-                    bytes_out: bytes_out - recorded_bytes_out,
-                    clients: sim.players() as u32,
-                    events,
-                },
-                keyframe,
+            recorder.record_step(
+                &sim,
+                events,
+                snapshot.as_ref(),
+                began.elapsed().as_micros() as u32,
+                bytes_out - recorded_bytes_out,
             );
             recorded_bytes_out = bytes_out;
         }

@@ -53,16 +53,7 @@ fn script(tick: u32, tweak: Option<(u32, u64)>) -> Vec<PeerEvent> {
         }
         events.push(PeerEvent::Input {
             client_id: client,
-            datagram: InputDatagram {
-                ack_tick: tick,
-                count: 1,
-                cmds: [
-                    cmd,
-                    InputCmd::default(),
-                    InputCmd::default(),
-                    InputCmd::default(),
-                ],
-            },
+            datagram: InputDatagram::single(cmd, tick),
         });
     }
     events

@@ -80,16 +80,7 @@ fn input(tick: u32, client: u64) -> InputDatagram {
         aim: (phase >> 3) as u16,
         buttons: BUTTON_FIRE,
     };
-    InputDatagram {
-        ack_tick: tick,
-        count: 1,
-        cmds: [
-            cmd,
-            InputCmd::default(),
-            InputCmd::default(),
-            InputCmd::default(),
-        ],
-    }
+    InputDatagram::single(cmd, tick)
 }
 
 /// One server tick as the loop runs it, with the network's copy of the previous tick

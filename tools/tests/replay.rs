@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use tickcast_shared::event::PeerEvent;
 use tickcast_shared::msg::{InputCmd, InputDatagram};
-use tickcast_sim::record::{Recorder, RecordingHeader, TickRecord, decode_recording};
+use tickcast_sim::record::{Recorder, RecordingHeader, decode_recording};
 use tickcast_sim::replay::{self, ExportFormat};
 use tickcast_sim::{Sim, SimConfig};
 
@@ -43,16 +43,7 @@ fn events(tick: u32) -> Vec<PeerEvent> {
             };
             events.push(PeerEvent::Input {
                 client_id: client,
-                datagram: InputDatagram {
-                    ack_tick: tick,
-                    count: 1,
-                    cmds: [
-                        cmd,
-                        InputCmd::default(),
-                        InputCmd::default(),
-                        InputCmd::default(),
-                    ],
-                },
+                datagram: InputDatagram::single(cmd, tick),
             });
         }
     }
@@ -80,21 +71,12 @@ fn record_match(path: &Path) {
         }
         sim.step(0);
         let snapshot = sim.take_snapshot();
-        let keyframe = if recorder.wants_keyframe(tick) {
-            snapshot
-        } else {
-            None
-        };
-        recorder.submit(
-            TickRecord {
-                tick,
-                state_hash: sim.state_hash(),
-                duration_us: 100 + tick,
-                bytes_out: u64::from(tick) * 10,
-                clients: sim.players() as u32,
-                events: applied,
-            },
-            keyframe,
+        recorder.record_step(
+            &sim,
+            applied,
+            snapshot.as_ref(),
+            100 + tick,
+            u64::from(tick) * 10,
         );
     }
     recorder.finish();
