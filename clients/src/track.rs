@@ -149,7 +149,13 @@ impl TickAssembler {
             self.delivery.chunks_ignored += 1;
             return ChunkOutcome::Stale;
         }
-        if self.delivery.first_tick.is_none() {
+        // A reordered start can bring a tick older than the first one seen: the
+        // expected range starts at the oldest, so delivery never exceeds 1.
+        if self
+            .delivery
+            .first_tick
+            .is_none_or(|first| first.wrapping_sub(tick) < u32::MAX / 2 && first != tick)
+        {
             self.delivery.first_tick = Some(tick);
         }
         if newest.is_none_or(|n| tick.wrapping_sub(n) < u32::MAX / 2 && tick > n) {
@@ -509,6 +515,16 @@ mod tests {
     }
 
     #[test]
+    fn a_reordered_start_never_delivers_more_than_expected() {
+        let mut a = TickAssembler::new(false);
+        feed(&mut a, 10, 0, 1);
+        feed(&mut a, 8, 0, 1); // older than the first tick seen, still in flight
+        feed(&mut a, 9, 0, 1);
+        let d = a.finish(0);
+        assert_eq!((d.complete, d.expected()), (3, 3));
+    }
+
+    #[test]
     fn finish_leaves_the_newest_ticks_out() {
         let mut a = TickAssembler::new(false);
         for tick in 0..10 {
@@ -551,6 +567,59 @@ mod tests {
             previous_upper = upper;
         }
         assert_eq!(bucket_of(1 << TOP_EXPONENT), HISTOGRAM_BUCKETS - 1);
+    }
+
+    fn valid_chunk() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        (
+            0u32..40,
+            1u16..6,
+            0u16..6,
+            proptest::collection::vec(any::<[u8; 14]>(), 0..4),
+        )
+            .prop_map(|(tick, count, index, records)| {
+                let mut bytes = vec![0u8; CHUNK_HEADER_LEN];
+                let header = ChunkHeader {
+                    tick,
+                    chunk_index: index % count,
+                    chunk_count: count,
+                    record_count: records.len() as u16,
+                    ..Default::default()
+                };
+                write_header(&header, (&mut bytes[..]).try_into().unwrap());
+                bytes.extend(records.iter().flatten());
+                bytes
+            })
+    }
+
+    proptest::proptest! {
+        /// Whatever the server sends, in whatever order, the receiver neither panics
+        /// nor loses count: every datagram is a chunk or counted as malformed, and the
+        /// world view stays within its bound.
+        #[test]
+        fn any_datagrams_are_counted_and_never_panic(
+            datagrams in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+                    valid_chunk(),
+                ],
+                0..60,
+            ),
+            now in proptest::prelude::any::<u32>(),
+        ) {
+            let mut r = SnapshotReceiver::with_world(WorldView::with_capacity(8));
+            let mut chunks = 0u64;
+            for bytes in &datagrams {
+                if let DatagramOutcome::Chunk(_) = r.on_datagram(bytes, now) {
+                    chunks += 1;
+                }
+            }
+            proptest::prop_assert_eq!(r.datagrams(), datagrams.len() as u64);
+            proptest::prop_assert_eq!(r.malformed() + chunks, datagrams.len() as u64);
+            proptest::prop_assert!(r.world().unwrap().len() <= 8);
+            let d = r.finish(0);
+            proptest::prop_assert!(d.complete <= d.expected(), "{:?}", d);
+        }
     }
 
     #[test]
