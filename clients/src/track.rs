@@ -340,6 +340,18 @@ pub fn age_us(now_us: u32, then_us: u32) -> Option<u64> {
     (age < u32::MAX / 2).then_some(u64::from(age))
 }
 
+/// When a [`SnapshotReceiver`] updates its [`WorldView`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorldUpdate {
+    /// Apply each chunk as it arrives (the freshest picture; during a tick it mixes
+    /// entities of this tick and the last), and drop departed entities when a tick
+    /// completes.
+    PerChunk,
+    /// Replace the view when a tick completes (a consistent picture of one tick;
+    /// nothing changes while a tick misses a chunk).
+    PerTick,
+}
+
 /// What one datagram from the server was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatagramOutcome {
@@ -357,6 +369,7 @@ pub enum DatagramOutcome {
 pub struct SnapshotReceiver {
     assembler: TickAssembler,
     world: Option<WorldView>,
+    world_update: WorldUpdate,
     latency: LatencyHistogram,
     datagrams: u64,
     bytes: u64,
@@ -369,6 +382,7 @@ impl SnapshotReceiver {
         Self {
             assembler: TickAssembler::new(false),
             world: None,
+            world_update: WorldUpdate::PerChunk,
             latency: LatencyHistogram::default(),
             datagrams: 0,
             bytes: 0,
@@ -376,10 +390,12 @@ impl SnapshotReceiver {
         }
     }
 
-    /// A receiver that also keeps a view of the world, updated per chunk.
-    pub fn with_world(world: WorldView) -> Self {
+    /// A receiver that also keeps a view of the world, updated as `update` says.
+    pub fn with_world(world: WorldView, update: WorldUpdate) -> Self {
         Self {
+            assembler: TickAssembler::new(update == WorldUpdate::PerTick),
             world: Some(world),
+            world_update: update,
             ..Self::new()
         }
     }
@@ -399,13 +415,25 @@ impl SnapshotReceiver {
             self.latency.record(age);
         }
         let outcome = self.assembler.on_chunk(&chunk);
-        if let Some(world) = &mut self.world
-            && !matches!(outcome, ChunkOutcome::Stale | ChunkOutcome::Inconsistent)
-        {
-            world.apply_chunk(&chunk);
-            if let ChunkOutcome::Completed { tick, .. } = outcome {
-                world.complete_tick(tick);
+        let Some(world) = &mut self.world else {
+            return DatagramOutcome::Chunk(outcome);
+        };
+        match (self.world_update, outcome) {
+            (_, ChunkOutcome::Stale | ChunkOutcome::Inconsistent) => {}
+            (WorldUpdate::PerChunk, _) => {
+                world.apply_chunk(&chunk);
+                if let ChunkOutcome::Completed { tick, .. } = outcome {
+                    world.complete_tick(tick);
+                }
             }
+            // Only the newest complete tick's records are kept: a late older tick
+            // completing changes nothing.
+            (WorldUpdate::PerTick, ChunkOutcome::Completed { tick, .. })
+                if self.assembler.delivery().last_complete_tick == Some(tick) =>
+            {
+                world.replace_with_tick(tick, self.assembler.complete_records());
+            }
+            (WorldUpdate::PerTick, _) => {}
         }
         DatagramOutcome::Chunk(outcome)
     }
@@ -462,7 +490,9 @@ impl Default for SnapshotReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickcast_shared::chunk::{CHUNK_HEADER_LEN, ChunkHeader, parse_chunk, write_header};
+    use tickcast_shared::chunk::{
+        CHUNK_HEADER_LEN, ChunkHeader, ENTITY_RECORD_LEN, parse_chunk, write_header, write_record,
+    };
 
     fn chunk_bytes(tick: u32, index: u16, count: u16) -> Vec<u8> {
         let mut bytes = vec![0u8; CHUNK_HEADER_LEN];
@@ -607,7 +637,8 @@ mod tests {
             ),
             now in proptest::prelude::any::<u32>(),
         ) {
-            let mut r = SnapshotReceiver::with_world(WorldView::with_capacity(8));
+            let update = if now % 2 == 0 { WorldUpdate::PerChunk } else { WorldUpdate::PerTick };
+            let mut r = SnapshotReceiver::with_world(WorldView::with_capacity(8), update);
             let mut chunks = 0u64;
             for bytes in &datagrams {
                 if let DatagramOutcome::Chunk(_) = r.on_datagram(bytes, now) {
@@ -619,6 +650,53 @@ mod tests {
             proptest::prop_assert!(r.world().unwrap().len() <= 8);
             let d = r.finish(0);
             proptest::prop_assert!(d.complete <= d.expected(), "{:?}", d);
+        }
+    }
+
+    fn chunk_with(tick: u32, index: u16, count: u16, net_ids: &[u32]) -> Vec<u8> {
+        let mut bytes = vec![0u8; CHUNK_HEADER_LEN + net_ids.len() * ENTITY_RECORD_LEN];
+        let header = ChunkHeader {
+            tick,
+            chunk_index: index,
+            chunk_count: count,
+            record_count: net_ids.len() as u16,
+            ..Default::default()
+        };
+        let (head, body) = bytes.split_at_mut(CHUNK_HEADER_LEN);
+        write_header(&header, head.try_into().unwrap());
+        for (id, slot) in net_ids.iter().zip(body.chunks_exact_mut(ENTITY_RECORD_LEN)) {
+            let record = EntityRecord {
+                net_id: *id,
+                x: tick as u16,
+                ..Default::default()
+            };
+            write_record(&record, slot.try_into().unwrap());
+        }
+        bytes
+    }
+
+    #[test]
+    fn the_world_updates_per_chunk_or_per_complete_tick() {
+        let mut per_chunk =
+            SnapshotReceiver::with_world(WorldView::default(), WorldUpdate::PerChunk);
+        let mut per_tick = SnapshotReceiver::with_world(WorldView::default(), WorldUpdate::PerTick);
+        let x_of = |r: &SnapshotReceiver, id| r.world().unwrap().get(id).map(|e| e.x);
+        for r in [&mut per_chunk, &mut per_tick] {
+            r.on_datagram(&chunk_with(1, 0, 2, &[1]), 0);
+            r.on_datagram(&chunk_with(1, 1, 2, &[2]), 0);
+            // Half of tick 2: entity 1 moved, entity 2's chunk is missing.
+            r.on_datagram(&chunk_with(2, 0, 2, &[1]), 0);
+        }
+        assert_eq!(x_of(&per_chunk, 1), Some(2));
+        assert_eq!(x_of(&per_tick, 1), Some(1));
+        assert_eq!(x_of(&per_tick, 2), Some(1));
+        for r in [&mut per_chunk, &mut per_tick] {
+            // Tick 3 whole, without entity 2; then tick 2's late half.
+            r.on_datagram(&chunk_with(3, 0, 1, &[1]), 0);
+            r.on_datagram(&chunk_with(2, 1, 2, &[2]), 0);
+            assert_eq!(x_of(r, 1), Some(3));
+            assert_eq!(x_of(r, 2), None);
+            assert_eq!(r.world().unwrap().newest_complete_tick(), Some(3));
         }
     }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-use tickcast_clients::track::SnapshotReceiver;
+use tickcast_clients::track::{SnapshotReceiver, WorldUpdate};
 use tickcast_clients::world::WorldView;
 use tickcast_clients::{
     InputHistory, client_endpoint, connect, connection_error_key, mint_token, now_us_wrapping,
@@ -178,7 +178,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     };
     let token = token(args)?;
     let shared = Arc::new(Mutex::new(Shared {
-        receiver: SnapshotReceiver::with_world(WorldView::default()),
+        // Per chunk: the freshest picture, and a lost chunk costs only its cell.
+        receiver: SnapshotReceiver::with_world(WorldView::default(), WorldUpdate::PerChunk),
         welcome: None,
         rtt: None,
         status: format!("connecting to {}", args.server),
