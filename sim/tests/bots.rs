@@ -2,39 +2,17 @@
 //! 127.0.0.1: every behaviour of a mix plays, the report groups them, and the gates
 //! give the exit codes `tickcast-bots` returns. Bounded: about 10 s in all.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use tickcast_clients::mint_token;
 use tickcast_clients::report::{Gates, Report, Verdict};
 use tickcast_clients::swarm::{LiveCounters, SwarmConfig, TokenSource, run_swarm};
-use tickcast_net::NetConfig;
 use tickcast_net::tls::{TOKEN_KEY_FILE, load_token_key};
-use tickcast_sim::SimConfig;
-use tickcast_sim::server::{Server, ServerConfig};
 
-fn temp_data_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tickcast-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn start_server(data_dir: &Path) -> Server {
-    Server::start(ServerConfig {
-        net: NetConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: data_dir.to_path_buf(),
-            ..NetConfig::default()
-        },
-        sim: SimConfig {
-            npcs: 30,
-            ..SimConfig::default()
-        },
-        record: None,
-    })
-    .expect("server starts")
-}
+use common::{start_server, temp_data_dir};
 
 #[test]
 fn a_mixed_swarm_is_reported_per_behaviour_and_judged_on_walk_and_idle() {

@@ -1,40 +1,18 @@
 //! End to end: a real server (sim + net) on 127.0.0.1, real QUIC clients.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tickcast_clients::track::{ChunkOutcome, TickAssembler};
 use tickcast_clients::{InputHistory, Session, client_endpoint, connect, mint_token};
-use tickcast_net::NetConfig;
 use tickcast_net::tls::{TOKEN_KEY_FILE, load_token_key};
 use tickcast_shared::chunk::{KIND_PLAYER, parse_chunk};
 use tickcast_shared::msg::InputCmd;
-use tickcast_sim::SimConfig;
-use tickcast_sim::server::{Server, ServerConfig};
 
-fn temp_data_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tickcast-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn start_server(data_dir: &Path) -> Server {
-    Server::start(ServerConfig {
-        net: NetConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: data_dir.to_path_buf(),
-            ..NetConfig::default()
-        },
-        sim: SimConfig {
-            npcs: 30,
-            ..SimConfig::default()
-        },
-        record: None,
-    })
-    .expect("server starts")
-}
+use common::{start_server, temp_data_dir};
 
 /// One complete tick as a client saw it: the players and their x positions.
 #[derive(Debug, Clone)]

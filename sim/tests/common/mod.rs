@@ -1,0 +1,32 @@
+//! Shared by the integration tests that run a real server in-process.
+
+use std::path::{Path, PathBuf};
+
+use tickcast_net::NetConfig;
+use tickcast_sim::SimConfig;
+use tickcast_sim::server::{Server, ServerConfig};
+
+/// A fresh, empty data directory under the system's temp dir, unique to this test
+/// process and `name`.
+pub fn temp_data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tickcast-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A server on 127.0.0.1, on a port of the OS's choosing, with a small world (30 NPCs).
+pub fn start_server(data_dir: &Path) -> Server {
+    Server::start(ServerConfig {
+        net: NetConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.to_path_buf(),
+            ..NetConfig::default()
+        },
+        sim: SimConfig {
+            npcs: 30,
+            ..SimConfig::default()
+        },
+        record: None,
+    })
+    .expect("server starts")
+}
