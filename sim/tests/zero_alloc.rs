@@ -85,19 +85,14 @@ fn input(tick: u32, client: u64) -> InputDatagram {
 
 /// One server tick as the loop runs it, with the network's copy of the previous tick
 /// released just before (as the net thread releases it after sending).
-fn tick(sim: &mut Sim, held: &mut Option<bytes_like::Held>) {
+fn tick(sim: &mut Sim, held: &mut Option<bytes::Bytes>) {
     let tick = sim.tick();
     for client in 0..PLAYERS {
         sim.apply_input(client, &input(tick, client));
     }
     *held = None;
     sim.step(tick);
-    *held = sim.take_snapshot().map(bytes_like::Held);
-}
-
-mod bytes_like {
-    /// A published tick buffer the "network" still holds.
-    pub struct Held(#[allow(dead_code)] pub bytes::Bytes);
+    *held = sim.take_snapshot();
 }
 
 fn steady_state_allocations(npcs: u32) -> (u64, u64, usize) {
