@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod report;
 pub mod swarm;
 pub mod track;

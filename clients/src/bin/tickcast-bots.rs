@@ -12,27 +12,22 @@
 
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Parser;
-use tickcast_clients::parse_token_file;
+use tickcast_clients::cli::{ServerArgs, random_u32};
 use tickcast_clients::report::{Gates, Report, Summary, Verdict};
 use tickcast_clients::swarm::{Behaviour, LiveCounters, Mix, SwarmConfig, TokenSource, run_swarm};
-use tickcast_net::tls::{self, TOKEN_KEY_FILE};
 
 /// Load generator and judge for a tickcast server.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:4433")]
-    server: SocketAddr,
+    #[command(flatten)]
+    access: ServerArgs,
     /// Number of clients.
     #[arg(long, default_value_t = 10)]
     clients: usize,
@@ -46,19 +41,6 @@ struct Args {
     /// or percentages; names: walk, idle, stall, slow, churn).
     #[arg(long, default_value = "walk=100")]
     mix: Mix,
-    /// The server's data directory: its certificate is pinned and its token key used.
-    #[arg(long, default_value = ".tickcast")]
-    data_dir: PathBuf,
-    /// Pin this SHA-256 fingerprint instead of reading the certificate from the data dir.
-    #[arg(long)]
-    fingerprint: Option<String>,
-    /// Token key file (default: <data-dir>/token.key).
-    #[arg(long, conflicts_with = "token_file")]
-    token_key_file: Option<PathBuf>,
-    /// Connect with these tokens instead of minting: one hex token per line, as
-    /// tickcast-token prints them; one per client, plus one per churn reconnect.
-    #[arg(long)]
-    token_file: Option<PathBuf>,
     /// First client id when minting; bots use consecutive ids from here (default: random).
     #[arg(long, conflicts_with = "token_file")]
     client_id_base: Option<u64>,
@@ -155,25 +137,13 @@ fn gates(args: &Args) -> anyhow::Result<Gates> {
 }
 
 fn tokens(args: &Args) -> anyhow::Result<TokenSource> {
-    if let Some(path) = &args.token_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the token file {}", path.display()))?;
-        let tokens = parse_token_file(&text)
-            .with_context(|| format!("in the token file {}", path.display()))?;
+    if let Some(tokens) = args.access.listed_tokens()? {
         return Ok(TokenSource::List(tokens));
     }
-    let key_path = args
-        .token_key_file
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join(TOKEN_KEY_FILE));
-    let key = tls::load_token_key(&key_path).context("loading the token key")?;
+    let key = args.access.token_key()?;
     let first_client_id = match args.client_id_base {
         Some(base) => base,
-        None => {
-            let mut bytes = [0u8; 4];
-            tls::fill_random(&mut bytes)?;
-            u64::from(u32::from_le_bytes(bytes)) << 16
-        }
+        None => u64::from(random_u32()?) << 16,
     };
     Ok(TokenSource::Mint {
         key,
@@ -194,18 +164,10 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
         anyhow::bail!("--threads must be at least 1");
     }
     let gates = gates(&args)?;
-    let fingerprint = match &args.fingerprint {
-        Some(hex) => tls::parse_fingerprint(hex)?,
-        None => tls::fingerprint_from_data_dir(&args.data_dir).with_context(|| {
-            format!(
-                "no certificate to pin in {} (run the server once, or pass --fingerprint)",
-                args.data_dir.display()
-            )
-        })?,
-    };
+    let fingerprint = args.access.pinned_fingerprint()?;
     let tokens = tokens(&args)?;
     let config = SwarmConfig {
-        server: args.server,
+        server: args.access.server,
         fingerprint,
         clients: args.clients,
         duration: args.duration,

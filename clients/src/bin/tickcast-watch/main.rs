@@ -11,7 +11,6 @@ mod view;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,13 +19,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use tickcast_clients::cli::{ServerArgs, random_u32};
 use tickcast_clients::track::{SnapshotReceiver, WorldUpdate};
 use tickcast_clients::world::WorldView;
 use tickcast_clients::{
     InputHistory, client_endpoint, connect, connection_error_key, mint_token, now_us_wrapping,
-    parse_token_file,
 };
-use tickcast_net::tls::{self, TOKEN_KEY_FILE};
 use tickcast_shared::msg::{BUTTON_FIRE, InputCmd, Welcome};
 use tickcast_shared::token::ConnectToken;
 
@@ -36,22 +34,8 @@ use crate::view::ViewModel;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:4433")]
-    server: SocketAddr,
-    /// The server's data directory: its certificate is pinned and its token key used.
-    #[arg(long, default_value = ".tickcast")]
-    data_dir: PathBuf,
-    /// Pin this SHA-256 fingerprint instead of reading the certificate from the data dir.
-    #[arg(long)]
-    fingerprint: Option<String>,
-    /// Token key file (default: <data-dir>/token.key).
-    #[arg(long, conflicts_with = "token_file")]
-    token_key_file: Option<PathBuf>,
-    /// Connect with the first token of this file (one hex token per line, as
-    /// tickcast-token prints them) instead of minting one.
-    #[arg(long)]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    access: ServerArgs,
     /// Client id of the minted token (default: random).
     #[arg(long, conflicts_with = "token_file")]
     client_id: Option<u64>,
@@ -76,25 +60,16 @@ fn main() -> ExitCode {
 }
 
 fn token(args: &Args) -> anyhow::Result<ConnectToken> {
-    if let Some(path) = &args.token_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the token file {}", path.display()))?;
-        let tokens = parse_token_file(&text)
-            .with_context(|| format!("in the token file {}", path.display()))?;
-        return Ok(tokens[0]);
+    if let Some(tokens) = args.access.listed_tokens()? {
+        return tokens
+            .first()
+            .copied()
+            .context("the token file holds no token");
     }
-    let key_path = args
-        .token_key_file
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join(TOKEN_KEY_FILE));
-    let key = tls::load_token_key(&key_path).context("loading the token key")?;
+    let key = args.access.token_key()?;
     let client_id = match args.client_id {
         Some(id) => id,
-        None => {
-            let mut bytes = [0u8; 4];
-            tls::fill_random(&mut bytes)?;
-            u64::from(u32::from_le_bytes(bytes)) | 1 << 40
-        }
+        None => u64::from(random_u32()?) | 1 << 40,
     };
     Ok(mint_token(&key, client_id, Duration::from_secs(600))?)
 }
@@ -167,27 +142,19 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let fingerprint = match &args.fingerprint {
-        Some(hex) => tls::parse_fingerprint(hex)?,
-        None => tls::fingerprint_from_data_dir(&args.data_dir).with_context(|| {
-            format!(
-                "no certificate to pin in {} (run the server once, or pass --fingerprint)",
-                args.data_dir.display()
-            )
-        })?,
-    };
+    let fingerprint = args.access.pinned_fingerprint()?;
     let token = token(args)?;
     let shared = Arc::new(Mutex::new(Shared {
         // Per chunk: the freshest picture, and a lost chunk costs only its cell.
         receiver: SnapshotReceiver::with_world(WorldView::default(), WorldUpdate::PerChunk),
         welcome: None,
         rtt: None,
-        status: format!("connecting to {}", args.server),
+        status: format!("connecting to {}", args.access.server),
         intent: Intent::default(),
     }));
     let stop = Arc::new(AtomicBool::new(false));
     let network = {
-        let (shared, stop, server) = (shared.clone(), stop.clone(), args.server);
+        let (shared, stop, server) = (shared.clone(), stop.clone(), args.access.server);
         std::thread::Builder::new()
             .name("tickcast-net".into())
             .spawn(move || play(server, fingerprint, token, &shared, &stop))
