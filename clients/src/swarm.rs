@@ -20,7 +20,7 @@ use tickcast_shared::token::{ConnectToken, TokenKey};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::report::ClientOutcome;
-use crate::track::SnapshotReceiver;
+use crate::track::{SnapshotReceiver, View};
 use crate::{
     ClientError, EndpointOptions, InputHistory, Session, client_endpoint_with, connect,
     connection_error_key, mint_token, now_us_wrapping,
@@ -663,7 +663,7 @@ async fn play(
     let tick_rate = u32::from(session.welcome().tick_rate.max(1));
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / tick_rate);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut receiver = SnapshotReceiver::new();
+    let mut receiver = SnapshotReceiver::new(View::from_welcome(session.welcome()));
     let mut history = InputHistory::default();
     let mut flushed = Flushed::default();
     let stall_at = (behaviour == Behaviour::Stall).then(|| Instant::now() + config.stall_after);

@@ -1,7 +1,15 @@
 //! Reassembling ticks from chunks and measuring delivery, loss, latency and snapshot
 //! age. Pure code over bytes: no socket, no clock (times are passed in).
+//!
+//! A client is sent the tick's directory and the chunks of the cells in its view
+//! (`docs/PROTOCOL.md` §6). A tick is *complete* when the directory, the client's own
+//! entity (which says where its view is) and every chunk of every occupied cell in the
+//! view have arrived; the directory and the per-cell chunk counts make that exact.
 
-use tickcast_shared::chunk::{Chunk, ChunkError, EntityRecord, parse_chunk};
+use tickcast_shared::chunk::{
+    Chunk, ChunkError, Directory, EntityRecord, ServerDatagram, VIEW_ALL, ViewRect, parse_datagram,
+};
+use tickcast_shared::msg::Welcome;
 
 use crate::world::WorldView;
 
@@ -9,65 +17,213 @@ use crate::world::WorldView;
 /// is a quarter of a second of reordering tolerance.
 pub const TICKS_IN_FLIGHT: usize = 8;
 
+/// What part of the world a client is sent, as its Welcome announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    /// The entity whose cell is the view's center; `None` for the whole world.
+    pub entity: Option<u32>,
+    /// Cells around the center (Chebyshev radius); [`VIEW_ALL`] for the whole world.
+    pub radius: u16,
+}
+
+impl View {
+    /// The whole world (a spectator, or a server that sends everyone everything).
+    pub const ALL: View = View {
+        entity: None,
+        radius: VIEW_ALL,
+    };
+
+    /// The view a Welcome announces.
+    pub fn from_welcome(welcome: &Welcome) -> Self {
+        if welcome.view_cells == VIEW_ALL {
+            Self::ALL
+        } else {
+            Self {
+                entity: Some(welcome.entity),
+                radius: welcome.view_cells,
+            }
+        }
+    }
+
+    fn limited_to(&self) -> Option<(u32, u16)> {
+        match self.entity {
+            Some(entity) if self.radius != VIEW_ALL => Some((entity, self.radius)),
+            _ => None,
+        }
+    }
+}
+
+/// One cell's chunks of one tick.
+#[derive(Debug, Clone, Copy)]
+struct CellState {
+    cell: u16,
+    count: u16,
+    received: u16,
+}
+
 #[derive(Debug, Clone, Default)]
 struct Slot {
     tick: Option<u32>,
-    chunk_count: u16,
-    received: u16,
-    seen: Vec<u64>,
+    /// The directory's grid and bitmap, once it arrived.
+    grid: Option<(u16, u16)>,
+    occupied: Vec<u8>,
+    /// The cell of the client's own entity this tick (the view's center).
+    center: Option<u16>,
+    /// Cells a chunk arrived for, sorted by cell.
+    cells: Vec<CellState>,
+    /// `cell << 16 | index` of every chunk received, sorted (duplicate detection).
+    seen: Vec<u32>,
+    /// Cells whose chunks have all arrived.
+    full_cells: u32,
+    /// Occupied cells in the view, once the directory (and the center) are known.
+    expected_cells: Option<u32>,
+    /// Datagrams of this tick taken (the directory and chunks).
+    received: u32,
+    complete: bool,
     records: Vec<EntityRecord>,
     entities: usize,
     server_time_us: u32,
 }
 
 impl Slot {
-    fn reset(&mut self, tick: u32, chunk_count: u16, server_time_us: u32) {
+    fn reset(&mut self, tick: u32, server_time_us: u32) {
         self.tick = Some(tick);
-        self.chunk_count = chunk_count;
-        self.received = 0;
+        self.grid = None;
+        self.occupied.clear();
+        self.center = None;
+        self.cells.clear();
         self.seen.clear();
-        self.seen.resize(usize::from(chunk_count).div_ceil(64), 0);
+        self.full_cells = 0;
+        self.expected_cells = None;
+        self.received = 0;
+        self.complete = false;
         self.records.clear();
         self.entities = 0;
         self.server_time_us = server_time_us;
     }
+
+    fn is_occupied(&self, cell: u16) -> bool {
+        let cell = usize::from(cell);
+        self.occupied
+            .get(cell / 8)
+            .is_some_and(|byte| byte & (1 << (cell % 8)) != 0)
+    }
+
+    /// Calls `each` for every occupied cell in the view; false if the directory or the
+    /// view's center is not known yet.
+    fn for_each_expected_cell(&self, view: View, mut each: impl FnMut(u16)) -> bool {
+        let Some((columns, rows)) = self.grid else {
+            return false;
+        };
+        let rect = match view.limited_to() {
+            Some((_, radius)) => match self.center {
+                Some(center) => ViewRect::around(center, columns, rows, radius),
+                None => return false,
+            },
+            None => ViewRect::around(0, columns, rows, VIEW_ALL),
+        };
+        for (first, last) in rect.row_runs(columns) {
+            for cell in (first..=last).filter(|&c| self.is_occupied(c)) {
+                each(cell);
+            }
+        }
+        true
+    }
+
+    fn cell(&self, cell: u16) -> Option<&CellState> {
+        self.cells
+            .binary_search_by_key(&cell, |c| c.cell)
+            .ok()
+            .map(|i| &self.cells[i])
+    }
+
+    /// Counts the expected cells once the directory and the center are known.
+    fn update_expected(&mut self, view: View) {
+        if self.expected_cells.is_some() {
+            return;
+        }
+        let mut count = 0u32;
+        if self.for_each_expected_cell(view, |_| count += 1) {
+            self.expected_cells = Some(count);
+        }
+    }
+
+    fn is_complete(&self, view: View) -> bool {
+        let Some(expected) = self.expected_cells else {
+            return false;
+        };
+        if self.full_cells < expected {
+            return false;
+        }
+        let mut whole = true;
+        self.for_each_expected_cell(view, |cell| {
+            whole &= self.cell(cell).is_some_and(|c| c.received == c.count);
+        });
+        whole
+    }
+
+    /// Datagrams meant for this client this tick: the directory and every chunk of
+    /// every expected cell (a cell no chunk arrived for counts one). `None` while the
+    /// directory or the center is unknown.
+    fn expected_datagrams(&self, view: View) -> Option<u32> {
+        let mut total = 1u32;
+        self.for_each_expected_cell(view, |cell| {
+            total += self.cell(cell).map_or(1, |c| u32::from(c.count));
+        })
+        .then_some(total)
+    }
+
+    /// Datagrams meant for this client that did not arrive; `fallback` is the
+    /// expectation when this tick's own is unknown.
+    fn missing(&self, view: View, fallback: u32) -> u32 {
+        let mut relevant = u32::from(self.grid.is_some());
+        self.for_each_expected_cell(view, |cell| {
+            relevant += self.cell(cell).map_or(0, |c| u32::from(c.received));
+        });
+        match self.expected_datagrams(view) {
+            Some(expected) => expected - relevant,
+            None => fallback.saturating_sub(self.received).max(1),
+        }
+    }
 }
 
-/// What a chunk meant.
+/// What a datagram meant for its tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkOutcome {
-    /// The chunk completed its tick; the tick had this many entities.
+    /// The datagram completed its tick; the tick had this many entities.
     Completed {
         /// The tick.
         tick: u32,
-        /// Entities in it.
+        /// Entities received for it.
         entities: usize,
     },
-    /// Part of a tick still missing chunks.
+    /// Part of a tick still missing datagrams, or a chunk beyond the view of a tick
+    /// already complete.
     Partial,
-    /// A chunk already received (counted, ignored).
+    /// A datagram already received (counted, ignored).
     Duplicate,
-    /// A chunk of a tick too old to track any more (counted, ignored).
+    /// A datagram of a tick too old to track any more (counted, ignored).
     Stale,
-    /// A chunk whose count disagrees with the tick's other chunks (counted, ignored).
+    /// A chunk whose cell count disagrees with the cell's other chunks (counted,
+    /// ignored).
     Inconsistent,
 }
 
 /// Delivery figures of one client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Delivery {
-    /// The first tick a chunk arrived for.
+    /// The first tick a datagram arrived for.
     pub first_tick: Option<u32>,
-    /// The newest tick a chunk arrived for.
+    /// The newest tick a datagram arrived for.
     pub last_tick: Option<u32>,
     /// Ticks received whole.
     pub complete: u64,
-    /// Chunks received (duplicates and stale ones excluded).
+    /// Datagrams received, directories included (duplicates and stale ones excluded).
     pub chunks_received: u64,
-    /// Chunks of judged ticks that never arrived (whole missing ticks counted at the
-    /// chunk count of the tick before them).
+    /// Datagrams of judged ticks that were meant for this client and never arrived
+    /// (whole missing ticks counted at the expectation of the last judged tick).
     pub chunks_lost: u64,
-    /// Duplicate, stale or inconsistent chunks.
+    /// Duplicate, stale or inconsistent datagrams.
     pub chunks_ignored: u64,
     /// Entities in the newest complete tick.
     pub entities_last_snapshot: usize,
@@ -97,38 +253,47 @@ impl Delivery {
     }
 }
 
-/// Puts a client's chunks back together into ticks and keeps its delivery figures.
+/// Puts a client's datagrams back together into ticks and keeps its delivery figures.
 #[derive(Debug, Clone)]
 pub struct TickAssembler {
     slots: Vec<Slot>,
+    view: View,
     keep_records: bool,
     delivery: Delivery,
-    last_chunk_count: u16,
+    /// Datagrams the last judged or completed tick was expected to have.
+    last_expected: u32,
     complete_records: Vec<EntityRecord>,
     ticks_seen: u64,
     judged_losses: u64,
 }
 
 impl TickAssembler {
-    /// An assembler; with `keep_records` it keeps the newest complete tick's records.
-    pub fn new(keep_records: bool) -> Self {
+    /// An assembler for a client sent `view`; with `keep_records` it keeps the newest
+    /// complete tick's records.
+    pub fn new(view: View, keep_records: bool) -> Self {
         Self {
             slots: vec![Slot::default(); TICKS_IN_FLIGHT],
+            view,
             keep_records,
             delivery: Delivery::default(),
-            last_chunk_count: 1,
+            last_expected: 1,
             complete_records: Vec::new(),
             ticks_seen: 0,
             judged_losses: 0,
         }
     }
 
+    /// The view this assembler judges completeness against.
+    pub fn view(&self) -> View {
+        self.view
+    }
+
     /// The figures so far.
     pub fn delivery(&self) -> Delivery {
         let mut delivery = self.delivery;
-        // Ticks no chunk arrived for count whole, at the chunk count last seen.
+        // Ticks no datagram arrived for count whole, at the last tick's expectation.
         let never_seen = delivery.expected().saturating_sub(self.ticks_seen);
-        delivery.chunks_lost = self.judged_losses + never_seen * u64::from(self.last_chunk_count);
+        delivery.chunks_lost = self.judged_losses + never_seen * u64::from(self.last_expected);
         delivery
     }
 
@@ -137,17 +302,93 @@ impl TickAssembler {
         &self.complete_records
     }
 
+    /// Takes one parsed datagram (a chunk or a directory).
+    pub fn on_datagram(&mut self, datagram: &ServerDatagram<'_>) -> ChunkOutcome {
+        match datagram {
+            ServerDatagram::Chunk(chunk) => self.on_chunk(chunk),
+            ServerDatagram::Directory(directory) => self.on_directory(directory),
+        }
+    }
+
+    /// Takes one tick directory.
+    pub fn on_directory(&mut self, directory: &Directory<'_>) -> ChunkOutcome {
+        let header = directory.header;
+        let index = match self.slot_for(header.tick, header.server_time_us) {
+            Ok(index) => index,
+            Err(outcome) => return outcome,
+        };
+        let slot = &mut self.slots[index];
+        if slot.grid.is_some() {
+            self.delivery.chunks_ignored += 1;
+            return ChunkOutcome::Duplicate;
+        }
+        slot.grid = Some((header.columns, header.rows));
+        slot.occupied.clear();
+        slot.occupied.extend_from_slice(directory.bitmap());
+        slot.received += 1;
+        self.delivery.chunks_received += 1;
+        self.settle(index)
+    }
+
     /// Takes one parsed chunk.
     pub fn on_chunk(&mut self, chunk: &Chunk<'_>) -> ChunkOutcome {
         let header = chunk.header;
-        let tick = header.tick;
+        let index = match self.slot_for(header.tick, header.server_time_us) {
+            Ok(index) => index,
+            Err(outcome) => return outcome,
+        };
+        let slot = &mut self.slots[index];
+        let key = u32::from(header.cell) << 16 | u32::from(header.index_in_cell);
+        let Err(seen_at) = slot.seen.binary_search(&key) else {
+            self.delivery.chunks_ignored += 1;
+            return ChunkOutcome::Duplicate;
+        };
+        let cell_at = match slot.cells.binary_search_by_key(&header.cell, |c| c.cell) {
+            Ok(at) if slot.cells[at].count != header.chunks_in_cell => {
+                self.delivery.chunks_ignored += 1;
+                return ChunkOutcome::Inconsistent;
+            }
+            Ok(at) => at,
+            Err(at) => {
+                let state = CellState {
+                    cell: header.cell,
+                    count: header.chunks_in_cell,
+                    received: 0,
+                };
+                slot.cells.insert(at, state);
+                at
+            }
+        };
+        slot.seen.insert(seen_at, key);
+        let cell = &mut slot.cells[cell_at];
+        cell.received += 1;
+        if cell.received == cell.count {
+            slot.full_cells += 1;
+        }
+        if let Some((entity, _)) = self.view.limited_to()
+            && slot.center.is_none()
+            && chunk.records().any(|r| r.net_id == entity)
+        {
+            slot.center = Some(header.cell);
+        }
+        slot.received += 1;
+        slot.entities += usize::from(header.record_count);
+        self.delivery.chunks_received += 1;
+        if self.keep_records {
+            slot.records.extend(chunk.records());
+        }
+        self.settle(index)
+    }
+
+    /// The slot of `tick`, started if new; `Err(Stale)` for a tick too old to track.
+    fn slot_for(&mut self, tick: u32, server_time_us: u32) -> Result<usize, ChunkOutcome> {
         let newest = self.delivery.last_tick;
         if let Some(newest) = newest
             && newest.wrapping_sub(tick) < u32::MAX / 2
             && newest - tick >= TICKS_IN_FLIGHT as u32
         {
             self.delivery.chunks_ignored += 1;
-            return ChunkOutcome::Stale;
+            return Err(ChunkOutcome::Stale);
         }
         // A reordered start can bring a tick older than the first one seen: the
         // expected range starts at the oldest, so delivery never exceeds 1.
@@ -161,39 +402,27 @@ impl TickAssembler {
         if newest.is_none_or(|n| tick.wrapping_sub(n) < u32::MAX / 2 && tick > n) {
             self.delivery.last_tick = Some(tick);
         }
-
         let index = tick as usize % TICKS_IN_FLIGHT;
         if self.slots[index].tick != Some(tick) {
             self.judge(index);
-            self.slots[index].reset(tick, header.chunk_count, header.server_time_us);
+            self.slots[index].reset(tick, server_time_us);
             self.ticks_seen += 1;
         }
+        Ok(index)
+    }
+
+    /// Completes the tick in `index` if everything meant for this client has arrived.
+    fn settle(&mut self, index: usize) -> ChunkOutcome {
+        let view = self.view;
         let slot = &mut self.slots[index];
-        if slot.chunk_count != header.chunk_count {
-            self.delivery.chunks_ignored += 1;
-            return ChunkOutcome::Inconsistent;
-        }
-        let (word, bit) = (
-            usize::from(header.chunk_index) / 64,
-            header.chunk_index % 64,
-        );
-        if slot.seen[word] & (1 << bit) != 0 {
-            self.delivery.chunks_ignored += 1;
-            return ChunkOutcome::Duplicate;
-        }
-        slot.seen[word] |= 1 << bit;
-        slot.received += 1;
-        slot.entities += usize::from(header.record_count);
-        self.delivery.chunks_received += 1;
-        self.last_chunk_count = header.chunk_count;
-        if self.keep_records {
-            slot.records.extend(chunk.records());
-        }
-        if slot.received < slot.chunk_count {
+        slot.update_expected(view);
+        if slot.complete || !slot.is_complete(view) {
             return ChunkOutcome::Partial;
         }
+        slot.complete = true;
+        self.last_expected = slot.expected_datagrams(view).unwrap_or(self.last_expected);
         self.delivery.complete += 1;
-        let entities = slot.entities;
+        let (tick, entities) = (slot.tick.unwrap_or_default(), slot.entities);
         if self.delivery.last_complete_tick.is_none_or(|t| tick > t) {
             self.delivery.last_complete_tick = Some(tick);
             self.delivery.entities_last_snapshot = entities;
@@ -218,7 +447,7 @@ impl TickAssembler {
                 Some(_) => {
                     // In flight: drop it from the figures entirely.
                     let slot = &self.slots[index];
-                    if slot.received == slot.chunk_count {
+                    if slot.complete {
                         self.delivery.complete -= 1;
                     }
                     self.delivery.chunks_received -= u64::from(slot.received);
@@ -235,9 +464,14 @@ impl TickAssembler {
     }
 
     fn judge(&mut self, index: usize) {
+        let view = self.view;
         let slot = &mut self.slots[index];
-        if slot.tick.take().is_some() {
-            self.judged_losses += u64::from(slot.chunk_count - slot.received);
+        if slot.tick.take().is_some() && !slot.complete {
+            let missing = slot.missing(view, self.last_expected);
+            if let Some(expected) = slot.expected_datagrams(view) {
+                self.last_expected = expected;
+            }
+            self.judged_losses += u64::from(missing);
         }
     }
 }
@@ -355,9 +589,9 @@ pub enum WorldUpdate {
 /// What one datagram from the server was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatagramOutcome {
-    /// A valid snapshot chunk, and what it meant for its tick.
+    /// A valid snapshot chunk or tick directory, and what it meant for its tick.
     Chunk(ChunkOutcome),
-    /// Bytes that are not a snapshot chunk: counted and dropped.
+    /// Bytes that are neither: counted and dropped.
     Malformed(ChunkError),
 }
 
@@ -377,10 +611,11 @@ pub struct SnapshotReceiver {
 }
 
 impl SnapshotReceiver {
-    /// A receiver that measures only (what a bot needs).
-    pub fn new() -> Self {
+    /// A receiver that measures only (what a bot needs), for a client sent `view`
+    /// ([`View::from_welcome`]).
+    pub fn new(view: View) -> Self {
         Self {
-            assembler: TickAssembler::new(false),
+            assembler: TickAssembler::new(view, false),
             world: None,
             world_update: WorldUpdate::PerChunk,
             latency: LatencyHistogram::default(),
@@ -391,37 +626,50 @@ impl SnapshotReceiver {
     }
 
     /// A receiver that also keeps a view of the world, updated as `update` says.
-    pub fn with_world(world: WorldView, update: WorldUpdate) -> Self {
+    pub fn with_world(view: View, world: WorldView, update: WorldUpdate) -> Self {
         Self {
-            assembler: TickAssembler::new(update == WorldUpdate::PerTick),
+            assembler: TickAssembler::new(view, update == WorldUpdate::PerTick),
             world: Some(world),
             world_update: update,
-            ..Self::new()
+            ..Self::new(view)
         }
+    }
+
+    /// Starts over for a client sent `view` (a new Welcome): the tick figures restart,
+    /// the world view and the datagram counts are kept.
+    pub fn set_view(&mut self, view: View) {
+        let keep_records = self.world_update == WorldUpdate::PerTick && self.world.is_some();
+        self.assembler = TickAssembler::new(view, keep_records);
     }
 
     /// Takes one datagram that arrived at `now_us` (the [`crate::now_us_wrapping`] clock).
     pub fn on_datagram(&mut self, bytes: &[u8], now_us: u32) -> DatagramOutcome {
         self.datagrams += 1;
         self.bytes += bytes.len() as u64;
-        let chunk = match parse_chunk(bytes) {
-            Ok(chunk) => chunk,
+        let datagram = match parse_datagram(bytes) {
+            Ok(datagram) => datagram,
             Err(e) => {
                 self.malformed += 1;
                 return DatagramOutcome::Malformed(e);
             }
         };
-        if let Some(age) = age_us(now_us, chunk.header.server_time_us) {
+        let server_time_us = match &datagram {
+            ServerDatagram::Chunk(chunk) => chunk.header.server_time_us,
+            ServerDatagram::Directory(directory) => directory.header.server_time_us,
+        };
+        if let Some(age) = age_us(now_us, server_time_us) {
             self.latency.record(age);
         }
-        let outcome = self.assembler.on_chunk(&chunk);
+        let outcome = self.assembler.on_datagram(&datagram);
         let Some(world) = &mut self.world else {
             return DatagramOutcome::Chunk(outcome);
         };
         match (self.world_update, outcome) {
             (_, ChunkOutcome::Stale | ChunkOutcome::Inconsistent) => {}
             (WorldUpdate::PerChunk, _) => {
-                world.apply_chunk(&chunk);
+                if let ServerDatagram::Chunk(chunk) = &datagram {
+                    world.apply_chunk(chunk);
+                }
                 if let ChunkOutcome::Completed { tick, .. } = outcome {
                     world.complete_tick(tick);
                 }
@@ -475,15 +723,9 @@ impl SnapshotReceiver {
         self.bytes
     }
 
-    /// Datagrams that were not valid snapshot chunks.
+    /// Datagrams that were neither snapshot chunks nor directories.
     pub fn malformed(&self) -> u64 {
         self.malformed
-    }
-}
-
-impl Default for SnapshotReceiver {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -491,76 +733,200 @@ impl Default for SnapshotReceiver {
 mod tests {
     use super::*;
     use tickcast_shared::chunk::{
-        CHUNK_HEADER_LEN, ChunkHeader, ENTITY_RECORD_LEN, parse_chunk, write_header, write_record,
+        CHUNK_HEADER_LEN, ChunkHeader, DirectoryHeader, ENTITY_RECORD_LEN, directory_len,
+        write_directory, write_header, write_record,
     };
 
-    fn chunk_bytes(tick: u32, index: u16, count: u16) -> Vec<u8> {
-        let mut bytes = vec![0u8; CHUNK_HEADER_LEN];
-        let header = ChunkHeader {
+    /// A directory of a `columns × rows` grid with `occupied` cells.
+    fn directory(tick: u32, columns: u16, rows: u16, occupied: &[u16]) -> Vec<u8> {
+        let mut bytes = vec![0u8; directory_len(usize::from(columns) * usize::from(rows))];
+        let header = DirectoryHeader {
             tick,
-            chunk_index: index,
-            chunk_count: count,
-            ..Default::default()
+            server_time_us: 1_000,
+            columns,
+            rows,
         };
-        write_header(&header, (&mut bytes[..]).try_into().unwrap());
+        write_directory(&header, |c| occupied.contains(&(c as u16)), &mut bytes);
         bytes
     }
 
-    fn feed(assembler: &mut TickAssembler, tick: u32, index: u16, count: u16) -> ChunkOutcome {
-        let bytes = chunk_bytes(tick, index, count);
-        assembler.on_chunk(&parse_chunk(&bytes).unwrap())
+    /// Chunk `index` of `count` of `cell`, holding entities `net_ids` (x = tick).
+    fn chunk(tick: u32, cell: u16, index: u16, count: u16, net_ids: &[u32]) -> Vec<u8> {
+        let mut bytes = vec![0u8; CHUNK_HEADER_LEN + net_ids.len() * ENTITY_RECORD_LEN];
+        let header = ChunkHeader {
+            tick,
+            index_in_cell: index,
+            chunks_in_cell: count,
+            cell,
+            record_count: net_ids.len() as u16,
+            server_time_us: 1_000,
+        };
+        let (head, body) = bytes.split_at_mut(CHUNK_HEADER_LEN);
+        write_header(&header, head.try_into().unwrap());
+        for (id, slot) in net_ids.iter().zip(body.chunks_exact_mut(ENTITY_RECORD_LEN)) {
+            let record = EntityRecord {
+                net_id: *id,
+                x: tick as u16,
+                ..Default::default()
+            };
+            write_record(&record, slot.try_into().unwrap());
+        }
+        bytes
+    }
+
+    fn feed(assembler: &mut TickAssembler, bytes: &[u8]) -> ChunkOutcome {
+        assembler.on_datagram(&parse_datagram(bytes).unwrap())
+    }
+
+    /// A whole tick on a 2 × 1 grid: cell 0 in two chunks, cell 1 in one.
+    fn whole_tick(tick: u32) -> [Vec<u8>; 4] {
+        [
+            directory(tick, 2, 1, &[0, 1]),
+            chunk(tick, 0, 0, 2, &[1]),
+            chunk(tick, 0, 1, 2, &[2]),
+            chunk(tick, 1, 0, 1, &[3]),
+        ]
     }
 
     #[test]
     fn whole_ticks_complete_and_missing_chunks_count_as_lost() {
-        let mut a = TickAssembler::new(false);
-        assert_eq!(feed(&mut a, 10, 0, 2), ChunkOutcome::Partial);
-        assert!(matches!(
-            feed(&mut a, 10, 1, 2),
-            ChunkOutcome::Completed { tick: 10, .. }
-        ));
-        assert_eq!(feed(&mut a, 10, 1, 2), ChunkOutcome::Duplicate);
-        feed(&mut a, 11, 0, 2); // tick 11 loses chunk 1
+        let mut a = TickAssembler::new(View::ALL, false);
+        let [dir, c0, c1, c2] = whole_tick(10);
+        assert_eq!(feed(&mut a, &c0), ChunkOutcome::Partial);
+        assert_eq!(feed(&mut a, &c2), ChunkOutcome::Partial);
+        assert_eq!(
+            feed(&mut a, &dir),
+            ChunkOutcome::Partial,
+            "cell 0 is half there"
+        );
+        assert_eq!(
+            feed(&mut a, &c1),
+            ChunkOutcome::Completed {
+                tick: 10,
+                entities: 3
+            }
+        );
+        assert_eq!(feed(&mut a, &c1), ChunkOutcome::Duplicate);
+        assert_eq!(feed(&mut a, &dir), ChunkOutcome::Duplicate);
+        // Tick 11 loses the second chunk of cell 0.
+        let [dir, c0, _, c2] = whole_tick(11);
+        for bytes in [dir, c0, c2] {
+            feed(&mut a, &bytes);
+        }
         for tick in 12..30 {
-            feed(&mut a, tick, 0, 2);
-            feed(&mut a, tick, 1, 2);
+            for bytes in whole_tick(tick) {
+                feed(&mut a, &bytes);
+            }
         }
         let d = a.finish(0);
         assert_eq!(d.expected(), 20);
         assert_eq!(d.complete, 19);
         assert_eq!(d.chunks_lost, 1);
-        assert_eq!(d.chunks_ignored, 1);
+        assert_eq!(d.chunks_ignored, 2);
+        assert_eq!(d.chunks_received, 4 * 19 + 3);
+    }
+
+    #[test]
+    fn an_occupied_cell_with_no_chunk_and_a_lost_directory_are_losses() {
+        let mut a = TickAssembler::new(View::ALL, false);
+        // Tick 1 whole; tick 2 loses all of cell 1; tick 3 loses its directory.
+        for bytes in whole_tick(1) {
+            feed(&mut a, &bytes);
+        }
+        let [dir, c0, c1, _] = whole_tick(2);
+        for bytes in [dir, c0, c1] {
+            feed(&mut a, &bytes);
+        }
+        let [_, c0, c1, c2] = whole_tick(3);
+        for bytes in [c0, c1, c2] {
+            feed(&mut a, &bytes);
+        }
+        for bytes in whole_tick(4) {
+            feed(&mut a, &bytes);
+        }
+        let d = a.finish(0);
+        assert_eq!((d.complete, d.expected()), (2, 4));
+        assert_eq!(d.chunks_lost, 2);
+    }
+
+    #[test]
+    fn a_limited_view_needs_only_the_occupied_cells_around_its_own_entity() {
+        // Grid:  0  1  2  3
+        //        4  5  6  7
+        //        8  9 10 11      own entity 7 in cell 5, radius 1: cells 0-2, 4-6, 8-10.
+        let view = View {
+            entity: Some(7),
+            radius: 1,
+        };
+        let mut a = TickAssembler::new(view, false);
+        let occupied = [0, 3, 5];
+        assert_eq!(
+            feed(&mut a, &directory(1, 4, 3, &occupied)),
+            ChunkOutcome::Partial
+        );
+        assert_eq!(
+            feed(&mut a, &chunk(1, 0, 0, 1, &[20])),
+            ChunkOutcome::Partial,
+            "where the view is is not known before the own entity arrives"
+        );
+        assert_eq!(
+            feed(&mut a, &chunk(1, 5, 0, 1, &[7, 21])),
+            ChunkOutcome::Completed {
+                tick: 1,
+                entities: 3
+            },
+            "cell 3 is outside the view"
+        );
+        // Tick 2 loses cell 0's chunk: the view is known, so exactly one is missing.
+        feed(&mut a, &directory(2, 4, 3, &occupied));
+        feed(&mut a, &chunk(2, 5, 0, 1, &[7]));
+        // Tick 3 loses the own entity's chunk: nothing says where the view is.
+        feed(&mut a, &directory(3, 4, 3, &occupied));
+        feed(&mut a, &chunk(3, 0, 0, 1, &[20]));
+        // Tick 4: the entity moved to cell 10; cell 0 is out of view, 11 is in.
+        let occupied = [0, 10, 11];
+        feed(&mut a, &directory(4, 4, 3, &occupied));
+        feed(&mut a, &chunk(4, 10, 0, 1, &[7]));
+        assert!(matches!(
+            feed(&mut a, &chunk(4, 11, 0, 1, &[22])),
+            ChunkOutcome::Completed { tick: 4, .. }
+        ));
+        let d = a.finish(0);
+        assert_eq!((d.complete, d.expected()), (2, 4));
+        assert_eq!(d.chunks_lost, 2);
     }
 
     #[test]
     fn a_gap_of_whole_ticks_is_undelivered_and_lost() {
-        let mut a = TickAssembler::new(false);
-        feed(&mut a, 1, 0, 1);
-        feed(&mut a, 50, 0, 1);
+        let mut a = TickAssembler::new(View::ALL, false);
+        feed(&mut a, &directory(1, 1, 1, &[]));
+        feed(&mut a, &directory(50, 1, 1, &[]));
         let d = a.finish(0);
         assert_eq!(d.expected(), 50);
         assert_eq!(d.complete, 2);
         assert_eq!(d.chunks_lost, 48);
-        assert_eq!(feed(&mut a, 2, 0, 1), ChunkOutcome::Stale);
+        assert_eq!(feed(&mut a, &directory(2, 1, 1, &[])), ChunkOutcome::Stale);
     }
 
     #[test]
     fn a_reordered_start_never_delivers_more_than_expected() {
-        let mut a = TickAssembler::new(false);
-        feed(&mut a, 10, 0, 1);
-        feed(&mut a, 8, 0, 1); // older than the first tick seen, still in flight
-        feed(&mut a, 9, 0, 1);
+        let mut a = TickAssembler::new(View::ALL, false);
+        for tick in [10, 8, 9] {
+            // 8 is older than the first tick seen, still in flight.
+            feed(&mut a, &directory(tick, 1, 1, &[]));
+        }
         let d = a.finish(0);
         assert_eq!((d.complete, d.expected()), (3, 3));
     }
 
     #[test]
     fn finish_leaves_the_newest_ticks_out() {
-        let mut a = TickAssembler::new(false);
+        let mut a = TickAssembler::new(View::ALL, false);
         for tick in 0..10 {
-            feed(&mut a, tick, 0, 1);
+            feed(&mut a, &directory(tick, 1, 1, &[]));
         }
-        feed(&mut a, 10, 0, 2); // in flight when the run ends
+        // In flight when the run ends.
+        feed(&mut a, &directory(10, 1, 1, &[0]));
         let d = a.finish(1);
         assert_eq!(d.expected(), 10);
         assert_eq!(d.complete, 10);
@@ -611,8 +977,9 @@ mod tests {
                 let mut bytes = vec![0u8; CHUNK_HEADER_LEN];
                 let header = ChunkHeader {
                     tick,
-                    chunk_index: index % count,
-                    chunk_count: count,
+                    index_in_cell: index % count,
+                    chunks_in_cell: count,
+                    cell: index % 3,
                     record_count: records.len() as u16,
                     ..Default::default()
                 };
@@ -632,13 +999,18 @@ mod tests {
                 proptest::prop_oneof![
                     proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
                     valid_chunk(),
+                    proptest::strategy::Strategy::prop_map((0u32..40, 0u8..8), |(tick, bits)| {
+                        let occupied: Vec<u16> = (0..3).filter(|c| bits & (1 << c) != 0).collect();
+                        directory(tick, 3, 1, &occupied)
+                    }),
                 ],
                 0..60,
             ),
             now in proptest::prelude::any::<u32>(),
         ) {
             let update = if now % 2 == 0 { WorldUpdate::PerChunk } else { WorldUpdate::PerTick };
-            let mut r = SnapshotReceiver::with_world(WorldView::with_capacity(8), update);
+            let view = if now % 3 == 0 { View::ALL } else { View { entity: Some(1), radius: 1 } };
+            let mut r = SnapshotReceiver::with_world(view, WorldView::with_capacity(8), update);
             let mut chunks = 0u64;
             for bytes in &datagrams {
                 if let DatagramOutcome::Chunk(_) = r.on_datagram(bytes, now) {
@@ -653,47 +1025,29 @@ mod tests {
         }
     }
 
-    fn chunk_with(tick: u32, index: u16, count: u16, net_ids: &[u32]) -> Vec<u8> {
-        let mut bytes = vec![0u8; CHUNK_HEADER_LEN + net_ids.len() * ENTITY_RECORD_LEN];
-        let header = ChunkHeader {
-            tick,
-            chunk_index: index,
-            chunk_count: count,
-            record_count: net_ids.len() as u16,
-            ..Default::default()
-        };
-        let (head, body) = bytes.split_at_mut(CHUNK_HEADER_LEN);
-        write_header(&header, head.try_into().unwrap());
-        for (id, slot) in net_ids.iter().zip(body.chunks_exact_mut(ENTITY_RECORD_LEN)) {
-            let record = EntityRecord {
-                net_id: *id,
-                x: tick as u16,
-                ..Default::default()
-            };
-            write_record(&record, slot.try_into().unwrap());
-        }
-        bytes
-    }
-
     #[test]
     fn the_world_updates_per_chunk_or_per_complete_tick() {
         let mut per_chunk =
-            SnapshotReceiver::with_world(WorldView::default(), WorldUpdate::PerChunk);
-        let mut per_tick = SnapshotReceiver::with_world(WorldView::default(), WorldUpdate::PerTick);
+            SnapshotReceiver::with_world(View::ALL, WorldView::default(), WorldUpdate::PerChunk);
+        let mut per_tick =
+            SnapshotReceiver::with_world(View::ALL, WorldView::default(), WorldUpdate::PerTick);
         let x_of = |r: &SnapshotReceiver, id| r.world().unwrap().get(id).map(|e| e.x);
         for r in [&mut per_chunk, &mut per_tick] {
-            r.on_datagram(&chunk_with(1, 0, 2, &[1]), 0);
-            r.on_datagram(&chunk_with(1, 1, 2, &[2]), 0);
+            r.on_datagram(&directory(1, 2, 1, &[0, 1]), 0);
+            r.on_datagram(&chunk(1, 0, 0, 1, &[1]), 0);
+            r.on_datagram(&chunk(1, 1, 0, 1, &[2]), 0);
             // Half of tick 2: entity 1 moved, entity 2's chunk is missing.
-            r.on_datagram(&chunk_with(2, 0, 2, &[1]), 0);
+            r.on_datagram(&directory(2, 2, 1, &[0, 1]), 0);
+            r.on_datagram(&chunk(2, 0, 0, 1, &[1]), 0);
         }
         assert_eq!(x_of(&per_chunk, 1), Some(2));
         assert_eq!(x_of(&per_tick, 1), Some(1));
         assert_eq!(x_of(&per_tick, 2), Some(1));
         for r in [&mut per_chunk, &mut per_tick] {
             // Tick 3 whole, without entity 2; then tick 2's late half.
-            r.on_datagram(&chunk_with(3, 0, 1, &[1]), 0);
-            r.on_datagram(&chunk_with(2, 1, 2, &[2]), 0);
+            r.on_datagram(&directory(3, 2, 1, &[0]), 0);
+            r.on_datagram(&chunk(3, 0, 0, 1, &[1]), 0);
+            r.on_datagram(&chunk(2, 1, 0, 1, &[2]), 0);
             assert_eq!(x_of(r, 1), Some(3));
             assert_eq!(x_of(r, 2), None);
             assert_eq!(r.world().unwrap().newest_complete_tick(), Some(3));
@@ -702,7 +1056,7 @@ mod tests {
 
     #[test]
     fn the_receiver_counts_malformed_datagrams_and_measures_age() {
-        let mut r = SnapshotReceiver::new();
+        let mut r = SnapshotReceiver::new(View::ALL);
         assert!(matches!(
             r.on_datagram(&[0x01, 0, 1], 0),
             DatagramOutcome::Malformed(_)
@@ -711,26 +1065,21 @@ mod tests {
             r.on_datagram(&[], 0),
             DatagramOutcome::Malformed(_)
         ));
-        let mut bytes = vec![0u8; CHUNK_HEADER_LEN];
-        let header = ChunkHeader {
-            tick: 5,
-            chunk_index: 0,
-            chunk_count: 1,
-            server_time_us: 1_000,
-            ..Default::default()
-        };
-        write_header(&header, (&mut bytes[..]).try_into().unwrap());
         assert_eq!(r.snapshot_age_us(1_500), None);
         assert_eq!(
-            r.on_datagram(&bytes, 1_250),
+            r.on_datagram(&directory(5, 1, 1, &[0]), 1_250),
+            DatagramOutcome::Chunk(ChunkOutcome::Partial)
+        );
+        assert_eq!(
+            r.on_datagram(&chunk(5, 0, 0, 1, &[]), 1_250),
             DatagramOutcome::Chunk(ChunkOutcome::Completed {
                 tick: 5,
                 entities: 0
             })
         );
         assert_eq!(r.malformed(), 2);
-        assert_eq!(r.datagrams(), 3);
-        assert_eq!(r.latency().count(), 1);
+        assert_eq!(r.datagrams(), 4);
+        assert_eq!(r.latency().count(), 2);
         assert_eq!(r.snapshot_age_us(1_500), Some(500));
         // A server clock ahead of ours gives no sample rather than a huge one.
         assert_eq!(r.snapshot_age_us(999), None);

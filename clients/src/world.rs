@@ -157,8 +157,8 @@ mod tests {
         let (head, body) = out.split_at_mut(CHUNK_HEADER_LEN);
         let header = ChunkHeader {
             tick,
-            chunk_index: index,
-            chunk_count: count,
+            index_in_cell: index,
+            chunks_in_cell: count,
             record_count: records.len() as u16,
             ..Default::default()
         };

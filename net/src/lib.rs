@@ -105,8 +105,18 @@ pub struct NetConfig {
     pub input_channel_capacity: usize,
     /// Tick rate announced in the Welcome. Default 30.
     pub tick_rate: u16,
-    /// Arena size announced in the Welcome, in world units. Default 512 × 512.
+    /// Arena size announced in the Welcome, in world units. Default 1,000 × 1,000.
     pub arena: (u16, u16),
+    /// Cell side announced in the Welcome, in world units. Default 64. The server binary
+    /// takes it from the simulation's config.
+    pub cell_size: u16,
+    /// Interest management: each player is sent the cells within this many cells of its
+    /// own (a square of `2 × view_cells + 1` cells a side), plus the tick directory.
+    /// [`tickcast_shared::chunk::VIEW_ALL`] sends everyone the whole world. Default 1:
+    /// 3 × 3 cells, which keeps a player's share of a tick to about one packet at the
+    /// default arena and cell size with ~1,500 entities. Spectators (no entity of their
+    /// own) always get the whole world.
+    pub view_cells: u16,
     /// Nonces remembered for replay protection. Default 100,000: tokens live minutes,
     /// and more than that many joins within a token's lifetime is not a game server's
     /// load. When full, the oldest is forgotten (counted).
@@ -131,7 +141,9 @@ impl Default for NetConfig {
             max_inputs_per_tick: 4,
             input_channel_capacity: 16_384,
             tick_rate: 30,
-            arena: (512, 512),
+            arena: (1000, 1000),
+            cell_size: 64,
+            view_cells: 1,
             nonce_capacity: 100_000,
         }
     }

@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
-use tickcast_shared::chunk::tick_frames;
 use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_shared::msg::{Hello, InputDatagram, Reject, RejectReason, ServerMessage, Welcome};
 use tickcast_shared::token::{TokenError, TokenKey};
@@ -19,7 +18,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::Instrument;
 
-use crate::fanout::{PeerSendState, SendDecision, decide_tick_for_peer};
+use crate::fanout::{PeerSendState, SendDecision, TickLayout, decide_tick_for_peer};
 use crate::nonce::{NonceCache, NonceVerdict};
 use crate::{MemoryPlan, NetConfig, NetCounters, NetError, PublishedTick, tls};
 
@@ -40,6 +39,8 @@ const DATAGRAM_QUEUE_ENTRY_BYTES: usize = std::mem::size_of::<Bytes>();
 struct Peer {
     conn: Connection,
     generation: u64,
+    /// The entity the peer controls; its cell is the center of the peer's view.
+    entity: u32,
     inputs_this_tick: Arc<AtomicU32>,
     send_state: PeerSendState,
 }
@@ -433,6 +434,8 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
         chunk_payload: u16::try_from(state.config.chunk_payload).unwrap_or(u16::MAX),
         arena_width: state.config.arena.0,
         arena_height: state.config.arena.1,
+        cell_size: state.config.cell_size,
+        view_cells: state.config.view_cells,
         server_tick: state.current_tick.load(Ordering::Relaxed),
     });
     if write_message(&mut send, &welcome).await.is_err() {
@@ -447,6 +450,7 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
         Peer {
             conn: conn.clone(),
             generation,
+            entity: ack.entity,
             inputs_this_tick: inputs_this_tick.clone(),
             send_state: PeerSendState::default(),
         },
@@ -546,14 +550,15 @@ async fn write_message(send: &mut SendStream, message: &ServerMessage) -> Result
     send.write_all(&frame[..len]).await.map_err(|_| ())
 }
 
-/// Waits for each published tick and sends it to every peer that has room for all of it.
+/// Waits for each published tick and sends every peer the part of it in its view, if
+/// its send buffer has room for all of that part.
 async fn fan_out(
     state: Arc<NetState>,
     mut slot: watch::Receiver<Option<PublishedTick>>,
     acks: Receiver<JoinAck>,
 ) {
     // Reused every tick: the fan-out allocates nothing of its own in steady state.
-    let mut frames: Vec<Range<usize>> = Vec::with_capacity(1024);
+    let mut layout = TickLayout::default();
     let mut last_tick: Option<u32> = None;
     while slot.changed().await.is_ok() {
         let published = slot.borrow_and_update().clone();
@@ -574,15 +579,10 @@ async fn fan_out(
         state.current_tick.store(published.tick, Ordering::Relaxed);
         state.count(|c| &c.ticks_fanned_out);
 
-        frames.clear();
-        frames.extend(tick_frames(&published.buffer));
         // quinn counts each queued datagram's bookkeeping (one `Bytes` handle) against
         // the send buffer as well as its payload; leaving it out would let the last
         // chunks of a tick evict the oldest queued ones.
-        let tick_bytes: usize = frames
-            .iter()
-            .map(|r| r.len() + DATAGRAM_QUEUE_ENTRY_BYTES)
-            .sum();
+        layout.load(&published.buffer, DATAGRAM_QUEUE_ENTRY_BYTES);
         // Every peer gets refcounted slices of the sim's tick buffer: no copy, no encode.
         // A peer whose queue is stuck (a frozen client, no acknowledgements) keeps the
         // buffers of the ticks in its queue alive; the sim's pool then detaches them
@@ -590,30 +590,38 @@ async fn fan_out(
         // stuck peer costs its own bounded queue and the broadcast goes on.
         let tick = &published.buffer;
         let send_buffer = state.config.datagram_send_buffer;
+        let view_cells = state.config.view_cells;
         let mut queue_peak = 0usize;
         let mut sent = 0u64;
         let mut sent_bytes = 0u64;
         for peer in state.peers().values_mut() {
             peer.inputs_this_tick.store(0, Ordering::Relaxed);
+            let center = layout.player_cell(peer.entity);
+            let view_bytes = layout.select(center, view_cells, |_| {});
             let space = peer.conn.datagram_send_buffer_space();
-            match decide_tick_for_peer(&mut peer.send_state, space, tick_bytes) {
+            let queued = send_buffer.saturating_sub(space);
+            match decide_tick_for_peer(&mut peer.send_state, space, queued, view_bytes) {
                 SendDecision::Skip => state.count(|c| &c.peer_ticks_skipped_backpressure),
                 SendDecision::Send => {
                     let mut whole = true;
-                    for range in &frames {
-                        let len = range.len() as u64;
-                        match peer.conn.send_datagram(tick.slice(range.clone())) {
-                            Ok(()) => {
-                                sent += 1;
-                                sent_bytes += len;
+                    layout.select(center, view_cells, |frames| {
+                        for range in &layout.frames[frames] {
+                            if !whole {
+                                return;
                             }
-                            Err(e) => {
-                                tracing::trace!("send_datagram: {e}");
-                                whole = false;
-                                break;
+                            let len = range.len() as u64;
+                            match peer.conn.send_datagram(datagram_for_peer(tick, range)) {
+                                Ok(()) => {
+                                    sent += 1;
+                                    sent_bytes += len;
+                                }
+                                Err(e) => {
+                                    tracing::trace!("send_datagram: {e}");
+                                    whole = false;
+                                }
                             }
                         }
-                    }
+                    });
                     if whole {
                         state.count(|c| &c.peer_ticks_sent);
                     } else {
@@ -647,6 +655,41 @@ async fn fan_out(
             .peer_send_queue_peak_bytes
             .fetch_max(queue_peak as u64, Ordering::Relaxed);
     }
+}
+
+/// One datagram of the tick for one peer: a refcounted slice of the shared buffer.
+#[cfg(not(feature = "per-client-encode"))]
+fn datagram_for_peer(tick: &Bytes, range: &Range<usize>) -> Bytes {
+    tick.slice(range.clone())
+}
+
+/// The per-client mode of the A/B benchmark (`docs/PERFORMANCE.md`), never a shipped
+/// build: every peer's datagram is serialized anew into a fresh allocation, the way a
+/// server that builds a message per client per tick works. Chunks are decoded and
+/// re-encoded record by record; the directory is copied.
+#[cfg(feature = "per-client-encode")]
+fn datagram_for_peer(tick: &Bytes, range: &Range<usize>) -> Bytes {
+    use tickcast_shared::chunk::{
+        CHUNK_HEADER_LEN, ENTITY_RECORD_LEN, parse_chunk, write_header, write_record,
+    };
+    let bytes = &tick[range.clone()];
+    let Ok(chunk) = parse_chunk(bytes) else {
+        return Bytes::copy_from_slice(bytes);
+    };
+    let mut out = vec![0u8; bytes.len()];
+    let (head, body) = out.split_at_mut(CHUNK_HEADER_LEN);
+    if let Ok(head) = head.try_into() {
+        write_header(&chunk.header, head);
+    }
+    for (record, slot) in chunk
+        .records()
+        .zip(body.chunks_exact_mut(ENTITY_RECORD_LEN))
+    {
+        if let Ok(slot) = slot.try_into() {
+            write_record(&record, slot);
+        }
+    }
+    Bytes::from(out)
 }
 
 fn unix_now_s() -> u64 {

@@ -36,8 +36,8 @@ fn encode_records(bencher: Bencher, entities: usize) {
             for (index, chunk) in records.chunks(80).enumerate() {
                 let header = ChunkHeader {
                     tick: 1,
-                    chunk_index: index as u16,
-                    chunk_count: chunks as u16,
+                    index_in_cell: index as u16,
+                    chunks_in_cell: chunks as u16,
                     cell: 0,
                     record_count: chunk.len() as u16,
                     server_time_us: 0,

@@ -1,8 +1,13 @@
 //! Snapshot chunks: one datagram each, self-contained.
 //!
-//! A tick's snapshot is cut into chunks. Each chunk carries the tick, its index and the
-//! tick's chunk count, the spatial cell its entities are in, and whole entity records,
-//! so a lost datagram loses only its own entities for that tick.
+//! A tick's snapshot is cut into chunks. Each chunk carries the tick, the spatial cell its
+//! entities are in, its index among that cell's chunks and the cell's chunk count, and
+//! whole entity records, so a lost datagram loses only its own entities for that tick.
+//!
+//! Each tick also has one *directory* datagram: which cells have chunks this tick. A
+//! client sees only the cells around its player (interest management, `view_cells` in
+//! the Welcome); the directory and the per-cell counts tell it exactly which chunks were
+//! meant for it, so it can tell a lost chunk from an empty cell.
 //!
 //! This module also defines the *tick buffer*: how the simulation lays a tick's chunks
 //! out in one buffer for the network thread (`[u16 length][chunk]` repeated). The tick
@@ -14,6 +19,15 @@ use crate::wire::{self, WireError};
 
 /// Datagram kind byte of a snapshot chunk.
 pub const SNAPSHOT_CHUNK_KIND: u8 = 0x01;
+
+/// Datagram kind byte of a tick directory (0x02 is the input datagram, client to server).
+pub const DIRECTORY_KIND: u8 = 0x03;
+
+/// Bytes of a directory before its cell bitmap: kind, flags and [`DirectoryHeader`].
+pub const DIRECTORY_HEADER_LEN: usize = 14;
+
+/// A Welcome's `view_cells` meaning "every cell": the client is sent the whole world.
+pub const VIEW_ALL: u16 = u16::MAX;
 
 /// Bytes before the first record: kind, flags and [`ChunkHeader`].
 pub const CHUNK_HEADER_LEN: usize = 18;
@@ -44,10 +58,10 @@ pub const KIND_PROJECTILE: u8 = 3;
 pub struct ChunkHeader {
     /// The tick this chunk belongs to.
     pub tick: u32,
-    /// This chunk's index within the tick, `0..chunk_count`.
-    pub chunk_index: u16,
-    /// How many chunks the tick has.
-    pub chunk_count: u16,
+    /// This chunk's index among its cell's chunks, `0..chunks_in_cell`.
+    pub index_in_cell: u16,
+    /// How many chunks this cell has this tick.
+    pub chunks_in_cell: u16,
     /// The spatial cell of every record in this chunk (`row * columns + column`).
     pub cell: u16,
     /// How many records follow.
@@ -93,13 +107,25 @@ pub enum ChunkError {
         /// Bytes after the header.
         body: usize,
     },
-    /// `chunk_index >= chunk_count`.
-    #[error("chunk index {index} is not below the chunk count {count}")]
+    /// `index_in_cell >= chunks_in_cell`.
+    #[error("chunk index {index} is not below the cell's chunk count {count}")]
     BadIndex {
         /// The index.
         index: u16,
         /// The count.
         count: u16,
+    },
+    /// A directory whose length does not match its grid.
+    #[error("directory for a {columns} x {rows} grid has {len} bytes, expected {expected}")]
+    DirectoryLength {
+        /// Columns announced.
+        columns: u16,
+        /// Rows announced.
+        rows: u16,
+        /// Bytes received.
+        len: usize,
+        /// Bytes a directory of that grid has.
+        expected: usize,
     },
     /// The header did not decode.
     #[error(transparent)]
@@ -134,10 +160,10 @@ pub fn parse_chunk(bytes: &[u8]) -> Result<Chunk<'_>, ChunkError> {
     }
     // bytes[1] is the flags byte: reserved, ignored by version 1 readers.
     let header: ChunkHeader = wire::decode_exact(&bytes[2..CHUNK_HEADER_LEN])?;
-    if header.chunk_index >= header.chunk_count {
+    if header.index_in_cell >= header.chunks_in_cell {
         return Err(ChunkError::BadIndex {
-            index: header.chunk_index,
-            count: header.chunk_count,
+            index: header.index_in_cell,
+            count: header.chunks_in_cell,
         });
     }
     let body = &bytes[CHUNK_HEADER_LEN..];
@@ -174,10 +200,171 @@ pub fn records_per_chunk(payload: usize) -> usize {
     payload.saturating_sub(CHUNK_HEADER_LEN) / ENTITY_RECORD_LEN
 }
 
+/// The part of a directory after the kind and flags bytes, before the bitmap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Encode, Decode)]
+pub struct DirectoryHeader {
+    /// The tick this directory describes.
+    pub tick: u32,
+    /// The server's clock when it encoded the tick, as in [`ChunkHeader`].
+    pub server_time_us: u32,
+    /// Columns of the cell grid.
+    pub columns: u16,
+    /// Rows of the cell grid.
+    pub rows: u16,
+}
+
+/// A parsed tick directory: which cells have at least one chunk this tick.
+#[derive(Debug, Clone, Copy)]
+pub struct Directory<'a> {
+    /// The header.
+    pub header: DirectoryHeader,
+    bitmap: &'a [u8],
+}
+
+impl Directory<'_> {
+    /// Whether `cell` has chunks this tick (false for a cell outside the grid).
+    pub fn occupied(&self, cell: u16) -> bool {
+        let cell = usize::from(cell);
+        cell < self.cells() && self.bitmap[cell / 8] & (1 << (cell % 8)) != 0
+    }
+
+    /// Cells in the grid.
+    pub fn cells(&self) -> usize {
+        usize::from(self.header.columns) * usize::from(self.header.rows)
+    }
+
+    /// The bitmap: bit `cell % 8` of byte `cell / 8` is set for an occupied cell.
+    pub fn bitmap(&self) -> &[u8] {
+        self.bitmap
+    }
+}
+
+/// Bytes of the directory of a grid of `cells` cells.
+pub fn directory_len(cells: usize) -> usize {
+    DIRECTORY_HEADER_LEN + cells.div_ceil(8)
+}
+
+/// Parses and validates a tick directory.
+pub fn parse_directory(bytes: &[u8]) -> Result<Directory<'_>, ChunkError> {
+    if bytes.len() < DIRECTORY_HEADER_LEN {
+        return Err(ChunkError::TooShort(bytes.len()));
+    }
+    if bytes[0] != DIRECTORY_KIND {
+        return Err(ChunkError::WrongKind(bytes[0]));
+    }
+    let header: DirectoryHeader = wire::decode_exact(&bytes[2..DIRECTORY_HEADER_LEN])?;
+    let cells = usize::from(header.columns) * usize::from(header.rows);
+    let expected = directory_len(cells);
+    if bytes.len() != expected {
+        return Err(ChunkError::DirectoryLength {
+            columns: header.columns,
+            rows: header.rows,
+            len: bytes.len(),
+            expected,
+        });
+    }
+    Ok(Directory {
+        header,
+        bitmap: &bytes[DIRECTORY_HEADER_LEN..],
+    })
+}
+
+/// Writes a directory into `out`, which must be [`directory_len`] of the grid's cells
+/// long; `occupied(cell)` says whether a cell has chunks.
+pub fn write_directory(header: &DirectoryHeader, occupied: impl Fn(usize) -> bool, out: &mut [u8]) {
+    let cells = usize::from(header.columns) * usize::from(header.rows);
+    debug_assert_eq!(out.len(), directory_len(cells));
+    out[0] = DIRECTORY_KIND;
+    out[1] = 0;
+    let written = wire::encode_into(header, &mut out[2..DIRECTORY_HEADER_LEN]).unwrap_or(0);
+    debug_assert_eq!(written, DIRECTORY_HEADER_LEN - 2);
+    let bitmap = &mut out[DIRECTORY_HEADER_LEN..];
+    bitmap.fill(0);
+    for cell in (0..cells).filter(|&cell| occupied(cell)) {
+        bitmap[cell / 8] |= 1 << (cell % 8);
+    }
+}
+
+/// A datagram from the server.
+#[derive(Debug, Clone, Copy)]
+pub enum ServerDatagram<'a> {
+    /// A snapshot chunk.
+    Chunk(Chunk<'a>),
+    /// A tick directory.
+    Directory(Directory<'a>),
+}
+
+impl ServerDatagram<'_> {
+    /// The tick the datagram belongs to.
+    pub fn tick(&self) -> u32 {
+        match self {
+            ServerDatagram::Chunk(chunk) => chunk.header.tick,
+            ServerDatagram::Directory(directory) => directory.header.tick,
+        }
+    }
+}
+
+/// Parses a server datagram by its kind byte.
+pub fn parse_datagram(bytes: &[u8]) -> Result<ServerDatagram<'_>, ChunkError> {
+    match bytes.first() {
+        Some(&DIRECTORY_KIND) => parse_directory(bytes).map(ServerDatagram::Directory),
+        _ => parse_chunk(bytes).map(ServerDatagram::Chunk),
+    }
+}
+
+/// The cells a client sees: a rectangle of the grid, clipped to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewRect {
+    /// First column.
+    pub column_start: u16,
+    /// Last column (inclusive).
+    pub column_end: u16,
+    /// First row.
+    pub row_start: u16,
+    /// Last row (inclusive).
+    pub row_end: u16,
+}
+
+impl ViewRect {
+    /// The cells within `radius` cells (Chebyshev distance) of `center`, on a grid of
+    /// `columns × rows`; [`VIEW_ALL`] (or any radius covering the grid) is the whole grid.
+    pub fn around(center: u16, columns: u16, rows: u16, radius: u16) -> Self {
+        let columns = columns.max(1);
+        let (row, column) = (center / columns, center % columns);
+        Self {
+            column_start: column.saturating_sub(radius),
+            column_end: column.saturating_add(radius).min(columns - 1),
+            row_start: row.saturating_sub(radius).min(rows.saturating_sub(1)),
+            row_end: row.saturating_add(radius).min(rows.saturating_sub(1)),
+        }
+    }
+
+    /// Whether `cell` lies in the rectangle.
+    pub fn contains(&self, cell: u16, columns: u16) -> bool {
+        let columns = columns.max(1);
+        let (row, column) = (cell / columns, cell % columns);
+        (self.row_start..=self.row_end).contains(&row)
+            && (self.column_start..=self.column_end).contains(&column)
+    }
+
+    /// The cells of each row of the rectangle, as inclusive ranges of cell numbers: cells
+    /// are numbered row by row, so each row of the view is one contiguous run.
+    pub fn row_runs(&self, columns: u16) -> impl Iterator<Item = (u16, u16)> + '_ {
+        (self.row_start..=self.row_end).map(move |row| {
+            let base = u32::from(row) * u32::from(columns);
+            (
+                (base + u32::from(self.column_start)) as u16,
+                (base + u32::from(self.column_end)) as u16,
+            )
+        })
+    }
+}
+
 /// Bytes of the length prefix before each chunk in a tick buffer.
 pub const TICK_FRAME_PREFIX_LEN: usize = 2;
 
-/// Iterates over the chunks laid out in a tick buffer, yielding each chunk's byte range.
+/// Iterates over the datagrams laid out in a tick buffer (the directory first, then the
+/// chunks in cell order), yielding each one's byte range.
 /// Stops at the first frame that does not fit (a truncated buffer yields what is whole).
 pub fn tick_frames(buffer: &[u8]) -> TickFrames<'_> {
     TickFrames { buffer, offset: 0 }
@@ -246,8 +433,8 @@ mod tests {
     fn the_layout_matches_the_protocol_doc() {
         let header = ChunkHeader {
             tick: 0x0403_0201,
-            chunk_index: 1,
-            chunk_count: 2,
+            index_in_cell: 1,
+            chunks_in_cell: 2,
             cell: 0x0605,
             record_count: 1,
             server_time_us: 0x0a09_0807,
@@ -290,11 +477,107 @@ mod tests {
         assert_eq!(tick_frames(&buf[..buf.len() - 1]).count(), 2);
     }
 
+    #[test]
+    fn a_directory_round_trips_and_its_layout_matches_the_protocol_doc() {
+        let header = DirectoryHeader {
+            tick: 0x0403_0201,
+            server_time_us: 0x0807_0605,
+            columns: 3,
+            rows: 4,
+        };
+        let mut out = vec![0u8; directory_len(12)];
+        write_directory(
+            &header,
+            |cell| cell == 0 || cell == 9 || cell == 11,
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            [
+                0x03,
+                0x00,
+                0x01,
+                0x02,
+                0x03,
+                0x04,
+                0x05,
+                0x06,
+                0x07,
+                0x08,
+                0x03,
+                0x00,
+                0x04,
+                0x00,
+                0b0000_0001,
+                0b0000_1010
+            ]
+        );
+        let parsed = parse_directory(&out).unwrap();
+        assert_eq!(parsed.header, header);
+        let occupied: Vec<u16> = (0..14).filter(|&c| parsed.occupied(c)).collect();
+        assert_eq!(occupied, vec![0, 9, 11]);
+        assert!(matches!(
+            parse_directory(&out[..15]),
+            Err(ChunkError::DirectoryLength { expected: 16, .. })
+        ));
+        assert!(matches!(
+            parse_datagram(&out),
+            Ok(ServerDatagram::Directory(_))
+        ));
+    }
+
+    #[test]
+    fn a_view_is_the_clipped_square_around_its_center() {
+        // 5 × 4 grid; center (row 1, column 0), radius 1.
+        let view = ViewRect::around(5, 5, 4, 1);
+        assert_eq!(
+            view,
+            ViewRect {
+                column_start: 0,
+                column_end: 1,
+                row_start: 0,
+                row_end: 2
+            }
+        );
+        assert_eq!(
+            view.row_runs(5).collect::<Vec<_>>(),
+            vec![(0, 1), (5, 6), (10, 11)]
+        );
+        assert!(view.contains(11, 5) && !view.contains(12, 5) && !view.contains(15, 5));
+        let all = ViewRect::around(7, 5, 4, VIEW_ALL);
+        assert_eq!(
+            all.row_runs(5).collect::<Vec<_>>(),
+            vec![(0, 4), (5, 9), (10, 14), (15, 19)]
+        );
+    }
+
     proptest! {
+        #[test]
+        fn directories_round_trip(columns in 1u16..100, rows in 1u16..90, tick in any::<u32>(),
+                                  seed in any::<u64>()) {
+            let cells = usize::from(columns) * usize::from(rows);
+            let occupied = |cell: usize| (seed.rotate_left(cell as u32 % 64) ^ cell as u64) & 1 == 1;
+            let header = DirectoryHeader { tick, server_time_us: 7, columns, rows };
+            let mut out = vec![0u8; directory_len(cells)];
+            write_directory(&header, occupied, &mut out);
+            let parsed = parse_directory(&out).unwrap();
+            prop_assert_eq!(parsed.header, header);
+            for cell in 0..cells {
+                prop_assert_eq!(parsed.occupied(cell as u16), occupied(cell));
+            }
+        }
+
+        #[test]
+        fn parse_datagram_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(ServerDatagram::Directory(d)) = parse_datagram(&bytes) {
+                prop_assert_eq!(bytes.len(), directory_len(d.cells()));
+            }
+        }
+
         #[test]
         fn chunks_round_trip(tick in any::<u32>(), count in 1u16..500, cell in any::<u16>(), t in any::<u32>(),
                              records in proptest::collection::vec(arb_record(), 0..80)) {
-            let header = ChunkHeader { tick, chunk_index: count - 1, chunk_count: count, cell,
+            let header = ChunkHeader { tick, index_in_cell: count - 1, chunks_in_cell: count, cell,
                 record_count: records.len() as u16, server_time_us: t };
             let bytes = encode_chunk(header, &records);
             let chunk = parse_chunk(&bytes).unwrap();

@@ -35,6 +35,12 @@ pub struct Welcome {
     pub arena_width: u16,
     /// Arena height in world units.
     pub arena_height: u16,
+    /// Side of a spatial cell in world units; the grid has
+    /// `ceil(arena_width / cell_size)` columns.
+    pub cell_size: u16,
+    /// The client is sent the cells within this many cells of its player's cell
+    /// (Chebyshev distance); [`crate::chunk::VIEW_ALL`] for the whole world.
+    pub view_cells: u16,
     /// The server's tick when the client was admitted.
     pub server_tick: u32,
 }
@@ -384,7 +390,8 @@ mod tests {
         #[test]
         fn welcome_round_trips(client_id in any::<u64>(), entity in any::<u32>(), tick in any::<u32>()) {
             let w = ServerMessage::Welcome(Welcome { protocol_version: 1, client_id, entity, tick_rate: 30,
-                chunk_payload: 1150, arena_width: 512, arena_height: 512, server_tick: tick });
+                chunk_payload: 1150, arena_width: 512, arena_height: 512, cell_size: 64, view_cells: 1,
+                server_tick: tick });
             frame_round_trip(&w);
         }
     }

@@ -1,6 +1,8 @@
 //! The simulation's configuration.
 
-use tickcast_shared::chunk::{DEFAULT_CHUNK_PAYLOAD, MIN_CHUNK_PAYLOAD, POSITION_SCALE};
+use tickcast_shared::chunk::{
+    DEFAULT_CHUNK_PAYLOAD, MIN_CHUNK_PAYLOAD, POSITION_SCALE, directory_len,
+};
 
 /// How the world is set up and how it runs. Every field has a default that says why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -8,13 +10,15 @@ pub struct SimConfig {
     /// Ticks per second. Default 30: the broadcast rate the seed's failing server ran at.
     pub tick_rate: u16,
     /// Arena width in world units, 1 to 1023 (positions travel as `u16` in 1/64 units).
-    /// Default 512: room for a few hundred entities without crowding.
+    /// Default 1,000: room for a couple of thousand players, each seeing a few percent
+    /// of it.
     pub arena_width: u16,
-    /// Arena height in world units. Default 512.
+    /// Arena height in world units. Default 1,000.
     pub arena_height: u16,
-    /// Side of a spatial cell in world units; snapshot chunks group entities by cell.
-    /// Default 128: a 4 × 4 grid on the default arena, so a few hundred entities fill
-    /// chunks well instead of scattering into many tiny datagrams.
+    /// Side of a spatial cell in world units. Snapshot chunks group entities by cell, and
+    /// a client is sent the cells around its player's (the net layer's `view_cells`).
+    /// Default 64: a 16 × 16 grid on the default arena; a view of 3 × 3 cells is 192
+    /// units wide, and at 1,600 entities holds about 60 of them, one packet's worth.
     pub cell_size: u16,
     /// NPCs spawned at start. Default 200: enough that a snapshot spans several chunks.
     pub npcs: u32,
@@ -57,9 +61,9 @@ impl Default for SimConfig {
     fn default() -> Self {
         Self {
             tick_rate: 30,
-            arena_width: 512,
-            arena_height: 512,
-            cell_size: 128,
+            arena_width: 1000,
+            arena_height: 1000,
+            cell_size: 64,
             npcs: 200,
             seed: 1,
             chunk_payload: DEFAULT_CHUNK_PAYLOAD,
@@ -101,12 +105,19 @@ impl SimConfig {
         if self.cell_size == 0 {
             return bad("cell_size must be at least 1".into());
         }
-        if self.cells() > usize::from(u16::MAX) {
-            return bad("cell_size is too small for the arena (over 65,535 cells)".into());
-        }
         if !(MIN_CHUNK_PAYLOAD..=1200).contains(&self.chunk_payload) {
             return bad(format!(
                 "chunk_payload {} must be {MIN_CHUNK_PAYLOAD} to 1200",
+                self.chunk_payload
+            ));
+        }
+        // The tick directory has one bit per cell and is one datagram.
+        if directory_len(self.cells()) > self.chunk_payload {
+            return bad(format!(
+                "cell_size {} makes {} cells, too many for one tick directory of at most \
+                 {} bytes; use larger cells",
+                self.cell_size,
+                self.cells(),
                 self.chunk_payload
             ));
         }
@@ -130,9 +141,14 @@ impl SimConfig {
         usize::from(self.arena_width).div_ceil(usize::from(self.cell_size))
     }
 
+    /// Rows of the cell grid.
+    pub fn cell_rows(&self) -> usize {
+        usize::from(self.arena_height).div_ceil(usize::from(self.cell_size))
+    }
+
     /// Number of cells in the grid.
     pub fn cells(&self) -> usize {
-        self.cell_columns() * usize::from(self.arena_height).div_ceil(usize::from(self.cell_size))
+        self.cell_columns() * self.cell_rows()
     }
 
     /// Ticks a duration in milliseconds lasts at this tick rate (at least 1).

@@ -57,11 +57,12 @@ impl ServerConfig {
     fn reconciled(mut self) -> Self {
         self.net.tick_rate = self.sim.tick_rate;
         self.net.arena = (self.sim.arena_width, self.sim.arena_height);
+        self.net.cell_size = self.sim.cell_size;
         self.net.chunk_payload = self.sim.chunk_payload;
         self.sim.max_players = u32::try_from(self.net.max_clients).unwrap_or(u32::MAX);
         let entities = self.sim.npcs as usize + self.net.max_clients;
         self.net.datagram_send_buffer =
-            (2 * tick_buffer_len(entities, self.sim.chunk_payload)).max(4 * self.sim.chunk_payload);
+            (2 * tick_buffer_len(entities, &self.sim)).max(4 * self.sim.chunk_payload);
         self
     }
 }

@@ -9,8 +9,9 @@
 use bevy_ecs::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tickcast_shared::chunk::{
-    CHUNK_HEADER_LEN, ChunkHeader, ENTITY_RECORD_LEN, EntityRecord, TICK_FRAME_PREFIX_LEN,
-    records_per_chunk, write_header, write_record,
+    CHUNK_HEADER_LEN, ChunkHeader, DirectoryHeader, ENTITY_RECORD_LEN, EntityRecord,
+    TICK_FRAME_PREFIX_LEN, directory_len, records_per_chunk, write_directory, write_header,
+    write_record,
 };
 
 use crate::config::SimConfig;
@@ -147,10 +148,7 @@ impl SnapshotState {
             config.npcs as usize + 256
         };
         Self {
-            pool: SnapshotPool::new(
-                config.snapshot_buffers,
-                tick_buffer_len(expected, config.chunk_payload),
-            ),
+            pool: SnapshotPool::new(config.snapshot_buffers, tick_buffer_len(expected, config)),
             rows: Vec::with_capacity(expected),
             sorted: Vec::with_capacity(expected),
             cell_starts: Vec::with_capacity(config.cells() + 1),
@@ -163,13 +161,15 @@ impl SnapshotState {
     }
 }
 
-/// An upper bound of the tick buffer for `entities` entities: every cell change can
-/// start a chunk, so count one chunk per entity's worth of headers at worst when
-/// entities are sparse, and whole chunks when they are dense.
-pub fn tick_buffer_len(entities: usize, chunk_payload: usize) -> usize {
-    let per_chunk = records_per_chunk(chunk_payload).max(1);
-    let chunks = entities.div_ceil(per_chunk) + entities.min(4096) + 1;
-    chunks * (TICK_FRAME_PREFIX_LEN + CHUNK_HEADER_LEN) + entities * ENTITY_RECORD_LEN
+/// An upper bound of the tick buffer for `entities` entities in `config`'s grid: the
+/// directory, then at most one partly filled chunk per occupied cell plus the full ones.
+pub fn tick_buffer_len(entities: usize, config: &SimConfig) -> usize {
+    let per_chunk = records_per_chunk(config.chunk_payload).max(1);
+    let chunks = entities.div_ceil(per_chunk) + entities.min(config.cells());
+    TICK_FRAME_PREFIX_LEN
+        + directory_len(config.cells())
+        + chunks * (TICK_FRAME_PREFIX_LEN + CHUNK_HEADER_LEN)
+        + entities * ENTITY_RECORD_LEN
 }
 
 /// Quantizes one entity into its snapshot record.
@@ -263,10 +263,13 @@ pub fn build_snapshot(
     state.hash = state_hash(tick.0, rng.state(), &state.sorted);
     state.entities = state.sorted.len();
 
-    let per_chunk = records_per_chunk(config.chunk_payload);
-    let chunk_count = count_chunks(&state.cell_starts, per_chunk);
-    let needed = chunk_count * (TICK_FRAME_PREFIX_LEN + CHUNK_HEADER_LEN)
-        + state.sorted.len() * ENTITY_RECORD_LEN;
+    let grid = Grid {
+        columns: config.cell_columns() as u16,
+        rows: config.cell_rows() as u16,
+        per_chunk: records_per_chunk(config.chunk_payload).max(1),
+    };
+    let chunk_count = count_chunks(&state.cell_starts, grid.per_chunk);
+    let needed = encoded_len(&grid, chunk_count, state.sorted.len());
     let buffer = match state.pool.acquire(needed) {
         Acquired::Free(buffer) => buffer,
         Acquired::Grown(buffer) => {
@@ -278,10 +281,11 @@ pub fn build_snapshot(
             buffer
         }
     };
-    encode_chunks(
+    encode_tick(
         buffer,
+        &grid,
         &state.sorted,
-        per_chunk,
+        &state.cell_starts,
         chunk_count,
         tick.0,
         state.server_time_us,
@@ -329,72 +333,98 @@ fn sort_by_cell_then_id(
     }
 }
 
-/// Chunks needed: each non-empty cell takes `ceil(rows / per_chunk)` chunks; one empty
-/// chunk for an empty world, so clients still see the tick.
-fn count_chunks(cell_starts: &[u32], per_chunk: usize) -> usize {
-    let chunks: usize = cell_starts
-        .windows(2)
-        .map(|w| ((w[1] - w[0]) as usize).div_ceil(per_chunk))
-        .sum();
-    chunks.max(1)
+/// The grid's shape and the chunk capacity, as the encoder needs them.
+#[derive(Debug, Clone, Copy)]
+struct Grid {
+    columns: u16,
+    rows: u16,
+    per_chunk: usize,
 }
 
-fn encode_chunks(
+impl Grid {
+    fn cells(&self) -> usize {
+        usize::from(self.columns) * usize::from(self.rows)
+    }
+}
+
+/// Chunks needed: each non-empty cell takes `ceil(rows / per_chunk)` chunks; an empty
+/// cell takes none (the directory says it is empty).
+fn count_chunks(cell_starts: &[u32], per_chunk: usize) -> usize {
+    cell_starts
+        .windows(2)
+        .map(|w| ((w[1] - w[0]) as usize).div_ceil(per_chunk))
+        .sum()
+}
+
+/// Bytes of a tick buffer: the directory frame, then the chunk frames.
+fn encoded_len(grid: &Grid, chunk_count: usize, records: usize) -> usize {
+    TICK_FRAME_PREFIX_LEN
+        + directory_len(grid.cells())
+        + chunk_count * (TICK_FRAME_PREFIX_LEN + CHUNK_HEADER_LEN)
+        + records * ENTITY_RECORD_LEN
+}
+
+/// Writes the tick buffer: the directory, then each occupied cell's chunks in cell order
+/// (`rows` sorted by cell, `cell_starts` their per-cell offsets).
+fn encode_tick(
     buffer: &mut BytesMut,
+    grid: &Grid,
     rows: &[Row],
-    per_chunk: usize,
+    cell_starts: &[u32],
     chunk_count: usize,
     tick: u32,
     server_time_us: u32,
 ) {
-    let total =
-        chunk_count * (TICK_FRAME_PREFIX_LEN + CHUNK_HEADER_LEN) + rows.len() * ENTITY_RECORD_LEN;
+    let total = encoded_len(grid, chunk_count, rows.len());
     // The pool guaranteed the capacity; resizing only writes zeros, it never allocates.
     buffer.resize(total, 0);
     let out = &mut buffer[..];
-    let chunk_count = u16::try_from(chunk_count).unwrap_or(u16::MAX);
-    let mut at = 0;
-    let mut index = 0u16;
-    let mut start = 0;
-    loop {
-        // The rows of this chunk: same cell, at most `per_chunk`.
-        let cell = rows.get(start).map_or(0, Row::cell);
-        let mut end = start;
-        while end < rows.len() && end - start < per_chunk && rows[end].cell() == cell {
-            end += 1;
-        }
-        let records = end - start;
-        let len = CHUNK_HEADER_LEN + records * ENTITY_RECORD_LEN;
-        out[at..at + TICK_FRAME_PREFIX_LEN].copy_from_slice(&(len as u16).to_le_bytes());
-        at += TICK_FRAME_PREFIX_LEN;
-        let header = ChunkHeader {
+    let occupied = |cell: usize| cell_starts[cell + 1] > cell_starts[cell];
+    let directory = directory_len(grid.cells());
+    out[..TICK_FRAME_PREFIX_LEN].copy_from_slice(&(directory as u16).to_le_bytes());
+    let mut at = TICK_FRAME_PREFIX_LEN;
+    write_directory(
+        &DirectoryHeader {
             tick,
-            chunk_index: index,
-            chunk_count,
-            cell,
-            record_count: records as u16,
             server_time_us,
-        };
-        if let Some(slot) = out
-            .get_mut(at..at + CHUNK_HEADER_LEN)
-            .and_then(|s| s.try_into().ok())
-        {
-            write_header(&header, slot);
-        }
-        at += CHUNK_HEADER_LEN;
-        for row in &rows[start..end] {
+            columns: grid.columns,
+            rows: grid.rows,
+        },
+        occupied,
+        &mut out[at..at + directory],
+    );
+    at += directory;
+    for cell in (0..grid.cells()).filter(|&cell| occupied(cell)) {
+        let cell_rows = &rows[cell_starts[cell] as usize..cell_starts[cell + 1] as usize];
+        let chunks_in_cell = cell_rows.len().div_ceil(grid.per_chunk) as u16;
+        for (index, chunk_rows) in cell_rows.chunks(grid.per_chunk).enumerate() {
+            let len = CHUNK_HEADER_LEN + chunk_rows.len() * ENTITY_RECORD_LEN;
+            out[at..at + TICK_FRAME_PREFIX_LEN].copy_from_slice(&(len as u16).to_le_bytes());
+            at += TICK_FRAME_PREFIX_LEN;
+            let header = ChunkHeader {
+                tick,
+                index_in_cell: index as u16,
+                chunks_in_cell,
+                cell: cell as u16,
+                record_count: chunk_rows.len() as u16,
+                server_time_us,
+            };
             if let Some(slot) = out
-                .get_mut(at..at + ENTITY_RECORD_LEN)
+                .get_mut(at..at + CHUNK_HEADER_LEN)
                 .and_then(|s| s.try_into().ok())
             {
-                write_record(&row.record, slot);
+                write_header(&header, slot);
             }
-            at += ENTITY_RECORD_LEN;
-        }
-        index += 1;
-        start = end;
-        if start >= rows.len() || index >= chunk_count {
-            break;
+            at += CHUNK_HEADER_LEN;
+            for row in chunk_rows {
+                if let Some(slot) = out
+                    .get_mut(at..at + ENTITY_RECORD_LEN)
+                    .and_then(|s| s.try_into().ok())
+                {
+                    write_record(&row.record, slot);
+                }
+                at += ENTITY_RECORD_LEN;
+            }
         }
     }
     buffer.truncate(at);
@@ -403,7 +433,7 @@ fn encode_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickcast_shared::chunk::{parse_chunk, tick_frames};
+    use tickcast_shared::chunk::{parse_chunk, parse_directory, tick_frames};
 
     fn rows(cells_and_ids: &[(u16, u32)]) -> Vec<Row> {
         cells_and_ids
@@ -418,48 +448,69 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn chunks_split_at_cells_and_at_the_record_limit() {
-        let rows = rows(&[(0, 1), (0, 2), (0, 3), (1, 4), (2, 5), (2, 6)]);
-        assert_eq!(count_chunks(&[0, 3, 4, 6], 2), 4);
-        let mut buffer = BytesMut::with_capacity(1024);
-        encode_chunks(&mut buffer, &rows, 2, 4, 9, 77);
+    /// Encodes `rows` (already in cell order) on a `columns × rows` grid and returns the
+    /// directory's occupied cells and each chunk as (cell, index, count, ids).
+    #[allow(clippy::type_complexity)]
+    fn encode(
+        cells_and_ids: &[(u16, u32)],
+        grid: Grid,
+    ) -> (Vec<u16>, Vec<(u16, u16, u16, Vec<u32>)>) {
+        let rows = rows(cells_and_ids);
+        let mut sorted = Vec::new();
+        let mut starts = Vec::new();
+        sort_by_cell_then_id(&rows, &mut sorted, &mut starts, grid.cells());
+        let count = count_chunks(&starts, grid.per_chunk);
+        let mut buffer = BytesMut::with_capacity(4096);
+        encode_tick(&mut buffer, &grid, &sorted, &starts, count, 9, 77);
+        assert_eq!(buffer.len(), encoded_len(&grid, count, rows.len()));
         let bytes = buffer.freeze();
-        let chunks: Vec<_> = tick_frames(&bytes)
+        let mut frames = tick_frames(&bytes);
+        let directory = parse_directory(&bytes[frames.next().unwrap()]).unwrap();
+        assert_eq!(directory.header.tick, 9);
+        let occupied = (0..grid.cells() as u16)
+            .filter(|&c| directory.occupied(c))
+            .collect();
+        let chunks = frames
             .map(|r| {
                 let chunk = parse_chunk(&bytes[r]).unwrap();
                 let ids: Vec<u32> = chunk.records().map(|r| r.net_id).collect();
-                (chunk.header.chunk_index, chunk.header.cell, ids)
+                let h = chunk.header;
+                assert_eq!((h.tick, h.server_time_us), (9, 77));
+                (h.cell, h.index_in_cell, h.chunks_in_cell, ids)
             })
             .collect();
+        (occupied, chunks)
+    }
+
+    #[test]
+    fn chunks_split_at_cells_and_at_the_record_limit() {
+        let grid = Grid {
+            columns: 2,
+            rows: 2,
+            per_chunk: 2,
+        };
+        let (occupied, chunks) = encode(&[(0, 1), (0, 2), (0, 3), (1, 4), (3, 5), (3, 6)], grid);
+        assert_eq!(occupied, vec![0, 1, 3], "cell 2 is empty");
         assert_eq!(
             chunks,
             vec![
-                (0, 0, vec![1, 2]),
-                (1, 0, vec![3]),
-                (2, 1, vec![4]),
-                (3, 2, vec![5, 6])
+                (0, 0, 2, vec![1, 2]),
+                (0, 1, 2, vec![3]),
+                (1, 0, 1, vec![4]),
+                (3, 0, 1, vec![5, 6])
             ]
         );
     }
 
     #[test]
-    fn an_empty_world_still_sends_one_chunk() {
-        assert_eq!(count_chunks(&[0, 0, 0], 80), 1);
-        let mut buffer = BytesMut::with_capacity(64);
-        encode_chunks(&mut buffer, &[], 80, 1, 3, 0);
-        let bytes = buffer.freeze();
-        let frames: Vec<_> = tick_frames(&bytes).collect();
-        assert_eq!(frames.len(), 1);
-        let chunk = parse_chunk(&bytes[frames[0].clone()]).unwrap();
-        assert_eq!(
-            (
-                chunk.header.tick,
-                chunk.header.chunk_count,
-                chunk.header.record_count
-            ),
-            (3, 1, 0)
-        );
+    fn an_empty_world_is_a_directory_alone() {
+        let grid = Grid {
+            columns: 3,
+            rows: 3,
+            per_chunk: 80,
+        };
+        let (occupied, chunks) = encode(&[], grid);
+        assert!(occupied.is_empty() && chunks.is_empty());
     }
 
     #[test]

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tickcast_clients::track::{ChunkOutcome, TickAssembler};
+use tickcast_clients::track::{ChunkOutcome, TickAssembler, View};
 use tickcast_clients::{InputHistory, Session, client_endpoint, connect, mint_token};
 use tickcast_net::tls::{TOKEN_KEY_FILE, load_token_key};
-use tickcast_shared::chunk::{KIND_PLAYER, parse_chunk};
+use tickcast_shared::chunk::{KIND_PLAYER, parse_datagram};
 use tickcast_shared::msg::InputCmd;
 
-use common::{start_server, temp_data_dir};
+use common::{start_server, temp_data_dir, test_config};
+use tickcast_sim::server::Server;
 
 /// One complete tick as a client saw it: the players and their x positions.
 #[derive(Debug, Clone)]
@@ -28,7 +29,7 @@ async fn run_client(session: Arc<Session>, walks: bool, run_for: Duration) -> Ve
     let own = session.welcome().entity;
     let middle = u16::try_from(u32::from(session.welcome().arena_width) * 64 / 2).unwrap();
     let mut move_x: i8 = 0;
-    let mut assembler = TickAssembler::new(true);
+    let mut assembler = TickAssembler::new(View::from_welcome(session.welcome()), true);
     let mut seen = Vec::new();
     let mut history = InputHistory::default();
     let mut ticker = tokio::time::interval(Duration::from_millis(33));
@@ -46,8 +47,8 @@ async fn run_client(session: Arc<Session>, walks: bool, run_for: Duration) -> Ve
             }
             datagram = session.next_datagram() => {
                 let bytes = datagram.expect("connection stays up");
-                let chunk = parse_chunk(&bytes).expect("server chunks parse");
-                if let ChunkOutcome::Completed { tick, .. } = assembler.on_chunk(&chunk) {
+                let datagram = parse_datagram(&bytes).expect("server datagrams parse");
+                if let ChunkOutcome::Completed { tick, .. } = assembler.on_datagram(&datagram) {
                     let players = assembler
                         .complete_records()
                         .iter()
@@ -179,6 +180,118 @@ fn three_clients_receive_every_player_and_see_each_others_moves() {
         "C did not move"
     );
 
+    server.stop();
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// What a client saw of one complete tick under interest management.
+#[derive(Debug)]
+struct ViewedTick {
+    /// Entities received.
+    entities: usize,
+    /// The largest distance, in cells, of any received entity's cell from the own one.
+    farthest_cell: u16,
+}
+
+#[test]
+fn each_client_is_sent_the_cells_around_its_own_player_and_nothing_else() {
+    let data_dir = temp_data_dir("e2e-view");
+    let mut config = test_config(&data_dir);
+    config.net.view_cells = 1;
+    config.sim.npcs = 600;
+    let cell_side = u32::from(config.sim.cell_size) * 64;
+    let server = Server::start(config).expect("server starts");
+    let addr = server.local_addr();
+    let key = load_token_key(&data_dir.join(TOKEN_KEY_FILE)).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let views = runtime.block_on(async {
+        let endpoint = client_endpoint(addr, server.fingerprint()).unwrap();
+        let mut tasks = Vec::new();
+        for client_id in 1..=4u64 {
+            let token = mint_token(&key, client_id, Duration::from_secs(60)).unwrap();
+            let session = connect(&endpoint, addr, token, Duration::from_secs(5))
+                .await
+                .expect("admitted");
+            tasks.push(tokio::spawn(async move {
+                let view = View::from_welcome(session.welcome());
+                assert_eq!(view.radius, 1, "the Welcome announces the view");
+                let own = session.welcome().entity;
+                let mut assembler = TickAssembler::new(view, true);
+                let mut seen = Vec::new();
+                let end = tokio::time::Instant::now() + Duration::from_secs(2);
+                while let Ok(datagram) = tokio::time::timeout_at(end, session.next_datagram()).await
+                {
+                    let bytes = datagram.expect("connection stays up");
+                    let datagram = parse_datagram(&bytes).expect("server datagrams parse");
+                    if let ChunkOutcome::Completed { tick, .. } = assembler.on_datagram(&datagram) {
+                        let records = assembler.complete_records();
+                        let cell_of = |x: u16, y: u16| {
+                            let (column, row) =
+                                (u32::from(x) / cell_side, u32::from(y) / cell_side);
+                            (column as i64, row as i64)
+                        };
+                        let own = records
+                            .iter()
+                            .find(|r| r.net_id == own)
+                            .expect("a complete tick holds the own player");
+                        let (own_column, own_row) = cell_of(own.x, own.y);
+                        let farthest_cell = records
+                            .iter()
+                            .map(|r| {
+                                let (column, row) = cell_of(r.x, r.y);
+                                (column - own_column).abs().max((row - own_row).abs()) as u16
+                            })
+                            .max()
+                            .unwrap_or(0);
+                        seen.push((
+                            tick,
+                            ViewedTick {
+                                entities: records.len(),
+                                farthest_cell,
+                            },
+                        ));
+                    }
+                }
+                session.close();
+                (seen, assembler.finish(2))
+            }));
+        }
+        let mut views = Vec::new();
+        for task in tasks {
+            views.push(task.await.unwrap());
+        }
+        endpoint.wait_idle().await;
+        views
+    });
+    let world = 600 + 4;
+    for (client, (seen, delivery)) in views.iter().enumerate() {
+        let ticks: Vec<u32> = seen.iter().map(|(tick, _)| *tick).collect();
+        assert!(
+            longest_consecutive_run(&ticks) >= 30,
+            "client {client}: too few consecutive complete ticks: {delivery:?}"
+        );
+        for (tick, viewed) in seen {
+            assert!(
+                viewed.farthest_cell <= 1,
+                "client {client}, tick {tick}: an entity {} cells away was sent",
+                viewed.farthest_cell
+            );
+            // A 3 × 3 view of a 16 × 16 grid holds a few percent of a uniform world.
+            assert!(
+                viewed.entities < world / 4,
+                "client {client}, tick {tick}: {} of {world} entities sent",
+                viewed.entities
+            );
+        }
+        assert!(
+            seen.iter().any(|(_, v)| v.entities > 1),
+            "client {client} saw no one but itself"
+        );
+    }
     server.stop();
     let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -134,6 +134,7 @@ fn info_inspect_and_export_read_what_was_recorded() {
     // Inspecting a keyframe tick by re-simulation gives the recorded snapshot.
     let keyframe = recording.keyframe(100).unwrap();
     let recorded: Vec<_> = tickcast_shared::chunk::tick_frames(keyframe)
+        .skip(1) // the tick directory
         .flat_map(|r| {
             tickcast_shared::chunk::parse_chunk(&keyframe[r])
                 .unwrap()
@@ -208,7 +209,7 @@ fn plot_draws_each_series_in_its_panel_and_writes_a_png() {
 
 #[test]
 fn serve_plays_the_recording_to_real_clients_as_spectators() {
-    use tickcast_clients::track::{ChunkOutcome, TickAssembler};
+    use tickcast_clients::track::{ChunkOutcome, TickAssembler, View};
     use tickcast_net::tls::{TOKEN_KEY_FILE, fingerprint_from_data_dir, load_token_key};
 
     let path = temp_file("serve");
@@ -263,12 +264,14 @@ fn serve_plays_the_recording_to_real_clients_as_spectators() {
                 u32::MAX,
                 "a spectator controls nothing"
             );
-            let mut assembler = TickAssembler::new(true);
+            assert_eq!(View::from_welcome(session.welcome()), View::ALL);
+            let mut assembler = TickAssembler::new(View::ALL, true);
             let mut ticks = Vec::new();
             let end = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
             while let Ok(Ok(bytes)) = tokio::time::timeout_at(end, session.next_datagram()).await {
-                let chunk = tickcast_shared::chunk::parse_chunk(&bytes).unwrap();
-                if let ChunkOutcome::Completed { tick, entities } = assembler.on_chunk(&chunk) {
+                let datagram = tickcast_shared::chunk::parse_datagram(&bytes).unwrap();
+                if let ChunkOutcome::Completed { tick, entities } = assembler.on_datagram(&datagram)
+                {
                     ticks.push((tick, entities));
                 }
             }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use tickcast_net::NetConfig;
+use tickcast_shared::chunk::VIEW_ALL;
 use tickcast_sim::SimConfig;
 use tickcast_sim::server::{Server, ServerConfig};
 
@@ -14,12 +15,20 @@ pub fn temp_data_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A server on 127.0.0.1, on a port of the OS's choosing, with a small world (30 NPCs).
+/// A server on 127.0.0.1, on a port of the OS's choosing, with a small world (30 NPCs)
+/// that every client sees whole (no interest management: these tests are about the
+/// broadcast itself).
 pub fn start_server(data_dir: &Path) -> Server {
-    Server::start(ServerConfig {
+    Server::start(test_config(data_dir)).expect("server starts")
+}
+
+/// The configuration [`start_server`] uses, for tests that change part of it.
+pub fn test_config(data_dir: &Path) -> ServerConfig {
+    ServerConfig {
         net: NetConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.to_path_buf(),
+            view_cells: VIEW_ALL,
             ..NetConfig::default()
         },
         sim: SimConfig {
@@ -27,6 +36,5 @@ pub fn start_server(data_dir: &Path) -> Server {
             ..SimConfig::default()
         },
         record: None,
-    })
-    .expect("server starts")
+    }
 }

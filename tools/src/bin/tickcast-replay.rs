@@ -391,6 +391,9 @@ fn serve(
         data_dir,
         tick_rate: config.tick_rate,
         arena: (config.arena_width, config.arena_height),
+        cell_size: config.cell_size,
+        // Every client of a replay is a spectator: it sees the whole world.
+        view_cells: tickcast_shared::chunk::VIEW_ALL,
         chunk_payload: config.chunk_payload,
         ..NetConfig::default()
     })?;

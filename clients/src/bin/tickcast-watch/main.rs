@@ -20,7 +20,7 @@ use anyhow::Context;
 use clap::Parser;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use tickcast_clients::cli::{ServerArgs, random_u32};
-use tickcast_clients::track::{SnapshotReceiver, WorldUpdate};
+use tickcast_clients::track::{SnapshotReceiver, View, WorldUpdate};
 use tickcast_clients::world::WorldView;
 use tickcast_clients::{
     InputHistory, client_endpoint, connect, connection_error_key, mint_token, now_us_wrapping,
@@ -146,7 +146,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let token = token(args)?;
     let shared = Arc::new(Mutex::new(Shared {
         // Per chunk: the freshest picture, and a lost chunk costs only its cell.
-        receiver: SnapshotReceiver::with_world(WorldView::default(), WorldUpdate::PerChunk),
+        receiver: SnapshotReceiver::with_world(
+            View::ALL,
+            WorldView::default(),
+            WorldUpdate::PerChunk,
+        ),
         welcome: None,
         rtt: None,
         status: format!("connecting to {}", args.access.server),
@@ -247,6 +251,9 @@ fn play(
         {
             let mut state = lock(shared);
             state.welcome = Some(session.welcome().clone());
+            state
+                .receiver
+                .set_view(View::from_welcome(session.welcome()));
             state.status = format!("connected as client {}", session.welcome().client_id);
         }
         let mut ticker = tokio::time::interval(Duration::from_secs(1) / tick_rate);
