@@ -53,8 +53,15 @@ struct Args {
     #[arg(long, default_value_t = 2000)]
     max_clients: usize,
     /// Arena side in world units (1 to 1023).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 1000)]
     arena: u16,
+    /// Side of a spatial cell in world units; snapshots are chunked by cell.
+    #[arg(long, default_value_t = 64)]
+    cell_size: u16,
+    /// Interest management: each player is sent the cells within this many cells of its
+    /// own, or `all` for the whole world.
+    #[arg(long, default_value = "1", value_parser = parse_view_cells)]
+    view_cells: u16,
     /// Record every tick to this file (read it with `tickcast-replay`).
     #[arg(long)]
     record: Option<PathBuf>,
@@ -74,6 +81,7 @@ impl Args {
                 key_file: self.key,
                 memory_budget: self.memory_budget,
                 max_clients: self.max_clients,
+                view_cells: self.view_cells,
                 ..NetConfig::default()
             },
             sim: SimConfig {
@@ -82,6 +90,7 @@ impl Args {
                 seed: self.seed,
                 arena_width: self.arena,
                 arena_height: self.arena,
+                cell_size: self.cell_size,
                 ..SimConfig::default()
             },
             record: self.record.map(|path| RecordConfig {
@@ -89,6 +98,19 @@ impl Args {
                 keyframe_interval: self.keyframe_interval,
             }),
         }
+    }
+}
+
+/// `all` or a radius in cells below 65,535.
+fn parse_view_cells(text: &str) -> Result<u16, String> {
+    if text == "all" {
+        return Ok(tickcast_shared::chunk::VIEW_ALL);
+    }
+    match text.parse::<u16>() {
+        Ok(cells) if cells != tickcast_shared::chunk::VIEW_ALL => Ok(cells),
+        _ => Err(format!(
+            "`{text}` is not a number of cells (0 to 65,534) or `all`"
+        )),
     }
 }
 

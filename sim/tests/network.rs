@@ -268,7 +268,13 @@ fn a_hello_of_another_protocol_version_is_rejected_and_closed_with_its_reject_co
 
 #[test]
 fn a_connection_without_a_hello_is_closed_with_hello_timeout() {
-    let test = TestServer::start("hello-timeout", NetConfig::default());
+    let test = TestServer::start(
+        "hello-timeout",
+        NetConfig {
+            hello_timeout: Duration::from_secs(1),
+            ..NetConfig::default()
+        },
+    );
     runtime().block_on(async {
         let endpoint = test.endpoint();
         // One opens no stream at all; one opens the control stream and sends half a Hello.
