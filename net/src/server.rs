@@ -511,7 +511,7 @@ async fn serve_peer(
                 }
             }
             read = control.read(&mut scratch), if control_open => match read {
-                // Nothing may follow the Hello in protocol version 1.
+                // Nothing may follow the Hello in protocol version 2.
                 Ok(Some(_)) => {
                     state.count(|c| &c.protocol_errors);
                     conn.close(VarInt::from_u32(close::PROTOCOL_ERROR), b"unexpected bytes on the control stream");

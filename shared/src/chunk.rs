@@ -158,7 +158,7 @@ pub fn parse_chunk(bytes: &[u8]) -> Result<Chunk<'_>, ChunkError> {
     if bytes[0] != SNAPSHOT_CHUNK_KIND {
         return Err(ChunkError::WrongKind(bytes[0]));
     }
-    // bytes[1] is the flags byte: reserved, ignored by version 1 readers.
+    // bytes[1] is the flags byte: reserved, ignored by version 2 readers.
     let header: ChunkHeader = wire::decode_exact(&bytes[2..CHUNK_HEADER_LEN])?;
     if header.index_in_cell >= header.chunks_in_cell {
         return Err(ChunkError::BadIndex {
