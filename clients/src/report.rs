@@ -88,6 +88,10 @@ pub struct ClientOutcome {
     pub udp_bytes_in: u64,
     /// UDP bytes sent, QUIC overhead included.
     pub udp_bytes_out: u64,
+    /// UDP packets received (a packet may carry several QUIC datagrams and ACKs).
+    pub udp_packets_in: u64,
+    /// UDP packets sent (inputs, ACKs, keep-alives).
+    pub udp_packets_out: u64,
     /// Datagrams that were not valid chunks.
     pub malformed_chunks: u64,
     /// Why the server's side ended its connection, if it did.
@@ -115,6 +119,8 @@ impl ClientOutcome {
             bytes_in: 0,
             udp_bytes_in: 0,
             udp_bytes_out: 0,
+            udp_packets_in: 0,
+            udp_packets_out: 0,
             malformed_chunks: 0,
             disconnected: None,
             errors: Vec::new(),
@@ -174,6 +180,10 @@ pub struct Summary {
     pub udp_bytes_in_per_client_per_s: f64,
     /// UDP bytes sent (inputs, ACKs, QUIC) per connected second per client.
     pub udp_bytes_out_per_client_per_s: f64,
+    /// UDP packets received per connected second per client.
+    pub udp_packets_in_per_client_per_s: f64,
+    /// UDP packets sent per connected second per client.
+    pub udp_packets_out_per_client_per_s: f64,
     /// Entities in the newest complete tick any client of the set saw.
     pub entities_last_snapshot: usize,
     /// Clients whose connection the server side ended.
@@ -215,6 +225,7 @@ pub fn summarize<'a>(
     let mut ratios = Vec::new();
     let (mut clients, mut connected, mut disconnects, mut reconnects) = (0, 0, 0, 0);
     let (mut bytes_in, mut udp_in, mut udp_out) = (0, 0, 0);
+    let (mut packets_in, mut packets_out) = (0, 0);
     let mut tick_rate = 0;
     let mut newest: Option<(u32, usize)> = None;
     let mut client_seconds = 0.0;
@@ -248,6 +259,8 @@ pub fn summarize<'a>(
         bytes_in += outcome.bytes_in;
         udp_in += outcome.udp_bytes_in;
         udp_out += outcome.udp_bytes_out;
+        packets_in += outcome.udp_packets_in;
+        packets_out += outcome.udp_packets_out;
         latency.merge(&outcome.latency);
         age.merge(&outcome.snapshot_age);
         rtt.merge(&outcome.rtt);
@@ -283,6 +296,8 @@ pub fn summarize<'a>(
         bytes_in_per_client_per_s: per_second(bytes_in, client_seconds),
         udp_bytes_in_per_client_per_s: per_second(udp_in, client_seconds),
         udp_bytes_out_per_client_per_s: per_second(udp_out, client_seconds),
+        udp_packets_in_per_client_per_s: per_second(packets_in, client_seconds),
+        udp_packets_out_per_client_per_s: per_second(packets_out, client_seconds),
         entities_last_snapshot: newest.map_or(0, |(_, n)| n),
         disconnects,
         reconnects,

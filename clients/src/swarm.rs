@@ -606,6 +606,8 @@ async fn run_bot(
         let stats = session.stats();
         outcome.udp_bytes_in += stats.udp_rx.bytes;
         outcome.udp_bytes_out += stats.udp_tx.bytes;
+        outcome.udp_packets_in += stats.udp_rx.datagrams;
+        outcome.udp_packets_out += stats.udp_tx.datagrams;
         session.close();
         shared.live.connected.fetch_sub(1, Ordering::Relaxed);
         if let Some(key) = lost {
