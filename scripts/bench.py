@@ -357,7 +357,11 @@ def run_load(binary, clients, timing, work, mix="walk=100", npcs=200):
         w1 = server.snapshot()
         report = bots.report(timeout=ramp + duration + 60)
         if server.proc.poll() is not None:
-            raise BenchError(f"tickcast-server died during the run:\n{server.log_tail()}")
+            why = ("it was told to stop (SIGTERM, SIGINT or SIGHUP) by another process — "
+                   "is something on this machine killing tickcast-server by name?"
+                   if any("stopping tick=" in line for line in server.lines)
+                   else f"it exited with {server.proc.returncode}")
+            raise BenchError(f"tickcast-server ended during the run in {work}: {why}\n{server.log_tail(5)}")
     finally:
         if bots:
             bots.stop()
@@ -400,7 +404,7 @@ QUICK = {
     "capacity_counts": [100, 250],
     "timing": {"idle": 1, "ramp": 2, "settle": 2, "window": 4},
     "soak_clients": 100,
-    "soak_duration": 40,
+    "soak_duration": 30,
 }
 FULL = {
     "quick": False,
@@ -622,7 +626,8 @@ def commit():
 def header(argv, out):
     print("# tickcast benchmark\n")
     print(f"* date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
-    print(f"* machine: {machine()}")
+    print(f"* machine: {machine()}; load average {os.getloadavg()[0]:.2f} at the start "
+          "(other work on the machine shows up in every figure)")
     print(f"* commit: {commit()}")
     print(f"* command: `{shlex.join(['python3', 'scripts/bench.py', *argv])}`")
     print(f"* output: `{show_path(out)}` (CSV, chart, each run's server and bot logs)\n", flush=True)
@@ -635,7 +640,7 @@ def main(argv):
                         help="all, ab, capacity, soak (default: all; `--soak D` alone: soak)")
     parser.add_argument("--quick", action="store_true", help="small counts, short windows: under 2 minutes")
     parser.add_argument("--soak", type=parse_duration, metavar="DURATION",
-                        help="soak length, e.g. 10m (default 10m; 40s with --quick)")
+                        help="soak length, e.g. 10m (default 10m; 30s with --quick)")
     parser.add_argument("--counts", type=lambda t: [int(n) for n in t.split(",")], metavar="N,N,…",
                         help="client counts for ab and capacity instead of the preset's")
     parser.add_argument("--out", help="directory for CSV, PNG and logs (default target/bench-out/<UTC time>)")
