@@ -532,14 +532,17 @@ def mode_soak(preset, work, out, duration):
 
 def soak_rows(r):
     """One row per RSS sample (seconds since the bots started), with the tick p99 of the
-    status line that arrived since the previous sample, if one did."""
+    status line that arrived since the previous sample, if one did. `rss_window_mib`
+    repeats RSS inside the slope's window only, so the chart can zoom on it."""
     rows, status, i = [], r["status"], 0
+    t0, t1 = r["window"]
     for t, rss in r["rss_series"]:
         line = None
         while i < len(status) and status[i][0] <= t:
             line = status[i][1]
             i += 1
-        rows.append({"t_s": round(t - r["started"], 2), "rss_mib": round(rss / MIB, 3),
+        rows.append({"t_s": round(t - r["started"], 2) + 0.0,  # + 0.0: no "-0" label "rss_mib": round(rss / MIB, 3),
+                     "rss_window_mib": round(rss / MIB, 3) if t0 <= t <= t1 else "",
                      "tick_p99_us": line["tick_p99"] if line else "",
                      "clients": line["clients"] if line else ""})
     return rows
@@ -547,7 +550,7 @@ def soak_rows(r):
 
 def chart(csv_path, png_path):
     result = subprocess.run([CHART, csv_path, "--output", png_path, "--x", "t_s",
-                             "--columns", "rss_mib,tick_p99_us,clients", "--zoom", "rss_mib"],
+                             "--columns", "rss_mib,rss_window_mib,tick_p99_us,clients", "--zoom", "rss_window_mib"],
                             capture_output=True, text=True)
     if result.returncode != 0:
         raise BenchError(f"tickcast-chart failed: {result.stderr.strip()}")
