@@ -533,7 +533,15 @@ def mode_soak(preset, work, out, duration):
 def soak_rows(r):
     """One row per RSS sample (seconds since the bots started), with the tick p99 of the
     status line that arrived since the previous sample, if one did. `rss_window_mib`
-    repeats RSS inside the slope's window only, so the chart can zoom on it."""
+    repeats RSS inside the slope's window only, so the chart can zoom on it.
+
+    >>> r = {"status": [(1.0, {"tick_p99": 200, "clients": 5})], "started": 0.5,
+    ...      "rss_series": [(0.5, MIB), (1.5, 2 * MIB), (2.5, 2 * MIB)], "window": (1.4, 2.0)}
+    >>> [list(row.values()) for row in soak_rows(r)]
+    [[0.0, 1.0, '', '', ''], [1.0, 2.0, 2.0, 200, 5], [2.0, 2.0, '', '', '']]
+    >>> list(soak_rows(r)[0])
+    ['t_s', 'rss_mib', 'rss_window_mib', 'tick_p99_us', 'clients']
+    """
     rows, status, i = [], r["status"], 0
     t0, t1 = r["window"]
     for t, rss in r["rss_series"]:
@@ -541,7 +549,8 @@ def soak_rows(r):
         while i < len(status) and status[i][0] <= t:
             line = status[i][1]
             i += 1
-        rows.append({"t_s": round(t - r["started"], 2) + 0.0,  # + 0.0: no "-0" label "rss_mib": round(rss / MIB, 3),
+        # + 0.0 turns a rounded -0.0 into 0.0 (no "-0" label on the chart).
+        rows.append({"t_s": round(t - r["started"], 2) + 0.0, "rss_mib": round(rss / MIB, 3),
                      "rss_window_mib": round(rss / MIB, 3) if t0 <= t <= t1 else "",
                      "tick_p99_us": line["tick_p99"] if line else "",
                      "clients": line["clients"] if line else ""})
