@@ -413,7 +413,7 @@ QUICK = {
     "capacity_counts": [100, 250],
     "timing": {"idle": 1, "ramp": 2, "settle": 2, "window": 4},
     "soak_clients": 100,
-    "soak_duration": 30,
+    "soak_duration": 45,
 }
 FULL = {
     "quick": False,
@@ -506,9 +506,10 @@ def mode_capacity(preset, work, out):
 def mode_soak(preset, work, out, duration):
     clients = preset["soak_clients"]
     ramp = preset["timing"]["ramp"]
-    # RSS settles while connections warm up (buffers reach their working size); the
-    # slope is taken after this.
-    warmup = min(60.0, max(5.0, duration / 10))
+    # RSS settles while connections warm up: in every quick run it stepped up twice,
+    # about 14 s and 18 s after the bots connected (~30 and ~90 KiB at 100 clients),
+    # then stayed flat. The slope is taken after this.
+    warmup = min(60.0, max(20.0, duration / 10))
     window = duration - ramp - warmup - 1
     if window < 5:
         raise BenchError(f"--soak {duration:g}s leaves no window after the {ramp} s ramp and {warmup:g} s warm-up")
@@ -661,7 +662,7 @@ def main(argv):
                         help="all, ab, capacity, soak (default: all; `--soak D` alone: soak)")
     parser.add_argument("--quick", action="store_true", help="small counts, short windows: under 2 minutes")
     parser.add_argument("--soak", type=parse_duration, metavar="DURATION",
-                        help="soak length, e.g. 10m (default 10m; 30s with --quick)")
+                        help="soak length, e.g. 10m (default 10m; 45s with --quick)")
     parser.add_argument("--counts", type=lambda t: [int(n) for n in t.split(",")], metavar="N,N,…",
                         help="client counts for ab and capacity instead of the preset's")
     parser.add_argument("--out", help="directory for CSV, PNG and logs (default target/bench-out/<UTC time>)")
