@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod allocations;
 pub mod config;
 pub mod game;
 pub mod record;

@@ -2,6 +2,9 @@
 //!
 //! Glue only: parse the flags, validate them into a config, start
 //! [`tickcast_sim::server::Server`], and stop it cleanly on Ctrl-C or SIGTERM.
+//!
+//! With the `count-allocs` feature it also installs a counting global allocator (module
+//! `counting`) so the status line reports the whole process's heap allocations.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -114,7 +117,64 @@ fn parse_view_cells(text: &str) -> Result<u16, String> {
     }
 }
 
+/// The `count-allocs` build's global allocator: `std::alloc::System` plus a relaxed
+/// atomic count of every allocation, read by the status line
+/// (`tickcast_sim::allocations`). Same approach as `sim/tests/zero_alloc.rs`, but
+/// process-wide: the benchmark wants every thread's allocations, the network thread's
+/// above all.
+#[cfg(feature = "count-allocs")]
+// A global allocator is an `unsafe impl GlobalAlloc`; the workspace denies unsafe code
+// and every library forbids it, so the one impl lives here in the binary, scoped to
+// this module. It forwards every call unchanged.
+#[allow(unsafe_code)]
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+
+    use tickcast_sim::allocations::note_allocation;
+
+    pub struct CountingAllocator;
+
+    // SAFETY: every call is forwarded unchanged to the system allocator; counting is
+    // one relaxed atomic add on a static, which neither allocates nor blocks.
+    unsafe impl GlobalAlloc for CountingAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note_allocation();
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note_allocation();
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note_allocation();
+            // SAFETY: same contract as the caller's.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as the caller's.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: CountingAllocator = CountingAllocator;
+}
+
+/// The cargo features this binary was built with that change what it measures, for the
+/// start-up log (a benchmark checks it is running the build it asked for).
+const BENCHMARK_FEATURES: &[(&str, bool)] = &[
+    ("count-allocs", cfg!(feature = "count-allocs")),
+    ("per-client-encode", cfg!(feature = "per-client-encode")),
+];
+
 fn main() -> ExitCode {
+    #[cfg(feature = "count-allocs")]
+    tickcast_sim::allocations::mark_counting();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -134,6 +194,9 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let config = args.into_config();
     let data_dir = config.net.data_dir.clone();
+    for (feature, _) in BENCHMARK_FEATURES.iter().filter(|(_, on)| *on) {
+        tracing::info!("built with feature {feature}");
+    }
     let server = Server::start(config)?;
     tracing::info!(
         "tickcast-server listening on {} (data dir {})",

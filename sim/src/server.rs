@@ -89,8 +89,25 @@ pub struct ServerStatus {
     pub fanout_spread_mean_us: u64,
     /// Largest fan-out spread over the interval, microseconds.
     pub fanout_spread_max_us: u64,
+    /// Heap allocations in the whole process over the last interval, when the binary
+    /// counts them (`tickcast-server` built with the `count-allocs` feature); `None`
+    /// otherwise.
+    pub allocations: Option<u64>,
     /// The simulation's counters.
     pub sim: SimCounters,
+}
+
+/// ` allocs=N` when allocations are counted, nothing otherwise; formats without
+/// allocating.
+struct AllocationsField(Option<u64>);
+
+impl std::fmt::Display for AllocationsField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, " allocs={n}"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A running server.
@@ -260,6 +277,7 @@ fn run_loop(
     let mut last_bytes_out = 0u64;
     let mut recorded_bytes_out = 0u64;
     let mut last_spread = (0u64, 0u64);
+    let mut last_allocations = crate::allocations::total();
 
     while !stop.load(Ordering::Relaxed) {
         let began = Instant::now();
@@ -306,7 +324,13 @@ fn run_loop(
                 .checked_div(spread_samples)
                 .unwrap_or(0);
             last_spread = spread;
+            let allocations = crate::allocations::total();
+            let allocations_in_interval = allocations
+                .zip(last_allocations)
+                .map(|(now, then)| now - then);
+            last_allocations = allocations;
             let snapshot = ServerStatus {
+                allocations: allocations_in_interval,
                 fanout_spread_mean_us,
                 fanout_spread_max_us: counters.fanout_spread_us_max.swap(0, Ordering::Relaxed),
                 tick: sim.tick(),
@@ -321,7 +345,7 @@ fn run_loop(
             last_bytes_out = bytes_out;
             tracing::info!(
                 target: "tickcast::status",
-                "clients={} tick={} entities={} tick_p99={}us fanout={}/{}us out={}/s rss={} skipped_peer_ticks={} late_ticks={}",
+                "clients={} tick={} entities={} tick_p99={}us fanout={}/{}us out={}/s rss={} skipped_peer_ticks={} late_ticks={}{}",
                 snapshot.clients,
                 snapshot.tick,
                 snapshot.entities,
@@ -332,6 +356,7 @@ fn run_loop(
                 human_bytes(snapshot.rss_bytes),
                 NetCounters::get(&counters.peer_ticks_skipped_backpressure),
                 late_ticks,
+                AllocationsField(snapshot.allocations),
             );
             if let Ok(mut shared) = status.lock() {
                 *shared = snapshot;
@@ -395,6 +420,12 @@ mod tests {
         }
         assert_eq!(times.p99_and_reset(), 99);
         assert_eq!(times.p99_and_reset(), 0, "reset after reading");
+    }
+
+    #[test]
+    fn allocations_field_is_absent_when_not_counted() {
+        assert_eq!(AllocationsField(None).to_string(), "");
+        assert_eq!(AllocationsField(Some(42)).to_string(), " allocs=42");
     }
 
     #[test]

@@ -5,9 +5,12 @@
 //! * `tickcast-replay` reads recordings (`tickcast_sim::replay`): info, verify
 //!   (re-simulate and compare every tick's hash), inspect, export, plot ([`plot`]),
 //!   serve, repair.
+//! * `tickcast-chart` draws columns of a CSV time series as a PNG ([`chart`]), for
+//!   `scripts/bench.py`.
 //!
 //! What it never does: change a server's files other than the ones it is asked to write.
 
 #![forbid(unsafe_code)]
 
+pub mod chart;
 pub mod plot;

@@ -1,16 +1,16 @@
 //! `tickcast-replay plot`: a PNG of tick time, bytes out per client and clients over
-//! time. Drawn into an RGB buffer with a built-in 5×7 pixel font, so it needs no system
-//! fonts or libraries at run time.
+//! time ([`render`]); any series stacked in panels the same way ([`render_panels`], used
+//! by `tickcast-chart`). Drawn into an RGB buffer with a built-in 5×7 pixel font, so it
+//! needs no system fonts or libraries at run time.
 
 use std::io::Write;
 
-use tickcast_sim::record::Recording;
+use tickcast_sim::record::{Recording, TickRecord};
 
 /// Image width in pixels.
 pub const WIDTH: usize = 960;
 /// Height of one panel in pixels.
 pub const PANEL_HEIGHT: usize = 200;
-const PANELS: usize = 3;
 const MARGIN_LEFT: usize = 80;
 const MARGIN_RIGHT: usize = 20;
 const MARGIN_TOP: usize = 24;
@@ -146,67 +146,93 @@ fn glyph(c: char) -> [u8; 7] {
         '(' => [0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02],
         ')' => [0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08],
         '%' => [0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03],
+        '_' => [0, 0, 0, 0, 0, 0, 0x1f],
         _ => [0x1f, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1f],
     }
 }
 
-/// One series to draw: a title and a value per tick.
-struct Series {
-    title: &'static str,
-    colour: [u8; 3],
-    points: Vec<(u32, f64)>,
+/// One series to draw in a panel of its own: a title, a colour and (x, y) points in x
+/// order.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Drawn above the panel.
+    pub title: String,
+    /// The line's colour.
+    pub colour: [u8; 3],
+    /// The points, in x order; consecutive points are joined.
+    pub points: Vec<(f64, f64)>,
+    /// The y axis starts at 0 (`true`) or at the smallest value (`false`: a flat series
+    /// with small changes shows them, and the axis label says where it starts).
+    pub from_zero: bool,
 }
+
+/// Colours for series in order, then repeating.
+pub const PALETTE: [[u8; 3]; 4] = [[200, 40, 40], [40, 90, 200], [30, 150, 60], [150, 60, 170]];
 
 /// Draws the three panels for `recording`.
 pub fn render(recording: &Recording) -> Canvas {
     let ticks: Vec<_> = recording.ticks().collect();
-    let series = [
-        Series {
-            title: "tick time (us)",
-            colour: [200, 40, 40],
-            points: ticks
-                .iter()
-                .map(|t| (t.tick, f64::from(t.duration_us)))
-                .collect(),
-        },
-        Series {
-            title: "bytes out per client per tick",
-            colour: [40, 90, 200],
-            points: ticks
-                .iter()
-                .map(|t| (t.tick, t.bytes_out as f64 / f64::from(t.clients.max(1))))
-                .collect(),
-        },
-        Series {
-            title: "clients",
-            colour: [30, 150, 60],
-            points: ticks
-                .iter()
-                .map(|t| (t.tick, f64::from(t.clients)))
-                .collect(),
-        },
-    ];
-    let height = PANEL_HEIGHT * PANELS;
-    let mut canvas = Canvas::new(WIDTH, height);
-    let first = ticks.first().map_or(0, |t| t.tick);
-    let last = ticks.last().map_or(1, |t| t.tick).max(first + 1);
+    let series = |title: &str, colour, value: &dyn Fn(&TickRecord) -> f64| Series {
+        title: title.to_owned(),
+        colour,
+        points: ticks
+            .iter()
+            .map(|t| (f64::from(t.tick), value(t)))
+            .collect(),
+        from_zero: true,
+    };
+    render_panels(
+        "tick",
+        &[
+            series("tick time (us)", PALETTE[0], &|t| f64::from(t.duration_us)),
+            series("bytes out per client per tick", PALETTE[1], &|t| {
+                t.bytes_out as f64 / f64::from(t.clients.max(1))
+            }),
+            series("clients", PALETTE[2], &|t| f64::from(t.clients)),
+        ],
+    )
+}
+
+/// Draws each series in a panel of its own, stacked, over a shared x axis labelled
+/// `x_label` at both ends.
+pub fn render_panels(x_label: &str, series: &[Series]) -> Canvas {
+    let mut canvas = Canvas::new(WIDTH, PANEL_HEIGHT * series.len().max(1));
+    let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let first = xs().fold(f64::INFINITY, f64::min);
+    let first = if first.is_finite() { first } else { 0.0 };
+    let last = xs().fold(first + 1.0, f64::max);
     for (index, s) in series.iter().enumerate() {
-        draw_panel(&mut canvas, index * PANEL_HEIGHT, s, (first, last));
+        draw_panel(&mut canvas, index * PANEL_HEIGHT, s, x_label, (first, last));
     }
     canvas
 }
 
-fn draw_panel(canvas: &mut Canvas, top: usize, series: &Series, (first, last): (u32, u32)) {
+fn draw_panel(
+    canvas: &mut Canvas,
+    top: usize,
+    series: &Series,
+    x_label: &str,
+    (first, last): (f64, f64),
+) {
     let grey = [120, 120, 120];
     let (left, right) = (MARGIN_LEFT, WIDTH - MARGIN_RIGHT);
     let (plot_top, bottom) = (top + MARGIN_TOP, top + PANEL_HEIGHT - MARGIN_BOTTOM);
-    let max = series
-        .points
-        .iter()
-        .map(|p| p.1)
-        .fold(0.0f64, f64::max)
-        .max(1.0);
-    canvas.text(left, top + 6, series.title, [0, 0, 0]);
+    let values = || series.points.iter().map(|p| p.1);
+    let min = if series.from_zero {
+        0.0
+    } else {
+        values().fold(f64::INFINITY, f64::min)
+    };
+    let min = if min.is_finite() { min } else { 0.0 };
+    // A flat series still gets a visible range above its floor.
+    let max = values().fold(min, f64::max).max(
+        min + if series.from_zero {
+            1.0
+        } else {
+            min.abs() * 0.01 + 1e-9
+        },
+    );
+    canvas.text(left, top + 6, &series.title, [0, 0, 0]);
     // Axes and labels.
     canvas.line(
         (left as i64, plot_top as i64),
@@ -219,9 +245,14 @@ fn draw_panel(canvas: &mut Canvas, top: usize, series: &Series, (first, last): (
         grey,
     );
     canvas.text(8, plot_top, &format_value(max), grey);
-    canvas.text(8, bottom - 7, "0", grey);
-    canvas.text(left, bottom + 8, &format!("tick {first}"), grey);
-    let label = format!("tick {last}");
+    canvas.text(8, bottom - 7, &format_value(min), grey);
+    canvas.text(
+        left,
+        bottom + 8,
+        &format!("{x_label} {}", format_value(first)),
+        grey,
+    );
+    let label = format!("{x_label} {}", format_value(last));
     canvas.text(
         right.saturating_sub(label.len() * 6),
         bottom + 8,
@@ -229,14 +260,18 @@ fn draw_panel(canvas: &mut Canvas, top: usize, series: &Series, (first, last): (
         grey,
     );
     // The series, one segment per consecutive pair of points.
-    let span = f64::from(last - first);
-    let to_pixel = |(tick, value): (u32, f64)| {
-        let x = left as f64 + f64::from(tick - first) / span * (right - left) as f64;
-        let y = bottom as f64 - value / max * (bottom - plot_top) as f64;
+    let span = last - first;
+    let to_pixel = |(x, value): (f64, f64)| {
+        let x = left as f64 + (x - first) / span * (right - left) as f64;
+        let y = bottom as f64 - (value - min) / (max - min) * (bottom - plot_top) as f64;
         (x.round() as i64, y.round() as i64)
     };
     let mut previous = None;
-    for point in &series.points {
+    for point in series
+        .points
+        .iter()
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+    {
         let pixel = to_pixel(*point);
         if let Some(prev) = previous {
             canvas.line(prev, pixel, series.colour);
@@ -248,11 +283,13 @@ fn draw_panel(canvas: &mut Canvas, top: usize, series: &Series, (first, last): (
 }
 
 fn format_value(value: f64) -> String {
-    if value >= 1e6 {
+    if value.abs() >= 1e6 {
         format!("{:.1}m", value / 1e6)
-    } else if value >= 1e4 {
+    } else if value.abs() >= 1e5 {
         format!("{:.0}k", value / 1e3)
-    } else {
+    } else if value.fract() == 0.0 || value.abs() >= 100.0 {
         format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
     }
 }

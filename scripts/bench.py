@@ -1,0 +1,714 @@
+#!/usr/bin/env python3
+"""tickcast benchmark driver (issue #7, "Prove it"): the real release server and bots as
+separate processes on 127.0.0.1, markdown tables on stdout, CSV (and a PNG) in --out.
+
+Modes (default: all three; `--soak 10m` alone runs the soak):
+
+  ab        encode-once fan-out (A) vs per-client encode (B) at 100, 500, 1000 clients:
+            heap allocations per tick (whole server process, `count-allocs` builds),
+            peak RSS, RSS growth over the measured window, server CPU µs per
+            client-tick, delivery.
+  capacity  the shipped server at 250 → 3000 clients: CPU µs per client-tick, the
+            network thread's CPU, delivery, fan-out spread, RSS per client. Stops early
+            when fewer than half the bots get in (the machine's limit).
+  soak      500 clients (10 % stalled) for --soak (default 10m): server RSS every
+            second, its least-squares slope after a warm-up, tick time; soak.csv and a
+            PNG chart (drawn by tickcast-chart, no matplotlib needed).
+
+  --quick   every mode with small counts and short windows: finishes in under 2 min.
+  --counts  client counts for ab and capacity, e.g. --counts 100,500,1000.
+
+    python3 scripts/bench.py --quick
+    python3 scripts/bench.py ab capacity --out bench-out
+    python3 scripts/bench.py --soak 10m
+
+The driver builds what it runs (each cargo call under `flock /tmp/tickcast-cargo.lock`):
+the shipped binaries in target/release, A in target/bench-encode-once and B in
+target/bench-per-client (features count-allocs and per-client-encode,count-allocs).
+`--no-build` uses the binaries already there. Every process it starts is stopped
+before it moves on (SIGTERM, then SIGKILL after 30 s). The bots' exit code 1 (a gate
+failed) is a result; 2 (could not run) stops the driver. Exit codes: 0 done, 1 failed.
+`--self-test` runs the doctests of the parsing and arithmetic below.
+"""
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TICK_RATE = 30  # the server's default, which every run uses
+NET_THREAD = "tickcast-net"
+CARGO_LOCK = os.environ.get("TICKCAST_CARGO_LOCK", "/tmp/tickcast-cargo.lock")
+MIB = 1024 * 1024
+
+SHIPPED = os.path.join(ROOT, "target", "release")
+SERVER = os.path.join(SHIPPED, "tickcast-server")
+BOTS = os.path.join(SHIPPED, "tickcast-bots")
+CHART = os.path.join(SHIPPED, "tickcast-chart")
+# The A/B builds: the same server, with the counting allocator; B also encodes per
+# client. Separate target dirs so both binaries exist at once.
+VARIANTS = {
+    "A": ("encode once", "count-allocs", "bench-encode-once"),
+    "B": ("per-client encode", "per-client-encode,count-allocs", "bench-per-client"),
+}
+
+
+def variant_binary(name):
+    return os.path.join(ROOT, "target", VARIANTS[name][2], "release", "tickcast-server")
+
+
+class BenchError(Exception):
+    """A run could not be measured: the message says why."""
+
+
+# --- pure parsing and arithmetic (doctested by --self-test) ---------------------------
+
+STATUS = re.compile(
+    r"clients=(?P<clients>\d+) tick=(?P<tick>\d+) entities=\d+ tick_p99=(?P<tick_p99>\d+)us "
+    r"fanout=(?P<fan_mean>\d+)/(?P<fan_max>\d+)us .*?late_ticks=(?P<late>\d+)"
+    r"(?: allocs=(?P<allocs>\d+))?"
+)
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def parse_status(line):
+    """The numbers of one server status line, or None for any other line.
+
+    >>> s = parse_status("INFO tickcast::status: clients=3 tick=90 entities=203 "
+    ...     "tick_p99=250us fanout=40/90us out=1.0MiB/s rss=20.1MiB skipped_peer_ticks=0 "
+    ...     "late_ticks=1 allocs=1234")
+    >>> (s["clients"], s["tick"], s["tick_p99"], s["fan_mean"], s["fan_max"], s["allocs"])
+    (3, 90, 250, 40, 90, 1234)
+    >>> parse_status("clients=3 tick=90 entities=203 tick_p99=250us fanout=40/90us "
+    ...     "out=1.0MiB/s rss=20.1MiB skipped_peer_ticks=0 late_ticks=0")["allocs"] is None
+    True
+    >>> parse_status("INFO tickcast-server listening on 127.0.0.1:4433") is None
+    True
+    """
+    m = STATUS.search(ANSI.sub("", line))
+    if not m:
+        return None
+    return {k: (int(v) if v is not None else None) for k, v in m.groupdict().items()}
+
+
+def allocations_per_tick(lines):
+    """Allocations per tick over status lines [(time, status)], in order: each line's
+    `allocs` covers the interval since the line before it, and so does its tick number's
+    difference. The first line only sets the start. None if the lines carry no count.
+
+    >>> lines = [(0, {"tick": 30, "allocs": 500}), (1, {"tick": 60, "allocs": 60}),
+    ...          (2, {"tick": 90, "allocs": 30})]
+    >>> allocations_per_tick(lines)
+    1.5
+    >>> allocations_per_tick([(0, {"tick": 30, "allocs": None}), (1, {"tick": 60, "allocs": None})]) is None
+    True
+    """
+    allocs = ticks = 0
+    for (_, before), (_, after) in zip(lines, lines[1:]):
+        if after["allocs"] is None:
+            return None
+        allocs += after["allocs"]
+        ticks += after["tick"] - before["tick"]
+    return allocs / ticks if ticks else None
+
+
+def least_squares_slope(points):
+    """Slope of the least-squares line through [(x, y)]; None with fewer than 2 x values.
+
+    >>> least_squares_slope([(0, 1.0), (1, 3.0), (2, 5.0)])
+    2.0
+    >>> least_squares_slope([(5, 1.0)]) is None
+    True
+    """
+    if len({x for x, _ in points}) < 2:
+        return None
+    mean_x = statistics.fmean(x for x, _ in points)
+    mean_y = statistics.fmean(y for _, y in points)
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in points)
+    sxx = sum((x - mean_x) ** 2 for x, _ in points)
+    return sxy / sxx
+
+
+def parse_duration(text):
+    """Seconds in '10m', '90s', '1h', '1m30s' or a plain number of seconds.
+
+    >>> parse_duration("10m"), parse_duration("1m30s"), parse_duration("45")
+    (600.0, 90.0, 45.0)
+    """
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 10m, 90s, 1m30s)")
+    scale = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return float(sum(float(n) * scale[u] for n, u in parts))
+
+
+def fmt(value, spec, unit=""):
+    """A number for a table cell, or '–' when it could not be measured.
+
+    >>> fmt(1.234, ".1f", " ms"), fmt(None, ".1f"), fmt(float("nan"), ".1f")
+    ('1.2 ms', '–', '–')
+    """
+    if value is None or value != value:
+        return "–"
+    return f"{value:{spec}}{unit}"
+
+
+# --- processes ------------------------------------------------------------------------
+
+
+def proc_stat(path):
+    with open(path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def task_cpu(path):
+    """CPU seconds of one thread: `schedstat`'s time on CPU (nanoseconds), else
+    utime + stime from `stat` (clock ticks: 10 ms steps, coarse over a 4 s window)."""
+    try:
+        with open(f"{path}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (FileNotFoundError, IndexError, ValueError):
+        return proc_stat(f"{path}/stat")
+
+
+def thread_cpu(pid, name=None):
+    """CPU seconds of the process's live threads, or of those called `name` (`comm`).
+    Threads that have ended are not counted: the server's threads live as long as it."""
+    total = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        path = f"/proc/{pid}/task/{tid}"
+        try:
+            if name is not None:
+                with open(f"{path}/comm") as f:
+                    if f.read().strip() != name:
+                        continue
+            total += task_cpu(path)
+        except FileNotFoundError:  # the thread ended between listdir and open
+            continue
+    return total
+
+
+def memory(pid):
+    """(RSS, peak RSS) in bytes from /proc/PID/status (VmRSS, VmHWM)."""
+    values = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024
+    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Server:
+    """A tickcast-server in its own work dir, its log read line by line on a thread:
+    status lines are kept with the monotonic time they arrived; a sampler thread reads
+    its RSS once a second."""
+
+    def __init__(self, binary, work, clients, npcs):
+        self.addr = f"127.0.0.1:{free_udp_port()}"
+        self.work = work
+        self.log_path = os.path.join(work, "server.log")
+        self.status = []  # (monotonic time, parse_status dict)
+        self.rss = []  # (monotonic time, RSS bytes)
+        self.lines = []
+        self.done = threading.Event()
+        env = dict(os.environ, RUST_LOG="info", NO_COLOR="1")
+        self.proc = subprocess.Popen(
+            [binary, "--listen", self.addr, "--max-clients", str(max(clients + 10, 100)),
+             "--npcs", str(npcs)],
+            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.sampler = threading.Thread(target=self._sample, daemon=True)
+        self.sampler.start()
+
+    def _read(self):
+        with open(self.log_path, "w") as log:
+            for line in self.proc.stdout:
+                log.write(line)
+                now = time.monotonic()
+                self.lines.append(line)
+                status = parse_status(line)
+                if status:
+                    self.status.append((now, status))
+
+    def _sample(self):
+        while not self.done.wait(1.0):
+            try:
+                self.rss.append((time.monotonic(), memory(self.proc.pid)[0]))
+            except (FileNotFoundError, ProcessLookupError):
+                return
+
+    def log_tail(self, n=15):
+        return "".join(self.lines[-n:])
+
+    def wait_ready(self, timeout=20):
+        cert = os.path.join(self.work, ".tickcast", "cert.der")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.reader.join(timeout=5)
+                raise BenchError(f"tickcast-server exited ({self.proc.returncode}):\n{self.log_tail()}")
+            if os.path.exists(cert) and any("listening on" in line for line in self.lines):
+                return
+            time.sleep(0.05)
+        raise BenchError(f"tickcast-server did not start in {timeout} s:\n{self.log_tail()}")
+
+    def features(self):
+        return {m.group(1) for m in map(re.compile(r"built with feature (\S+)").search, self.lines) if m}
+
+    def snapshot(self):
+        """Now: (time, process CPU s, network thread CPU s, RSS, peak RSS)."""
+        pid = self.proc.pid
+        rss, peak = memory(pid)
+        return {"t": time.monotonic(), "cpu": thread_cpu(pid),
+                "net_cpu": thread_cpu(pid, NET_THREAD), "rss": rss, "peak": peak}
+
+    def status_between(self, t0, t1):
+        """Status lines that arrived in (t0, t1], with the last line before t0 first (the
+        start of the first interval)."""
+        before = [s for s in self.status if s[0] <= t0][-1:]
+        return before + [s for s in self.status if t0 < s[0] <= t1]
+
+    def stop(self):
+        self.done.set()
+        stop_process(self.proc)
+        self.reader.join(timeout=10)
+
+
+class Bots:
+    def __init__(self, work, server, clients, duration_s, ramp_s, mix):
+        self.err_path = os.path.join(work, "bots.log")
+        self.err = open(self.err_path, "w")
+        self.proc = subprocess.Popen(
+            [BOTS, "--server", server.addr, "--data-dir", os.path.join(work, ".tickcast"),
+             "--clients", str(clients), "--duration", f"{duration_s:g}s",
+             "--ramp", f"{ramp_s:g}s", "--mix", mix, "--json"],
+            cwd=work, stdout=subprocess.PIPE, stderr=self.err, text=True,
+        )
+
+    def report(self, timeout):
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop_process(self.proc)
+            raise BenchError(f"tickcast-bots did not finish in {timeout:.0f} s")
+        finally:
+            self.err.close()
+        code = self.proc.returncode
+        if code not in (0, 1):  # 1: a gate failed, still a report; 2: could not run
+            with open(self.err_path) as f:
+                tail = "".join(f.readlines()[-10:])
+            raise BenchError(f"tickcast-bots exited {code}:\n{tail}")
+        return json.loads(out)
+
+    def stop(self):
+        stop_process(self.proc)
+        if not self.err.closed:
+            self.err.close()
+
+
+def run_load(binary, clients, timing, work, mix="walk=100", npcs=200):
+    """Starts the server, lets it idle, brings the bots in over `ramp`, waits `settle`,
+    measures over `window`, waits for the bots' report, stops the server.
+
+    Bots play ramp + settle + window + 1 s each from their own connect, so every bot is
+    connected for the whole window (the last connects at `ramp`, the first leaves at
+    ramp + settle + window + 1)."""
+    os.makedirs(work, exist_ok=True)
+    ramp, settle, window = timing["ramp"], timing["settle"], timing["window"]
+    duration = ramp + settle + window + 1
+    server = Server(binary, work, clients, npcs)
+    bots = None
+    try:
+        server.wait_ready()
+        time.sleep(timing["idle"])
+        idle = server.snapshot()
+        bots = Bots(work, server, clients, duration, ramp, mix)
+        started = time.monotonic()
+        time.sleep(ramp + settle)
+        w0 = server.snapshot()
+        time.sleep(window)
+        w1 = server.snapshot()
+        report = bots.report(timeout=ramp + duration + 60)
+        if server.proc.poll() is not None:
+            why = ("it was told to stop (SIGTERM, SIGINT or SIGHUP) by another process — "
+                   "is something on this machine killing tickcast-server by name?"
+                   if any("stopping tick=" in line for line in server.lines)
+                   else f"it exited with {server.proc.returncode}")
+            raise BenchError(f"tickcast-server ended during the run in {work}: {why}\n{server.log_tail(5)}")
+    finally:
+        if bots:
+            bots.stop()
+        server.stop()
+    lines = server.status_between(w0["t"], w1["t"])
+    in_window = [s for t, s in lines if t > w0["t"]]
+    seconds = w1["t"] - w0["t"]
+    ticks = seconds * TICK_RATE
+    peers = statistics.fmean(s["clients"] for s in in_window) if in_window else None
+    cpu = w1["cpu"] - w0["cpu"]
+    return {
+        "clients": clients,
+        "connected": report["connected"],
+        "peers": peers,
+        "report": report,
+        "features": server.features(),
+        "idle_rss": idle["rss"],
+        "rss_start": w0["rss"],
+        "rss_end": w1["rss"],
+        "peak_rss": w1["peak"],
+        "server_cores": cpu / seconds,
+        "net_cores": (w1["net_cpu"] - w0["net_cpu"]) / seconds,
+        "us_per_client_tick": cpu * 1e6 / (peers * ticks) if peers else None,
+        "allocs_per_tick": allocations_per_tick(lines),
+        "spread_mean_ms": statistics.fmean(s["fan_mean"] for s in in_window) / 1000 if in_window else None,
+        "spread_max_ms": max(s["fan_max"] for s in in_window) / 1000 if in_window else None,
+        "late_ticks": (in_window[-1]["late"] - lines[0][1]["late"]) if in_window else None,
+        "status": server.status,
+        "rss_series": server.rss,
+        "started": started,
+        "window": (w0["t"], w1["t"]),
+    }
+
+
+# --- the modes --------------------------------------------------------------------------
+
+QUICK = {
+    "quick": True,
+    "ab_counts": [100],
+    "capacity_counts": [100, 250],
+    "timing": {"idle": 1, "ramp": 2, "settle": 2, "window": 4},
+    "soak_clients": 100,
+    "soak_duration": 45,
+}
+FULL = {
+    "quick": False,
+    "ab_counts": [100, 500, 1000],
+    "capacity_counts": [250, 500, 1000, 1400, 2000, 3000],
+    "timing": {"idle": 2, "ramp": 5, "settle": 5, "window": 10},
+    "soak_clients": 500,
+    "soak_duration": 600,
+}
+
+
+def timing_for(preset, clients):
+    """Full runs spread connects at ≤ 200 per second: a burst of handshakes is a test of
+    its own, not of steady state."""
+    timing = dict(preset["timing"])
+    if not preset["quick"]:
+        timing["ramp"] = max(timing["ramp"], clients / 200)
+    return timing
+
+
+def delivery(report, group=None):
+    if group:
+        report = report.get("groups", {}).get(group)
+        if report is None:
+            return None
+    return report["delivery_ratio"] if report.get("snapshots_expected") else None
+
+
+def mode_ab(preset, work, out):
+    print("## A/B: encode once vs per-client encode\n")
+    print(f"A = `tickcast-server` built with `--features {VARIANTS['A'][1]}` (the shipped fan-out); "
+          f"B = `--features {VARIANTS['B'][1]}`. 200 NPCs, 30 Hz, bots `walk=100`. "
+          "Window of " f"{preset['timing']['window']} s after ramp + settle.\n")
+    print("| clients | mode | connected | allocations per tick | per client-tick | peak RSS | RSS growth in window | server CPU µs per client-tick | delivery |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    rows = []
+    for clients in preset["ab_counts"]:
+        for name in ("A", "B"):
+            label, features, _ = VARIANTS[name]
+            r = run_load(variant_binary(name), clients, timing_for(preset, clients),
+                         os.path.join(work, f"ab-{clients}-{name}"))
+            missing = set(features.split(",")) - r["features"]
+            if missing:
+                raise BenchError(f"the {name} binary does not say it was built with {', '.join(sorted(missing))}")
+            if r["allocs_per_tick"] is None:
+                raise BenchError(f"the {name} server printed no allocs= in its status lines")
+            per_client = r["allocs_per_tick"] / r["peers"] if r["peers"] else None
+            growth = (r["rss_end"] - r["rss_start"]) / MIB
+            print(f"| {clients} | {name}: {label} | {r['connected']} | {fmt(r['allocs_per_tick'], ',.1f')} | "
+                  f"{fmt(per_client, '.2f')} | {fmt(r['peak_rss'] / MIB, '.1f', ' MiB')} | "
+                  f"{growth:+.2f} MiB | {fmt(r['us_per_client_tick'], '.1f')} | "
+                  f"{fmt(delivery(r['report']), '.4f')} |", flush=True)
+            rows.append({"clients": clients, "mode": name, "connected": r["connected"],
+                         "allocs_per_tick": r["allocs_per_tick"], "allocs_per_client_tick": per_client,
+                         "peak_rss_bytes": r["peak_rss"], "rss_growth_bytes": r["rss_end"] - r["rss_start"],
+                         "window_s": r["window"][1] - r["window"][0],
+                         "us_per_client_tick": r["us_per_client_tick"], "delivery": delivery(r["report"])})
+    write_csv(os.path.join(out, "ab.csv"), rows)
+    print()
+
+
+def mode_capacity(preset, work, out):
+    print("## Capacity: the shipped server from few clients to the machine's limit\n")
+    print("`target/release/tickcast-server` on its defaults (200 NPCs, 30 Hz), bots `walk=100` "
+          "in another process on the same cores. Network thread: its CPU over the window "
+          "(1.00 = one core, the target is ≤ 1).\n")
+    print("| clients | connected | server CPU µs per client-tick | server cores | network thread cores | fan-out spread mean / max | delivery | RSS per client |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    rows = []
+    for clients in preset["capacity_counts"]:
+        r = run_load(SERVER, clients, timing_for(preset, clients), os.path.join(work, f"capacity-{clients}"))
+        per_client = (r["rss_start"] - r["idle_rss"]) / r["peers"] if r["peers"] else None
+        print(f"| {clients} | {r['connected']} | {fmt(r['us_per_client_tick'], '.1f')} | "
+              f"{r['server_cores']:.2f} | {r['net_cores']:.2f} | "
+              f"{fmt(r['spread_mean_ms'], '.2f')} / {fmt(r['spread_max_ms'], '.2f')} ms | "
+              f"{fmt(delivery(r['report']), '.4f')} | {fmt(per_client and per_client / 1024, '.1f', ' KiB')} |",
+              flush=True)
+        rows.append({"clients": clients, "connected": r["connected"], "us_per_client_tick": r["us_per_client_tick"],
+                     "server_cores": r["server_cores"], "net_cores": r["net_cores"],
+                     "spread_mean_ms": r["spread_mean_ms"], "spread_max_ms": r["spread_max_ms"],
+                     "delivery": delivery(r["report"]), "rss_per_client_bytes": per_client,
+                     "idle_rss_bytes": r["idle_rss"], "rss_bytes": r["rss_start"]})
+        if r["connected"] < clients / 2:
+            print(f"\nStopped after {clients}: fewer than half the bots connected, this machine's limit.")
+            break
+    write_csv(os.path.join(out, "capacity.csv"), rows)
+    print()
+
+
+def mode_soak(preset, work, out, duration):
+    clients = preset["soak_clients"]
+    ramp = preset["timing"]["ramp"]
+    # RSS settles while connections warm up: in every quick run it stepped up twice,
+    # about 14 s and 18 s after the bots connected (~30 and ~90 KiB at 100 clients),
+    # then stayed flat. The slope is taken after this.
+    warmup = min(60.0, max(20.0, duration / 10))
+    window = duration - ramp - warmup - 1
+    if window < 5:
+        raise BenchError(f"--soak {duration:g}s leaves no window after the {ramp} s ramp and {warmup:g} s warm-up")
+    mix = "walk=90,stall=10"
+    print(f"## Soak: {clients} clients for {duration:g} s, 10 % stalled\n")
+    print(f"`target/release/tickcast-server` on its defaults, bots `--mix {mix}`, ramp {ramp} s. "
+          f"RSS sampled every second from /proc; slope = least squares over the window after a "
+          f"{warmup:g} s warm-up ({window:g} s); tick time = the status line's `tick_p99` (99th "
+          "percentile of each second's ticks).\n")
+    r = run_load(SERVER, clients, {"idle": preset["timing"]["idle"], "ramp": ramp, "settle": warmup,
+                                   "window": window}, os.path.join(work, "soak"), mix=mix)
+    t0, t1 = r["window"]
+    in_window = [(t - t0, rss) for t, rss in r["rss_series"] if t0 <= t <= t1]
+    slope = least_squares_slope([(t / 60, rss / 1024) for t, rss in in_window])  # KiB/min
+    p99 = [s["tick_p99"] for t, s in r["status"] if t0 < t <= t1]
+    rows = soak_rows(r)
+    csv_path = os.path.join(out, "soak.csv")
+    write_csv(csv_path, rows)
+    png = chart(csv_path, os.path.join(out, "soak.png"))
+    report = r["report"]
+    print("| clients | connected | RSS at warm-up end | RSS at end | peak RSS | RSS slope | tick p99 median / max | late ticks | walk delivery | stall delivery |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| {clients} | {r['connected']} | {r['rss_start'] / MIB:.1f} MiB | {r['rss_end'] / MIB:.1f} MiB | "
+          f"{r['peak_rss'] / MIB:.1f} MiB | {fmt(slope, '+.1f', ' KiB/min')} | "
+          f"{fmt(statistics.median(p99) if p99 else None, '.0f')} / {fmt(max(p99) if p99 else None, '.0f')} µs | "
+          f"{fmt(r['late_ticks'], 'd')} | {fmt(delivery(report, 'walk'), '.4f')} | "
+          f"{fmt(delivery(report, 'stall'), '.4f')} |")
+    print(f"\nSeries: `{show_path(csv_path)}`; chart: `{show_path(png)}`.\n")
+
+
+def soak_rows(r):
+    """One row per RSS sample (seconds since the bots started), with the tick p99 of the
+    status line that arrived since the previous sample, if one did. `rss_window_mib`
+    repeats RSS inside the slope's window only, so the chart can zoom on it.
+
+    >>> r = {"status": [(1.0, {"tick_p99": 200, "clients": 5})], "started": 0.5,
+    ...      "rss_series": [(0.5, MIB), (1.5, 2 * MIB), (2.5, 2 * MIB)], "window": (1.4, 2.0)}
+    >>> [list(row.values()) for row in soak_rows(r)]
+    [[0.0, 1.0, '', '', ''], [1.0, 2.0, 2.0, 200, 5], [2.0, 2.0, '', '', '']]
+    >>> list(soak_rows(r)[0])
+    ['t_s', 'rss_mib', 'rss_window_mib', 'tick_p99_us', 'clients']
+    """
+    rows, status, i = [], r["status"], 0
+    t0, t1 = r["window"]
+    for t, rss in r["rss_series"]:
+        line = None
+        while i < len(status) and status[i][0] <= t:
+            line = status[i][1]
+            i += 1
+        # + 0.0 turns a rounded -0.0 into 0.0 (no "-0" label on the chart).
+        rows.append({"t_s": round(t - r["started"], 2) + 0.0, "rss_mib": round(rss / MIB, 3),
+                     "rss_window_mib": round(rss / MIB, 3) if t0 <= t <= t1 else "",
+                     "tick_p99_us": line["tick_p99"] if line else "",
+                     "clients": line["clients"] if line else ""})
+    return rows
+
+
+def chart(csv_path, png_path):
+    result = subprocess.run([CHART, csv_path, "--output", png_path, "--x", "t_s",
+                             "--columns", "rss_mib,rss_window_mib,tick_p99_us,clients", "--zoom", "rss_window_mib"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BenchError(f"tickcast-chart failed: {result.stderr.strip()}")
+    return png_path
+
+
+def show_path(path):
+    """`path` relative to the checkout when inside it, else absolute."""
+    rel = os.path.relpath(path, ROOT)
+    return path if rel.startswith("..") else rel
+
+
+def write_csv(path, rows):
+    if not rows:
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# --- building and the header ------------------------------------------------------------
+
+
+def cargo(*args):
+    command = ["cargo", *args]
+    if shutil.which("flock"):
+        command = ["flock", CARGO_LOCK, *command]
+    print(f"bench: {shlex.join(command)}", file=sys.stderr, flush=True)
+    result = subprocess.run(command, cwd=ROOT, stdout=sys.stderr)
+    return result.returncode == 0
+
+
+def build(modes):
+    if not cargo("build", "--release", "-p", "tickcast-sim", "-p", "tickcast-clients", "--bins"):
+        raise BenchError("building the release server and bots failed (output above)")
+    if "soak" in modes and not cargo("build", "--release", "-p", "tickcast-tools", "--bin", "tickcast-chart"):
+        raise BenchError("building tickcast-chart failed (output above)")
+    if "ab" in modes:
+        for name, (label, features, target) in VARIANTS.items():
+            if not cargo("build", "--release", "-p", "tickcast-sim", "--bin", "tickcast-server",
+                         "--features", features, "--target-dir", os.path.join("target", target)):
+                hint = (" — the per-client-encode feature comes with the fan-out rewrite "
+                        "(tickcast-sim forwards it to tickcast-net/per-client-encode)") if name == "B" else ""
+                raise BenchError(f"building the {name} server ({label}: --features {features}) failed{hint}")
+
+
+def check_binaries(modes):
+    needed = [SERVER, BOTS] + ([CHART] if "soak" in modes else []) \
+        + ([variant_binary("A"), variant_binary("B")] if "ab" in modes else [])
+    missing = [p for p in needed if not os.path.exists(p)]
+    if missing:
+        raise BenchError("missing (run without --no-build): " + ", ".join(missing))
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+        with open("/proc/meminfo") as f:
+            mem_kib = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+    except (OSError, StopIteration):
+        mem_kib = 0
+    return f"{os.cpu_count()} cores (nproc), {model}, {mem_kib / MIB:.1f} GiB, {platform.system()} {platform.release()}"
+
+
+def commit():
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return head + (" (with uncommitted changes)" if dirty else "")
+
+
+def header(argv, out):
+    print("# tickcast benchmark\n")
+    print(f"* date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
+    print(f"* machine: {machine()}; load average {os.getloadavg()[0]:.2f} at the start "
+          "(other work on the machine shows up in every figure)")
+    print(f"* commit: {commit()}")
+    print(f"* command: `{shlex.join(['python3', 'scripts/bench.py', *argv])}`")
+    print(f"* output: `{show_path(out)}` (CSV, chart, each run's server and bot logs)\n", flush=True)
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("modes", nargs="*", metavar="MODE",
+                        help="all, ab, capacity, soak (default: all; `--soak D` alone: soak)")
+    parser.add_argument("--quick", action="store_true", help="small counts, short windows: under 2 minutes")
+    parser.add_argument("--soak", type=parse_duration, metavar="DURATION",
+                        help="soak length, e.g. 10m (default 10m; 45s with --quick)")
+    parser.add_argument("--counts", type=lambda t: [int(n) for n in t.split(",")], metavar="N,N,…",
+                        help="client counts for ab and capacity instead of the preset's")
+    parser.add_argument("--out", help="directory for CSV, PNG and logs (default target/bench-out/<UTC time>)")
+    parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    parser.add_argument("--self-test", action="store_true", help="run the doctests and exit")
+    args = parser.parse_args(argv)
+    if args.self_test:
+        import doctest
+        failures, tests = doctest.testmod()
+        print(f"bench.py self-test: {tests - failures} passed, {failures} failed")
+        return 1 if failures else 0
+    unknown = set(args.modes) - {"all", "ab", "capacity", "soak"}
+    if unknown:
+        parser.error(f"unknown mode {', '.join(sorted(unknown))} (all, ab, capacity, soak)")
+    modes = set(args.modes) - {"all"}
+    if not modes:
+        modes = {"soak"} if args.soak and not args.modes else {"ab", "capacity", "soak"}
+    preset = QUICK if args.quick else FULL
+    if args.counts:
+        if min(args.counts) < 1:
+            parser.error("--counts must be positive")
+        preset = dict(preset, ab_counts=args.counts, capacity_counts=args.counts)
+    duration = args.soak or preset["soak_duration"]
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = os.path.abspath(args.out or os.path.join(ROOT, "target", "bench-out", stamp))
+    os.makedirs(out, exist_ok=True)
+    work = os.path.join(out, "runs")
+    try:
+        if not args.no_build:
+            build(modes)
+        check_binaries(modes)
+        header(argv, out)
+        if "ab" in modes:
+            mode_ab(preset, work, out)
+        if "capacity" in modes:
+            mode_capacity(preset, work, out)
+        if "soak" in modes:
+            mode_soak(preset, work, out, duration)
+    except BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted (every process it started was stopped)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
