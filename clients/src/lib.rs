@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod pace;
 pub mod report;
 pub mod swarm;
 pub mod track;

@@ -19,6 +19,7 @@ use tickcast_shared::msg::InputCmd;
 use tickcast_shared::token::{ConnectToken, TokenKey};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::pace::InputPacer;
 use crate::report::ClientOutcome;
 use crate::track::{SnapshotReceiver, View};
 use crate::{
@@ -665,6 +666,7 @@ async fn play(
     let tick_rate = u32::from(session.welcome().tick_rate.max(1));
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / tick_rate);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut pacer = InputPacer::new(session.welcome().tick_rate);
     let mut receiver = SnapshotReceiver::new(View::from_welcome(session.welcome()));
     let mut history = InputHistory::default();
     let mut flushed = Flushed::default();
@@ -689,6 +691,10 @@ async fn play(
             now = ticker.tick() => {
                 inputs += 1;
                 if inputs.is_multiple_of(u64::from(tick_rate)) {
+                    // Once a second, put the inputs back just before the server's tick.
+                    if let Some(at) = pacer.next_send_after(std::time::Instant::now()) {
+                        ticker.reset_at(tokio::time::Instant::from_std(at));
+                    }
                     walk.turn();
                     outcome.rtt.record(session.rtt().as_micros() as u64);
                     flush_live(&shared.live, &receiver, &mut flushed);
@@ -715,6 +721,9 @@ async fn play(
                 Ok(bytes) => {
                     budget -= 1.0;
                     receiver.on_datagram(&bytes, now_us_wrapping());
+                    if let Some(tick) = receiver.assembler().delivery().last_tick {
+                        pacer.on_datagram(tick, std::time::Instant::now());
+                    }
                 }
                 Err(e) => break Some(connection_error_key(&e)),
             },
