@@ -7,7 +7,8 @@
 //! view have arrived; the directory and the per-cell chunk counts make that exact.
 
 use tickcast_shared::chunk::{
-    Chunk, ChunkError, Directory, EntityRecord, ServerDatagram, VIEW_ALL, ViewRect, parse_datagram,
+    Chunk, ChunkError, Directory, EntityRecord, ServerDatagram, VIEW_ALL, ViewRect,
+    datagram_messages,
 };
 use tickcast_shared::msg::Welcome;
 
@@ -302,8 +303,8 @@ impl TickAssembler {
         &self.complete_records
     }
 
-    /// Takes one parsed datagram (a chunk or a directory).
-    pub fn on_datagram(&mut self, datagram: &ServerDatagram<'_>) -> ChunkOutcome {
+    /// Takes one parsed message (a chunk or a directory).
+    pub fn on_message(&mut self, datagram: &ServerDatagram<'_>) -> ChunkOutcome {
         match datagram {
             ServerDatagram::Chunk(chunk) => self.on_chunk(chunk),
             ServerDatagram::Directory(directory) => self.on_directory(directory),
@@ -589,9 +590,9 @@ pub enum WorldUpdate {
 /// What one datagram from the server was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatagramOutcome {
-    /// A valid snapshot chunk or tick directory, and what it meant for its tick.
+    /// A datagram of valid chunks and directories, and what they meant for their ticks.
     Chunk(ChunkOutcome),
-    /// Bytes that are neither: counted and dropped.
+    /// A datagram with a message that is neither, or torn framing: counted and dropped.
     Malformed(ChunkError),
 }
 
@@ -642,32 +643,47 @@ impl SnapshotReceiver {
         self.assembler = TickAssembler::new(view, keep_records);
     }
 
-    /// Takes one datagram that arrived at `now_us` (the [`crate::now_us_wrapping`] clock).
+    /// Takes one datagram that arrived at `now_us` (the [`crate::now_us_wrapping`] clock):
+    /// every message in it, in order. The outcome is `Completed` if a message completed a
+    /// tick, else the last message's; `Malformed` (counted once) if any message or the
+    /// datagram's framing was bad, after the good messages before it were taken.
     pub fn on_datagram(&mut self, bytes: &[u8], now_us: u32) -> DatagramOutcome {
         self.datagrams += 1;
         self.bytes += bytes.len() as u64;
-        let datagram = match parse_datagram(bytes) {
-            Ok(datagram) => datagram,
-            Err(e) => {
-                self.malformed += 1;
-                return DatagramOutcome::Malformed(e);
+        let mut outcome = None;
+        let mut sampled = false;
+        for message in datagram_messages(bytes) {
+            let message = match message {
+                Ok(message) => message,
+                Err(e) => {
+                    self.malformed += 1;
+                    return DatagramOutcome::Malformed(e);
+                }
+            };
+            if !sampled {
+                // One latency sample per datagram: its messages left together.
+                sampled = true;
+                if let Some(age) = age_us(now_us, message.server_time_us()) {
+                    self.latency.record(age);
+                }
             }
-        };
-        let server_time_us = match &datagram {
-            ServerDatagram::Chunk(chunk) => chunk.header.server_time_us,
-            ServerDatagram::Directory(directory) => directory.header.server_time_us,
-        };
-        if let Some(age) = age_us(now_us, server_time_us) {
-            self.latency.record(age);
+            let this = self.on_message(&message);
+            if !matches!(outcome, Some(ChunkOutcome::Completed { .. })) {
+                outcome = Some(this);
+            }
         }
-        let outcome = self.assembler.on_datagram(&datagram);
+        DatagramOutcome::Chunk(outcome.unwrap_or(ChunkOutcome::Partial))
+    }
+
+    fn on_message(&mut self, message: &ServerDatagram<'_>) -> ChunkOutcome {
+        let outcome = self.assembler.on_message(message);
         let Some(world) = &mut self.world else {
-            return DatagramOutcome::Chunk(outcome);
+            return outcome;
         };
         match (self.world_update, outcome) {
             (_, ChunkOutcome::Stale | ChunkOutcome::Inconsistent) => {}
             (WorldUpdate::PerChunk, _) => {
-                if let ServerDatagram::Chunk(chunk) = &datagram {
+                if let ServerDatagram::Chunk(chunk) = message {
                     world.apply_chunk(chunk);
                 }
                 if let ChunkOutcome::Completed { tick, .. } = outcome {
@@ -683,7 +699,7 @@ impl SnapshotReceiver {
             }
             (WorldUpdate::PerTick, _) => {}
         }
-        DatagramOutcome::Chunk(outcome)
+        outcome
     }
 
     /// Age of the newest complete snapshot at `now_us`: how old the client's picture of
@@ -775,7 +791,17 @@ mod tests {
     }
 
     fn feed(assembler: &mut TickAssembler, bytes: &[u8]) -> ChunkOutcome {
-        assembler.on_datagram(&parse_datagram(bytes).unwrap())
+        assembler.on_message(&tickcast_shared::chunk::parse_datagram(bytes).unwrap())
+    }
+
+    /// A datagram carrying `messages`, each behind its length.
+    fn datagram(messages: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for message in messages {
+            out.extend_from_slice(&(message.len() as u16).to_le_bytes());
+            out.extend_from_slice(message);
+        }
+        out
     }
 
     /// A whole tick on a 2 × 1 grid: cell 0 in two chunks, cell 1 in one.
@@ -998,10 +1024,14 @@ mod tests {
             datagrams in proptest::collection::vec(
                 proptest::prop_oneof![
                     proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
-                    valid_chunk(),
+                    proptest::strategy::Strategy::prop_map(valid_chunk(), |c| datagram(&[&c])),
+                    proptest::strategy::Strategy::prop_map(
+                        (valid_chunk(), valid_chunk()),
+                        |(a, b)| datagram(&[&a, &b]),
+                    ),
                     proptest::strategy::Strategy::prop_map((0u32..40, 0u8..8), |(tick, bits)| {
                         let occupied: Vec<u16> = (0..3).filter(|c| bits & (1 << c) != 0).collect();
-                        directory(tick, 3, 1, &occupied)
+                        datagram(&[&directory(tick, 3, 1, &occupied)])
                     }),
                 ],
                 0..60,
@@ -1033,21 +1063,21 @@ mod tests {
             SnapshotReceiver::with_world(View::ALL, WorldView::default(), WorldUpdate::PerTick);
         let x_of = |r: &SnapshotReceiver, id| r.world().unwrap().get(id).map(|e| e.x);
         for r in [&mut per_chunk, &mut per_tick] {
-            r.on_datagram(&directory(1, 2, 1, &[0, 1]), 0);
-            r.on_datagram(&chunk(1, 0, 0, 1, &[1]), 0);
-            r.on_datagram(&chunk(1, 1, 0, 1, &[2]), 0);
+            r.on_datagram(&datagram(&[&directory(1, 2, 1, &[0, 1])]), 0);
+            r.on_datagram(&datagram(&[&chunk(1, 0, 0, 1, &[1])]), 0);
+            r.on_datagram(&datagram(&[&chunk(1, 1, 0, 1, &[2])]), 0);
             // Half of tick 2: entity 1 moved, entity 2's chunk is missing.
-            r.on_datagram(&directory(2, 2, 1, &[0, 1]), 0);
-            r.on_datagram(&chunk(2, 0, 0, 1, &[1]), 0);
+            r.on_datagram(&datagram(&[&directory(2, 2, 1, &[0, 1])]), 0);
+            r.on_datagram(&datagram(&[&chunk(2, 0, 0, 1, &[1])]), 0);
         }
         assert_eq!(x_of(&per_chunk, 1), Some(2));
         assert_eq!(x_of(&per_tick, 1), Some(1));
         assert_eq!(x_of(&per_tick, 2), Some(1));
         for r in [&mut per_chunk, &mut per_tick] {
             // Tick 3 whole, without entity 2; then tick 2's late half.
-            r.on_datagram(&directory(3, 2, 1, &[0]), 0);
-            r.on_datagram(&chunk(3, 0, 0, 1, &[1]), 0);
-            r.on_datagram(&chunk(2, 1, 0, 1, &[2]), 0);
+            r.on_datagram(&datagram(&[&directory(3, 2, 1, &[0])]), 0);
+            r.on_datagram(&datagram(&[&chunk(3, 0, 0, 1, &[1])]), 0);
+            r.on_datagram(&datagram(&[&chunk(2, 1, 0, 1, &[2])]), 0);
             assert_eq!(x_of(r, 1), Some(3));
             assert_eq!(x_of(r, 2), None);
             assert_eq!(r.world().unwrap().newest_complete_tick(), Some(3));
@@ -1067,19 +1097,33 @@ mod tests {
         ));
         assert_eq!(r.snapshot_age_us(1_500), None);
         assert_eq!(
-            r.on_datagram(&directory(5, 1, 1, &[0]), 1_250),
+            r.on_datagram(&datagram(&[&directory(5, 1, 1, &[0])]), 1_250),
             DatagramOutcome::Chunk(ChunkOutcome::Partial)
         );
         assert_eq!(
-            r.on_datagram(&chunk(5, 0, 0, 1, &[]), 1_250),
+            r.on_datagram(&datagram(&[&chunk(5, 0, 0, 1, &[])]), 1_250),
             DatagramOutcome::Chunk(ChunkOutcome::Completed {
                 tick: 5,
                 entities: 0
             })
         );
-        assert_eq!(r.malformed(), 2);
-        assert_eq!(r.datagrams(), 4);
-        assert_eq!(r.latency().count(), 2);
+        // Two messages in one datagram: the tick completes, one latency sample.
+        let both = datagram(&[&directory(6, 1, 1, &[0]), &chunk(6, 0, 0, 1, &[])]);
+        assert!(matches!(
+            r.on_datagram(&both, 1_250),
+            DatagramOutcome::Chunk(ChunkOutcome::Completed { tick: 6, .. })
+        ));
+        // A valid message followed by a torn frame: the first counts, the datagram is
+        // malformed.
+        let torn = &datagram(&[&directory(7, 1, 1, &[]), &chunk(7, 0, 0, 1, &[])])[..20];
+        assert!(matches!(
+            r.on_datagram(torn, 1_250),
+            DatagramOutcome::Malformed(ChunkError::TornFrame { .. })
+        ));
+        assert_eq!(r.assembler().delivery().last_complete_tick, Some(7));
+        assert_eq!(r.malformed(), 3);
+        assert_eq!(r.datagrams(), 6);
+        assert_eq!(r.latency().count(), 4);
         assert_eq!(r.snapshot_age_us(1_500), Some(500));
         // A server clock ahead of ours gives no sample rather than a huge one.
         assert_eq!(r.snapshot_age_us(999), None);

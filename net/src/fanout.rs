@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use tickcast_shared::chunk::{
-    KIND_PLAYER, ServerDatagram, VIEW_ALL, ViewRect, parse_datagram, tick_frames,
+    KIND_PLAYER, ServerDatagram, TICK_FRAME_PREFIX_LEN, VIEW_ALL, ViewRect, parse_datagram,
+    tick_frames,
 };
 
 /// One published tick buffer, indexed for per-peer selection. Built once per tick and
@@ -14,14 +15,14 @@ use tickcast_shared::chunk::{
 ///
 /// The sim lays a tick out as the directory frame followed by chunk frames in cell order,
 /// so the chunks of one row of a peer's view are one contiguous run of frames; a peer's
-/// selection is the directory plus one run per row of its view.
+/// selection is the directory plus one run per row of its view. Consecutive frames are
+/// sent together as one datagram, up to `bundle_limit` bytes: the wire format of a server
+/// datagram is the tick buffer's own `[u16 length][message]` framing, so a run of frames
+/// is a slice of the buffer, never a copy.
 #[derive(Debug, Default)]
 pub struct TickLayout {
-    /// Byte range of every frame in the buffer (the directory first).
+    /// Byte range of every frame's message in the buffer (the directory first).
     pub frames: Vec<Range<usize>>,
-    /// `cost_prefix[i]`: queue cost (payload plus quinn's per-datagram bookkeeping) of
-    /// `frames[..i]`.
-    cost_prefix: Vec<usize>,
     /// `cell_first[c]`: index of the first frame whose cell is `>= c` (`cells + 1`
     /// entries); empty when the buffer has no directory.
     cell_first: Vec<u32>,
@@ -29,20 +30,21 @@ pub struct TickLayout {
     rows: u16,
     /// Every player entity's cell this tick.
     players: HashMap<u32, u16>,
+    /// What quinn charges a peer's send buffer per queued datagram.
+    entry_cost: usize,
+    /// The largest datagram built from several frames.
+    bundle_limit: usize,
 }
 
 impl TickLayout {
-    /// Indexes `buffer`; `entry_cost` is what quinn charges per queued datagram.
-    pub fn load(&mut self, buffer: &[u8], entry_cost: usize) {
+    /// Indexes `buffer`. `entry_cost` is what quinn charges per queued datagram;
+    /// `bundle_limit` the largest datagram to build from consecutive frames (a frame
+    /// larger than that still goes alone).
+    pub fn load(&mut self, buffer: &[u8], entry_cost: usize, bundle_limit: usize) {
+        self.entry_cost = entry_cost;
+        self.bundle_limit = bundle_limit;
         self.frames.clear();
         self.frames.extend(tick_frames(buffer));
-        self.cost_prefix.clear();
-        self.cost_prefix.push(0);
-        let mut total = 0;
-        for range in &self.frames {
-            total += range.len() + entry_cost;
-            self.cost_prefix.push(total);
-        }
         self.cell_first.clear();
         self.players.clear();
         let Some(Ok(ServerDatagram::Directory(directory))) = self
@@ -80,45 +82,61 @@ impl TickLayout {
         self.players.get(&entity).copied()
     }
 
-    /// Calls `each` with the frame ranges (indices into [`Self::frames`]) a peer gets:
-    /// with `center` and a radius other than [`VIEW_ALL`], the directory and the cells of
-    /// its view; otherwise (a spectator, a player not in this tick, a buffer without a
-    /// directory) every frame. Returns the selection's queue cost.
+    /// Calls `each` with the byte range (in the tick buffer, length prefixes included)
+    /// of every datagram a peer gets: with `center` and a radius other than
+    /// [`VIEW_ALL`], the directory and the cells of its view; otherwise (a spectator, a
+    /// player not in this tick, a buffer without a directory) every frame. Returns what
+    /// the datagrams cost in the peer's send buffer.
     pub fn select(
         &self,
         center: Option<u16>,
         view_cells: u16,
         mut each: impl FnMut(Range<usize>),
     ) -> usize {
-        let everything = 0..self.frames.len();
+        let mut cost = 0;
         match center {
             Some(center) if view_cells != VIEW_ALL && self.cell_first.len() > self.cells() => {
-                let mut cost = self.cost(0..1);
-                each(0..1);
+                cost += self.bundle(0..1, &mut each);
                 let view = ViewRect::around(center, self.columns, self.rows, view_cells);
                 for (first, last) in view.row_runs(self.columns) {
                     let start = self.cell_first[usize::from(first)] as usize;
                     let end = self.cell_first[usize::from(last) + 1] as usize;
-                    if start < end {
-                        cost += self.cost(start..end);
-                        each(start..end);
-                    }
+                    cost += self.bundle(start..end, &mut each);
                 }
-                cost
             }
-            _ => {
-                each(everything.clone());
-                self.cost(everything)
-            }
+            _ => cost += self.bundle(0..self.frames.len(), &mut each),
         }
+        cost
+    }
+
+    /// Emits consecutive frames as datagrams of at most `bundle_limit` bytes; returns
+    /// their cost.
+    fn bundle(&self, frames: Range<usize>, each: &mut impl FnMut(Range<usize>)) -> usize {
+        let mut cost = 0;
+        let mut current: Option<Range<usize>> = None;
+        for frame in &self.frames[frames] {
+            let whole = frame.start - TICK_FRAME_PREFIX_LEN..frame.end;
+            current = match current {
+                Some(run) if whole.end - run.start <= self.bundle_limit => {
+                    Some(run.start..whole.end)
+                }
+                Some(run) => {
+                    cost += run.len() + self.entry_cost;
+                    each(run);
+                    Some(whole)
+                }
+                None => Some(whole),
+            };
+        }
+        if let Some(run) = current {
+            cost += run.len() + self.entry_cost;
+            each(run);
+        }
+        cost
     }
 
     fn cells(&self) -> usize {
         usize::from(self.columns) * usize::from(self.rows)
-    }
-
-    fn cost(&self, frames: Range<usize>) -> usize {
-        self.cost_prefix[frames.end] - self.cost_prefix[frames.start]
     }
 }
 
@@ -218,10 +236,30 @@ mod tests {
         out
     }
 
+    /// The frames selected (by index) and the cost.
     fn selected(layout: &TickLayout, center: Option<u16>, view: u16) -> (Vec<usize>, usize) {
-        let mut frames = Vec::new();
-        let cost = layout.select(center, view, |range| frames.extend(range));
-        (frames, cost)
+        let (datagrams, cost) = datagrams(layout, center, view);
+        (datagrams.concat(), cost)
+    }
+
+    /// The datagrams selected, each as the frame indices it carries, and the cost.
+    fn datagrams(layout: &TickLayout, center: Option<u16>, view: u16) -> (Vec<Vec<usize>>, usize) {
+        let mut datagrams = Vec::new();
+        let cost = layout.select(center, view, |bytes| {
+            let frames = (0..layout.frames.len())
+                .filter(|&i| bytes.contains(&layout.frames[i].start))
+                .collect::<Vec<_>>();
+            let first = frames[0];
+            let last = frames[frames.len() - 1];
+            assert_eq!(
+                bytes.start,
+                layout.frames[first].start - 2,
+                "starts at a prefix"
+            );
+            assert_eq!(bytes.end, layout.frames[last].end, "ends with a frame");
+            datagrams.push(frames);
+        });
+        (datagrams, cost)
     }
 
     #[test]
@@ -238,17 +276,18 @@ mod tests {
             (11, 15, KIND_NPC),
         ]);
         let mut layout = TickLayout::default();
-        layout.load(&buffer, 32);
+        layout.load(&buffer, 32, 1152);
         assert_eq!(layout.frames.len(), 7);
         assert_eq!(layout.player_cell(12), Some(5));
         assert_eq!(layout.player_cell(14), Some(10));
         assert_eq!(layout.player_cell(10), None, "NPCs are not indexed");
 
-        // Player 12 in cell 5 sees cells 0-2, 4-6, 8-10: frames of cells 0, 5, 6, 10.
-        let (frames, cost) = selected(&layout, Some(5), 1);
-        assert_eq!(frames, vec![0, 1, 3, 4, 5]);
-        let chunk = CHUNK_HEADER_LEN + ENTITY_RECORD_LEN + 32;
-        assert_eq!(cost, directory_len(12) + 32 + 4 * chunk);
+        // Player 12 in cell 5 sees cells 0-2, 4-6, 8-10: frames of cells 0, 5, 6, 10, in
+        // one datagram per view row (cells 5 and 6 are next to each other).
+        let (datagrams, cost) = datagrams(&layout, Some(5), 1);
+        assert_eq!(datagrams, vec![vec![0], vec![1], vec![3, 4], vec![5]]);
+        let chunk = 2 + CHUNK_HEADER_LEN + ENTITY_RECORD_LEN;
+        assert_eq!(cost, 2 + directory_len(12) + 4 * chunk + 4 * 32);
         // Player 14 in cell 10 sees cells 5-7, 9-11: frames of cells 5, 6, 10, 11.
         assert_eq!(selected(&layout, Some(10), 1).0, vec![0, 3, 4, 5, 6]);
         // Radius 0: its own cell only.
@@ -266,8 +305,26 @@ mod tests {
         // Drop the directory frame.
         let without = buffer[2 + directory_len(12)..].to_vec();
         let mut layout = TickLayout::default();
-        layout.load(&without, 0);
+        layout.load(&without, 0, 1152);
         assert_eq!(selected(&layout, Some(1), 1).0, vec![0]);
+    }
+
+    #[test]
+    fn consecutive_frames_share_a_datagram_up_to_the_limit() {
+        let buffer = tick_buffer(&[
+            (0, 1, KIND_NPC),
+            (1, 2, KIND_NPC),
+            (2, 3, KIND_NPC),
+            (3, 4, KIND_NPC),
+        ]);
+        let chunk = 2 + CHUNK_HEADER_LEN + ENTITY_RECORD_LEN;
+        let mut layout = TickLayout::default();
+        // Room for two chunks per datagram; the 18-byte directory frame is smaller than a
+        // chunk's, so it shares the first datagram with one chunk.
+        layout.load(&buffer, 0, 2 * chunk);
+        let (datagrams, cost) = datagrams(&layout, None, VIEW_ALL);
+        assert_eq!(datagrams, vec![vec![0, 1], vec![2, 3], vec![4]]);
+        assert_eq!(cost, buffer.len());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
+use tickcast_shared::chunk::TICK_FRAME_PREFIX_LEN;
 use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_shared::msg::{Hello, InputDatagram, Reject, RejectReason, ServerMessage, Welcome};
 use tickcast_shared::token::{TokenError, TokenKey};
@@ -460,7 +461,11 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
     drop(handshake);
     tracing::debug!(client_id, entity = ack.entity, "joined");
 
-    serve_peer(&state, &conn, client_id, recv, &inputs_this_tick).await;
+    // The control stream has its own task: polled only when its stream wakes it, not on
+    // every input datagram as a branch of the input loop would be.
+    let control = tokio::spawn(watch_control(state.clone(), conn.clone(), recv));
+    serve_peer(&state, &conn, client_id, &inputs_this_tick).await;
+    control.abort();
 
     let mut peers = state.peers();
     if peers
@@ -482,45 +487,47 @@ async fn serve_peer(
     state: &NetState,
     conn: &Connection,
     client_id: u64,
-    mut control: RecvStream,
     inputs_this_tick: &AtomicU32,
 ) {
-    let mut control_open = true;
-    let mut scratch = [0u8; 64];
-    loop {
-        tokio::select! {
-            datagram = conn.read_datagram() => {
-                let Ok(bytes) = datagram else { return };
-                let datagram = match InputDatagram::decode(&bytes) {
-                    Ok(datagram) => datagram,
-                    Err(e) => {
-                        tracing::debug!(client_id, "malformed datagram: {e}");
-                        state.count(|c| &c.protocol_errors);
-                        conn.close(VarInt::from_u32(close::PROTOCOL_ERROR), b"malformed datagram");
-                        return;
-                    }
-                };
-                if inputs_this_tick.fetch_add(1, Ordering::Relaxed) >= state.config.max_inputs_per_tick {
-                    state.count(|c| &c.inputs_dropped_rate);
-                    continue;
-                }
-                match state.inputs.try_send(PeerEvent::Input { client_id, datagram }) {
-                    Ok(()) => state.count(|c| &c.inputs_received),
-                    Err(TrySendError::Full(_)) => state.count(|c| &c.inputs_dropped_channel_full),
-                    Err(TrySendError::Disconnected(_)) => return,
-                }
+    while let Ok(bytes) = conn.read_datagram().await {
+        let datagram = match InputDatagram::decode(&bytes) {
+            Ok(datagram) => datagram,
+            Err(e) => {
+                tracing::debug!(client_id, "malformed datagram: {e}");
+                state.count(|c| &c.protocol_errors);
+                conn.close(
+                    VarInt::from_u32(close::PROTOCOL_ERROR),
+                    b"malformed datagram",
+                );
+                return;
             }
-            read = control.read(&mut scratch), if control_open => match read {
-                // Nothing may follow the Hello in protocol version 2.
-                Ok(Some(_)) => {
-                    state.count(|c| &c.protocol_errors);
-                    conn.close(VarInt::from_u32(close::PROTOCOL_ERROR), b"unexpected bytes on the control stream");
-                    return;
-                }
-                Ok(None) => control_open = false,
-                Err(_) => return,
-            },
+        };
+        if inputs_this_tick.fetch_add(1, Ordering::Relaxed) >= state.config.max_inputs_per_tick {
+            state.count(|c| &c.inputs_dropped_rate);
+            continue;
         }
+        match state.inputs.try_send(PeerEvent::Input {
+            client_id,
+            datagram,
+        }) {
+            Ok(()) => state.count(|c| &c.inputs_received),
+            Err(TrySendError::Full(_)) => state.count(|c| &c.inputs_dropped_channel_full),
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
+}
+
+/// Watches the control stream after the Welcome: nothing may follow the Hello in
+/// protocol version 2, so any byte closes the connection with `protocol_error`. A
+/// finished stream is fine.
+async fn watch_control(state: Arc<NetState>, conn: Connection, mut control: RecvStream) {
+    let mut scratch = [0u8; 64];
+    if let Ok(Some(_)) = control.read(&mut scratch).await {
+        state.count(|c| &c.protocol_errors);
+        conn.close(
+            VarInt::from_u32(close::PROTOCOL_ERROR),
+            b"unexpected bytes on the control stream",
+        );
     }
 }
 
@@ -582,7 +589,11 @@ async fn fan_out(
         // quinn counts each queued datagram's bookkeeping (one `Bytes` handle) against
         // the send buffer as well as its payload; leaving it out would let the last
         // chunks of a tick evict the oldest queued ones.
-        layout.load(&published.buffer, DATAGRAM_QUEUE_ENTRY_BYTES);
+        layout.load(
+            &published.buffer,
+            DATAGRAM_QUEUE_ENTRY_BYTES,
+            state.config.chunk_payload + TICK_FRAME_PREFIX_LEN,
+        );
         // Every peer gets refcounted slices of the sim's tick buffer: no copy, no encode.
         // A peer whose queue is stuck (a frozen client, no acknowledgements) keeps the
         // buffers of the ticks in its queue alive; the sim's pool then detaches them
@@ -604,21 +615,19 @@ async fn fan_out(
                 SendDecision::Skip => state.count(|c| &c.peer_ticks_skipped_backpressure),
                 SendDecision::Send => {
                     let mut whole = true;
-                    layout.select(center, view_cells, |frames| {
-                        for range in &layout.frames[frames] {
-                            if !whole {
-                                return;
+                    layout.select(center, view_cells, |range| {
+                        if !whole {
+                            return;
+                        }
+                        let len = range.len() as u64;
+                        match peer.conn.send_datagram(datagram_for_peer(tick, range)) {
+                            Ok(()) => {
+                                sent += 1;
+                                sent_bytes += len;
                             }
-                            let len = range.len() as u64;
-                            match peer.conn.send_datagram(datagram_for_peer(tick, range)) {
-                                Ok(()) => {
-                                    sent += 1;
-                                    sent_bytes += len;
-                                }
-                                Err(e) => {
-                                    tracing::trace!("send_datagram: {e}");
-                                    whole = false;
-                                }
+                            Err(e) => {
+                                tracing::trace!("send_datagram: {e}");
+                                whole = false;
                             }
                         }
                     });
@@ -627,8 +636,7 @@ async fn fan_out(
                     } else {
                         state.count(|c| &c.peer_ticks_send_errors);
                     }
-                    let queued = send_buffer.saturating_sub(peer.conn.datagram_send_buffer_space());
-                    queue_peak = queue_peak.max(queued);
+                    queue_peak = queue_peak.max(queued + view_bytes);
                 }
             }
         }
@@ -659,8 +667,8 @@ async fn fan_out(
 
 /// One datagram of the tick for one peer: a refcounted slice of the shared buffer.
 #[cfg(not(feature = "per-client-encode"))]
-fn datagram_for_peer(tick: &Bytes, range: &Range<usize>) -> Bytes {
-    tick.slice(range.clone())
+fn datagram_for_peer(tick: &Bytes, range: Range<usize>) -> Bytes {
+    tick.slice(range)
 }
 
 /// The per-client mode of the A/B benchmark (`docs/PERFORMANCE.md`), never a shipped
@@ -668,25 +676,31 @@ fn datagram_for_peer(tick: &Bytes, range: &Range<usize>) -> Bytes {
 /// server that builds a message per client per tick works. Chunks are decoded and
 /// re-encoded record by record; the directory is copied.
 #[cfg(feature = "per-client-encode")]
-fn datagram_for_peer(tick: &Bytes, range: &Range<usize>) -> Bytes {
+fn datagram_for_peer(tick: &Bytes, range: Range<usize>) -> Bytes {
     use tickcast_shared::chunk::{
-        CHUNK_HEADER_LEN, ENTITY_RECORD_LEN, parse_chunk, write_header, write_record,
+        CHUNK_HEADER_LEN, ENTITY_RECORD_LEN, parse_chunk, tick_frames, write_header, write_record,
     };
-    let bytes = &tick[range.clone()];
-    let Ok(chunk) = parse_chunk(bytes) else {
-        return Bytes::copy_from_slice(bytes);
-    };
+    let bytes = &tick[range];
     let mut out = vec![0u8; bytes.len()];
-    let (head, body) = out.split_at_mut(CHUNK_HEADER_LEN);
-    if let Ok(head) = head.try_into() {
-        write_header(&chunk.header, head);
-    }
-    for (record, slot) in chunk
-        .records()
-        .zip(body.chunks_exact_mut(ENTITY_RECORD_LEN))
-    {
-        if let Ok(slot) = slot.try_into() {
-            write_record(&record, slot);
+    for frame in tick_frames(bytes) {
+        let prefix = frame.start - TICK_FRAME_PREFIX_LEN;
+        out[prefix..frame.start].copy_from_slice(&bytes[prefix..frame.start]);
+        let message = &bytes[frame.clone()];
+        let Ok(chunk) = parse_chunk(message) else {
+            out[frame].copy_from_slice(message);
+            continue;
+        };
+        let (head, body) = out[frame].split_at_mut(CHUNK_HEADER_LEN);
+        if let Ok(head) = head.try_into() {
+            write_header(&chunk.header, head);
+        }
+        for (record, slot) in chunk
+            .records()
+            .zip(body.chunks_exact_mut(ENTITY_RECORD_LEN))
+        {
+            if let Ok(slot) = slot.try_into() {
+                write_record(&record, slot);
+            }
         }
     }
     Bytes::from(out)

@@ -127,6 +127,14 @@ pub enum ChunkError {
         /// Bytes a directory of that grid has.
         expected: usize,
     },
+    /// A datagram's frame runs past its end.
+    #[error("the frame at byte {at} of a {len}-byte datagram runs past its end")]
+    TornFrame {
+        /// Offset of the frame's length prefix.
+        at: usize,
+        /// Length of the datagram.
+        len: usize,
+    },
     /// The header did not decode.
     #[error(transparent)]
     Wire(#[from] WireError),
@@ -285,7 +293,7 @@ pub fn write_directory(header: &DirectoryHeader, occupied: impl Fn(usize) -> boo
     }
 }
 
-/// A datagram from the server.
+/// One message of a server datagram: a chunk or a directory.
 #[derive(Debug, Clone, Copy)]
 pub enum ServerDatagram<'a> {
     /// A snapshot chunk.
@@ -295,7 +303,15 @@ pub enum ServerDatagram<'a> {
 }
 
 impl ServerDatagram<'_> {
-    /// The tick the datagram belongs to.
+    /// The server's clock when it encoded the message's tick.
+    pub fn server_time_us(&self) -> u32 {
+        match self {
+            ServerDatagram::Chunk(chunk) => chunk.header.server_time_us,
+            ServerDatagram::Directory(directory) => directory.header.server_time_us,
+        }
+    }
+
+    /// The tick the message belongs to.
     pub fn tick(&self) -> u32 {
         match self {
             ServerDatagram::Chunk(chunk) => chunk.header.tick,
@@ -304,11 +320,59 @@ impl ServerDatagram<'_> {
     }
 }
 
-/// Parses a server datagram by its kind byte.
+/// Parses one message (the bytes after its length prefix) by its kind byte.
 pub fn parse_datagram(bytes: &[u8]) -> Result<ServerDatagram<'_>, ChunkError> {
     match bytes.first() {
         Some(&DIRECTORY_KIND) => parse_directory(bytes).map(ServerDatagram::Directory),
         _ => parse_chunk(bytes).map(ServerDatagram::Chunk),
+    }
+}
+
+/// The messages of one datagram from the server, in order. A server datagram is one or
+/// more `[u16 length][message]` frames (the tick buffer's own framing: the server sends a
+/// run of consecutive frames as one datagram, uncopied). Yields each message parsed, and
+/// one `Err` for a datagram that is empty or whose last frame is torn.
+pub fn datagram_messages(bytes: &[u8]) -> DatagramMessages<'_> {
+    DatagramMessages {
+        bytes,
+        offset: 0,
+        done: false,
+    }
+}
+
+/// Iterator returned by [`datagram_messages`].
+#[derive(Debug, Clone)]
+pub struct DatagramMessages<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    done: bool,
+}
+
+impl<'a> Iterator for DatagramMessages<'a> {
+    type Item = Result<ServerDatagram<'a>, ChunkError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let rest = &self.bytes[self.offset..];
+        if rest.is_empty() {
+            self.done = true;
+            return (self.offset == 0).then_some(Err(ChunkError::TooShort(0)));
+        }
+        let len = match rest {
+            [low, high, ..] => usize::from(u16::from_le_bytes([*low, *high])),
+            _ => usize::MAX,
+        };
+        let Some(body) = rest.get(TICK_FRAME_PREFIX_LEN..).and_then(|b| b.get(..len)) else {
+            self.done = true;
+            return Some(Err(ChunkError::TornFrame {
+                at: self.offset,
+                len: self.bytes.len(),
+            }));
+        };
+        self.offset += TICK_FRAME_PREFIX_LEN + len;
+        Some(parse_datagram(body))
     }
 }
 
@@ -527,6 +591,47 @@ mod tests {
     }
 
     #[test]
+    fn a_datagram_carries_consecutive_frames_and_a_torn_one_is_an_error() {
+        let header = DirectoryHeader {
+            tick: 1,
+            server_time_us: 0,
+            columns: 1,
+            rows: 1,
+        };
+        let mut directory = vec![0u8; directory_len(1)];
+        write_directory(&header, |_| true, &mut directory);
+        let chunk = encode_chunk(
+            ChunkHeader {
+                tick: 1,
+                chunks_in_cell: 1,
+                record_count: 1,
+                ..ChunkHeader::default()
+            },
+            &[EntityRecord::default()],
+        );
+        let mut datagram = Vec::new();
+        for message in [&directory, &chunk] {
+            datagram.extend_from_slice(&(message.len() as u16).to_le_bytes());
+            datagram.extend_from_slice(message);
+        }
+        let kinds: Vec<_> = datagram_messages(&datagram)
+            .map(|m| match m.unwrap() {
+                ServerDatagram::Directory(_) => "directory",
+                ServerDatagram::Chunk(_) => "chunk",
+            })
+            .collect();
+        assert_eq!(kinds, vec!["directory", "chunk"]);
+        let torn: Vec<_> = datagram_messages(&datagram[..datagram.len() - 1]).collect();
+        assert!(torn[0].is_ok());
+        assert!(matches!(torn[1], Err(ChunkError::TornFrame { .. })));
+        assert_eq!(torn.len(), 2);
+        assert!(matches!(
+            datagram_messages(&[]).collect::<Vec<_>>()[..],
+            [Err(ChunkError::TooShort(0))]
+        ));
+    }
+
+    #[test]
     fn a_view_is_the_clipped_square_around_its_center() {
         // 5 × 4 grid; center (row 1, column 0), radius 1.
         let view = ViewRect::around(5, 5, 4, 1);
@@ -572,6 +677,8 @@ mod tests {
             if let Ok(ServerDatagram::Directory(d)) = parse_datagram(&bytes) {
                 prop_assert_eq!(bytes.len(), directory_len(d.cells()));
             }
+            // Any bytes as a datagram: a bounded number of results, never a panic.
+            prop_assert!(datagram_messages(&bytes).count() <= bytes.len() / 2 + 1);
         }
 
         #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tickcast_clients::track::{ChunkOutcome, TickAssembler, View};
 use tickcast_clients::{InputHistory, Session, client_endpoint, connect, mint_token};
 use tickcast_net::tls::{TOKEN_KEY_FILE, load_token_key};
-use tickcast_shared::chunk::{KIND_PLAYER, parse_datagram};
+use tickcast_shared::chunk::{KIND_PLAYER, datagram_messages};
 use tickcast_shared::msg::InputCmd;
 
 use common::{start_server, temp_data_dir, test_config};
@@ -47,8 +47,14 @@ async fn run_client(session: Arc<Session>, walks: bool, run_for: Duration) -> Ve
             }
             datagram = session.next_datagram() => {
                 let bytes = datagram.expect("connection stays up");
-                let datagram = parse_datagram(&bytes).expect("server datagrams parse");
-                if let ChunkOutcome::Completed { tick, .. } = assembler.on_datagram(&datagram) {
+                let mut completed = None;
+                for message in datagram_messages(&bytes) {
+                    let message = message.expect("server datagrams parse");
+                    if let ChunkOutcome::Completed { tick, .. } = assembler.on_message(&message) {
+                        completed = Some(tick);
+                    }
+                }
+                if let Some(tick) = completed {
                     let players = assembler
                         .complete_records()
                         .iter()
@@ -226,8 +232,15 @@ fn each_client_is_sent_the_cells_around_its_own_player_and_nothing_else() {
                 while let Ok(datagram) = tokio::time::timeout_at(end, session.next_datagram()).await
                 {
                     let bytes = datagram.expect("connection stays up");
-                    let datagram = parse_datagram(&bytes).expect("server datagrams parse");
-                    if let ChunkOutcome::Completed { tick, .. } = assembler.on_datagram(&datagram) {
+                    let mut completed = None;
+                    for message in datagram_messages(&bytes) {
+                        let message = message.expect("server datagrams parse");
+                        if let ChunkOutcome::Completed { tick, .. } = assembler.on_message(&message)
+                        {
+                            completed = Some(tick);
+                        }
+                    }
+                    if let Some(tick) = completed {
                         let records = assembler.complete_records();
                         let cell_of = |x: u16, y: u16| {
                             let (column, row) =

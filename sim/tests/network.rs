@@ -14,7 +14,7 @@ use tickcast_clients::track::{TickAssembler, View};
 use tickcast_clients::{ClientError, Session, client_endpoint, connect, mint_token, unix_now_s};
 use tickcast_net::tls::{TOKEN_KEY_FILE, load_token_key};
 use tickcast_net::{NetConfig, NetCounters};
-use tickcast_shared::chunk::{VIEW_ALL, parse_datagram};
+use tickcast_shared::chunk::{VIEW_ALL, datagram_messages};
 use tickcast_shared::close;
 use tickcast_shared::msg::{Hello, RejectReason, ServerMessage};
 use tickcast_shared::token::{ConnectToken, TokenKey};
@@ -175,7 +175,7 @@ async fn assert_still_served(observer: &Session, after: Tick) {
                 .next_datagram()
                 .await
                 .expect("the well-behaved client stays connected");
-            if parse_datagram(&bytes).unwrap().tick() > after + 5 {
+            if first_tick(&bytes) > after + 5 {
                 break;
             }
         }
@@ -183,10 +183,15 @@ async fn assert_still_served(observer: &Session, after: Tick) {
     .await;
 }
 
+/// The tick of a server datagram's first message.
+fn first_tick(bytes: &[u8]) -> Tick {
+    datagram_messages(bytes).next().unwrap().unwrap().tick()
+}
+
 /// The newest tick `session` has a chunk of now (reads until one arrives).
 async fn newest_tick(session: &Session) -> Tick {
     let bytes = within("a chunk", session.next_datagram()).await.unwrap();
-    parse_datagram(&bytes).unwrap().tick()
+    first_tick(&bytes)
 }
 
 #[test]
@@ -442,7 +447,7 @@ fn a_stalled_client_holds_at_most_its_send_buffer_and_the_others_keep_every_tick
                             tokio::time::timeout_at(end, session.next_datagram()).await
                         {
                             let bytes = datagram.expect("the frozen client stays connected");
-                            ticks.push(parse_datagram(&bytes).unwrap().tick());
+                            ticks.push(first_tick(&bytes));
                         }
                         ticks
                     }
@@ -475,9 +480,11 @@ fn a_stalled_client_holds_at_most_its_send_buffer_and_the_others_keep_every_tick
                 while let Ok(datagram) = tokio::time::timeout_at(end, session.next_datagram()).await
                 {
                     let bytes = datagram.expect("readers stay connected");
-                    let datagram = parse_datagram(&bytes).unwrap();
-                    live_tick.fetch_max(datagram.tick(), Ordering::Relaxed);
-                    assembler.on_datagram(&datagram);
+                    for message in datagram_messages(&bytes) {
+                        let message = message.unwrap();
+                        live_tick.fetch_max(message.tick(), Ordering::Relaxed);
+                        assembler.on_message(&message);
+                    }
                 }
                 session.close();
                 assembler.finish(2)
@@ -496,11 +503,12 @@ fn a_stalled_client_holds_at_most_its_send_buffer_and_the_others_keep_every_tick
         within("the stalled client reading its backlog", async {
             loop {
                 let bytes = stalled.next_datagram().await.expect("still connected");
-                let datagram = parse_datagram(&bytes).unwrap();
-                if datagram.tick() > readers_stopped_at {
+                if first_tick(&bytes) > readers_stopped_at {
                     break;
                 }
-                assembler.on_datagram(&datagram);
+                for message in datagram_messages(&bytes) {
+                    assembler.on_message(&message.unwrap());
+                }
             }
         })
         .await;

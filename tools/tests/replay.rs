@@ -269,10 +269,12 @@ fn serve_plays_the_recording_to_real_clients_as_spectators() {
             let mut ticks = Vec::new();
             let end = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
             while let Ok(Ok(bytes)) = tokio::time::timeout_at(end, session.next_datagram()).await {
-                let datagram = tickcast_shared::chunk::parse_datagram(&bytes).unwrap();
-                if let ChunkOutcome::Completed { tick, entities } = assembler.on_datagram(&datagram)
-                {
-                    ticks.push((tick, entities));
+                for message in tickcast_shared::chunk::datagram_messages(&bytes) {
+                    if let ChunkOutcome::Completed { tick, entities } =
+                        assembler.on_message(&message.unwrap())
+                    {
+                        ticks.push((tick, entities));
+                    }
                 }
             }
             session.close();
