@@ -368,7 +368,7 @@ impl TickAssembler {
         }
         if let Some((entity, _)) = self.view.limited_to()
             && slot.center.is_none()
-            && chunk.records().any(|r| r.net_id == entity)
+            && chunk.ids_and_kinds().any(|(id, _)| id == entity)
         {
             slot.center = Some(header.cell);
         }

@@ -67,8 +67,8 @@ impl TickLayout {
                 self.cell_first.push(index as u32);
                 next_cell += 1;
             }
-            for record in chunk.records().filter(|r| r.kind == KIND_PLAYER) {
-                self.players.insert(record.net_id, chunk.header.cell);
+            for (net_id, _) in chunk.ids_and_kinds().filter(|(_, k)| *k == KIND_PLAYER) {
+                self.players.insert(net_id, chunk.header.cell);
             }
         }
         while next_cell <= cells {

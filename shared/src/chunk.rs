@@ -156,6 +156,14 @@ impl<'a> Chunk<'a> {
             wire::decode_exact(raw).unwrap_or_default()
         })
     }
+
+    /// Each record's `net_id` and `kind`, read straight from the bytes (offsets 0 and 4
+    /// of a record) without decoding the rest: what a scan for one entity needs.
+    pub fn ids_and_kinds(&self) -> impl ExactSizeIterator<Item = (u32, u8)> + 'a {
+        self.records
+            .chunks_exact(ENTITY_RECORD_LEN)
+            .map(|raw| (u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]), raw[4]))
+    }
 }
 
 /// Parses and validates one snapshot chunk.
@@ -689,6 +697,8 @@ mod tests {
             let bytes = encode_chunk(header, &records);
             let chunk = parse_chunk(&bytes).unwrap();
             prop_assert_eq!(chunk.header, header);
+            prop_assert_eq!(chunk.ids_and_kinds().collect::<Vec<_>>(),
+                records.iter().map(|r| (r.net_id, r.kind)).collect::<Vec<_>>());
             prop_assert_eq!(chunk.records().collect::<Vec<_>>(), records);
         }
 
