@@ -80,7 +80,7 @@ class BenchError(Exception):
 STATUS = re.compile(
     r"clients=(?P<clients>\d+) tick=(?P<tick>\d+) entities=\d+ tick_p99=(?P<tick_p99>\d+)us "
     r"fanout=(?P<fan_mean>\d+)/(?P<fan_max>\d+)us .*?late_ticks=(?P<late>\d+)"
-    r"(?: allocs=(?P<allocs>\d+))?"
+    r"(?: allocs=(?P<allocs>\d+))?(?: fanout_allocs=(?P<fanout_allocs>\d+))?"
 )
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -90,9 +90,9 @@ def parse_status(line):
 
     >>> s = parse_status("INFO tickcast::status: clients=3 tick=90 entities=203 "
     ...     "tick_p99=250us fanout=40/90us out=1.0MiB/s rss=20.1MiB skipped_peer_ticks=0 "
-    ...     "late_ticks=1 allocs=1234")
-    >>> (s["clients"], s["tick"], s["tick_p99"], s["fan_mean"], s["fan_max"], s["allocs"])
-    (3, 90, 250, 40, 90, 1234)
+    ...     "late_ticks=1 allocs=1234 fanout_allocs=5")
+    >>> (s["clients"], s["tick"], s["tick_p99"], s["fan_mean"], s["fan_max"], s["allocs"], s["fanout_allocs"])
+    (3, 90, 250, 40, 90, 1234, 5)
     >>> parse_status("clients=3 tick=90 entities=203 tick_p99=250us fanout=40/90us "
     ...     "out=1.0MiB/s rss=20.1MiB skipped_peer_ticks=0 late_ticks=0")["allocs"] is None
     True
@@ -105,10 +105,11 @@ def parse_status(line):
     return {k: (int(v) if v is not None else None) for k, v in m.groupdict().items()}
 
 
-def allocations_per_tick(lines):
+def allocations_per_tick(lines, field="allocs"):
     """Allocations per tick over status lines [(time, status)], in order: each line's
-    `allocs` covers the interval since the line before it, and so does its tick number's
-    difference. The first line only sets the start. None if the lines carry no count.
+    `allocs` (or `field`) covers the interval since the line before it, and so does its
+    tick number's difference. The first line only sets the start. None if the lines
+    carry no count.
 
     >>> lines = [(0, {"tick": 30, "allocs": 500}), (1, {"tick": 60, "allocs": 60}),
     ...          (2, {"tick": 90, "allocs": 30})]
@@ -119,9 +120,9 @@ def allocations_per_tick(lines):
     """
     allocs = ticks = 0
     for (_, before), (_, after) in zip(lines, lines[1:]):
-        if after["allocs"] is None:
+        if after.get(field) is None:
             return None
-        allocs += after["allocs"]
+        allocs += after[field]
         ticks += after["tick"] - before["tick"]
     return allocs / ticks if ticks else None
 
@@ -395,6 +396,7 @@ def run_load(binary, clients, timing, work, mix="walk=100", npcs=200):
         "net_cores": (w1["net_cpu"] - w0["net_cpu"]) / seconds,
         "us_per_client_tick": cpu * 1e6 / (peers * ticks) if peers else None,
         "allocs_per_tick": allocations_per_tick(lines),
+        "fanout_allocs_per_tick": allocations_per_tick(lines, "fanout_allocs"),
         "spread_mean_ms": statistics.fmean(s["fan_mean"] for s in in_window) / 1000 if in_window else None,
         "spread_max_ms": max(s["fan_max"] for s in in_window) / 1000 if in_window else None,
         "late_ticks": (in_window[-1]["late"] - lines[0][1]["late"]) if in_window else None,
@@ -447,8 +449,8 @@ def mode_ab(preset, work, out):
     print(f"A = `tickcast-server` built with `--features {VARIANTS['A'][1]}` (the shipped fan-out); "
           f"B = `--features {VARIANTS['B'][1]}`. 200 NPCs, 30 Hz, bots `walk=100`. "
           "Window of " f"{preset['timing']['window']} s after ramp + settle.\n")
-    print("| clients | mode | connected | allocations per tick | per client-tick | peak RSS | RSS growth in window | server CPU µs per client-tick | delivery |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    print("| clients | mode | connected | allocations per tick (whole process) | per client-tick | fan-out's own allocations per tick | peak RSS | RSS growth in window | server CPU µs per client-tick | delivery |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     rows = []
     for clients in preset["ab_counts"]:
         for name in ("A", "B"):
@@ -463,11 +465,13 @@ def mode_ab(preset, work, out):
             per_client = r["allocs_per_tick"] / r["peers"] if r["peers"] else None
             growth = (r["rss_end"] - r["rss_start"]) / MIB
             print(f"| {clients} | {name}: {label} | {r['connected']} | {fmt(r['allocs_per_tick'], ',.1f')} | "
-                  f"{fmt(per_client, '.2f')} | {fmt(r['peak_rss'] / MIB, '.1f', ' MiB')} | "
+                  f"{fmt(per_client, '.2f')} | {fmt(r['fanout_allocs_per_tick'], ',.1f')} | "
+                  f"{fmt(r['peak_rss'] / MIB, '.1f', ' MiB')} | "
                   f"{growth:+.2f} MiB | {fmt(r['us_per_client_tick'], '.1f')} | "
                   f"{fmt(delivery(r['report']), '.4f')} |", flush=True)
             rows.append({"clients": clients, "mode": name, "connected": r["connected"],
                          "allocs_per_tick": r["allocs_per_tick"], "allocs_per_client_tick": per_client,
+                         "fanout_allocs_per_tick": r["fanout_allocs_per_tick"],
                          "peak_rss_bytes": r["peak_rss"], "rss_growth_bytes": r["rss_end"] - r["rss_start"],
                          "window_s": r["window"][1] - r["window"][0],
                          "us_per_client_tick": r["us_per_client_tick"], "delivery": delivery(r["report"])})

@@ -2,6 +2,7 @@
 //! management over the tick buffer's cell order) and whether it gets the tick at all
 //! (backpressure).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -9,6 +10,34 @@ use tickcast_shared::chunk::{
     KIND_PLAYER, ServerDatagram, TICK_FRAME_PREFIX_LEN, VIEW_ALL, ViewRect, parse_datagram,
     tick_frames,
 };
+
+thread_local! {
+    static IN_FAN_OUT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the calling thread is inside the fan-out (indexing a tick and sending it to
+/// every peer). For a counting global allocator: the allocations made while this is
+/// true are the fan-out's own, quinn's `send_datagram` included (the `count-allocs`
+/// server build reports them as `fanout_allocs`). Never allocates.
+pub fn in_fan_out() -> bool {
+    IN_FAN_OUT.try_with(Cell::get).unwrap_or(false)
+}
+
+/// Marks the calling thread as inside the fan-out until dropped.
+pub(crate) struct FanOutScope(());
+
+impl FanOutScope {
+    pub(crate) fn enter() -> Self {
+        IN_FAN_OUT.set(true);
+        Self(())
+    }
+}
+
+impl Drop for FanOutScope {
+    fn drop(&mut self) {
+        IN_FAN_OUT.set(false);
+    }
+}
 
 /// One published tick buffer, indexed for per-peer selection. Built once per tick and
 /// reused: after the first ticks it allocates nothing.
@@ -190,6 +219,16 @@ pub fn decide_tick_for_peer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fan_out_scope_marks_only_its_own_thread_and_only_while_it_lives() {
+        assert!(!in_fan_out());
+        let scope = FanOutScope::enter();
+        assert!(in_fan_out());
+        assert!(!std::thread::spawn(in_fan_out).join().unwrap());
+        drop(scope);
+        assert!(!in_fan_out());
+    }
     use tickcast_shared::chunk::{
         CHUNK_HEADER_LEN, ChunkHeader, DirectoryHeader, ENTITY_RECORD_LEN, EntityRecord, KIND_NPC,
         directory_len, write_directory, write_header, write_record,

@@ -16,7 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod budget;
-mod fanout;
+pub mod fanout;
 mod nonce;
 mod server;
 pub mod tls;

@@ -19,7 +19,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::Instrument;
 
-use crate::fanout::{PeerSendState, SendDecision, TickLayout, decide_tick_for_peer};
+use crate::fanout::{FanOutScope, PeerSendState, SendDecision, TickLayout, decide_tick_for_peer};
 use crate::nonce::{NonceCache, NonceVerdict};
 use crate::{MemoryPlan, NetConfig, NetCounters, NetError, PublishedTick, tls};
 
@@ -586,6 +586,7 @@ async fn fan_out(
         state.current_tick.store(published.tick, Ordering::Relaxed);
         state.count(|c| &c.ticks_fanned_out);
 
+        let fan_out_scope = FanOutScope::enter();
         // quinn counts each queued datagram's bookkeeping (one `Bytes` handle) against
         // the send buffer as well as its payload; leaving it out would let the last
         // chunks of a tick evict the oldest queued ones.
@@ -640,6 +641,7 @@ async fn fan_out(
                 }
             }
         }
+        drop(fan_out_scope);
         state
             .counters
             .datagrams_sent

@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static FAN_OUT_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 static COUNTING: AtomicBool = AtomicBool::new(false);
 
 /// Counts one heap allocation (an `alloc`, `alloc_zeroed` or `realloc`). Called by a
@@ -19,6 +20,13 @@ static COUNTING: AtomicBool = AtomicBool::new(false);
 #[inline]
 pub fn note_allocation() {
     ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts one heap allocation made inside the fan-out
+/// (`tickcast_net::fanout::in_fan_out`), in addition to [`note_allocation`].
+#[inline]
+pub fn note_fan_out_allocation() {
+    FAN_OUT_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Says that a counting allocator is installed, so [`total`] is meaningful.
@@ -31,6 +39,13 @@ pub fn total() -> Option<u64> {
     COUNTING
         .load(Ordering::Relaxed)
         .then(|| ALLOCATIONS.load(Ordering::Relaxed))
+}
+
+/// Allocations made inside the fan-out since the process started, if counted.
+pub fn fan_out_total() -> Option<u64> {
+    COUNTING
+        .load(Ordering::Relaxed)
+        .then(|| FAN_OUT_ALLOCATIONS.load(Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -47,5 +62,8 @@ mod tests {
         note_allocation();
         note_allocation();
         assert!(total().unwrap() >= before + 2);
+        let fan_out = fan_out_total().unwrap();
+        note_fan_out_allocation();
+        assert_eq!(fan_out_total(), Some(fan_out + 1));
     }
 }

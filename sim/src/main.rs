@@ -130,27 +130,38 @@ fn parse_view_cells(text: &str) -> Result<u16, String> {
 mod counting {
     use std::alloc::{GlobalAlloc, Layout, System};
 
-    use tickcast_sim::allocations::note_allocation;
+    use tickcast_net::fanout::in_fan_out;
+    use tickcast_sim::allocations::{note_allocation, note_fan_out_allocation};
 
     pub struct CountingAllocator;
+
+    /// Every allocation, and separately the fan-out's own (a const thread-local flag
+    /// read: no allocation, no lock).
+    #[inline]
+    fn count() {
+        note_allocation();
+        if in_fan_out() {
+            note_fan_out_allocation();
+        }
+    }
 
     // SAFETY: every call is forwarded unchanged to the system allocator; counting is
     // one relaxed atomic add on a static, which neither allocates nor blocks.
     unsafe impl GlobalAlloc for CountingAllocator {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            note_allocation();
+            count();
             // SAFETY: same contract as the caller's.
             unsafe { System.alloc(layout) }
         }
 
         unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            note_allocation();
+            count();
             // SAFETY: same contract as the caller's.
             unsafe { System.alloc_zeroed(layout) }
         }
 
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            note_allocation();
+            count();
             // SAFETY: same contract as the caller's.
             unsafe { System.realloc(ptr, layout, new_size) }
         }

@@ -93,20 +93,26 @@ pub struct ServerStatus {
     /// counts them (`tickcast-server` built with the `count-allocs` feature); `None`
     /// otherwise.
     pub allocations: Option<u64>,
+    /// Of those, the ones made inside the fan-out (indexing the tick, slicing it, quinn's
+    /// `send_datagram`), when counted.
+    pub fan_out_allocations: Option<u64>,
     /// The simulation's counters.
     pub sim: SimCounters,
 }
 
-/// ` allocs=N` when allocations are counted, nothing otherwise; formats without
-/// allocating.
-struct AllocationsField(Option<u64>);
+/// ` allocs=N fanout_allocs=M` when allocations are counted, nothing otherwise; formats
+/// without allocating.
+struct AllocationsField(Option<u64>, Option<u64>);
 
 impl std::fmt::Display for AllocationsField {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(n) => write!(f, " allocs={n}"),
-            None => Ok(()),
+        if let Some(n) = self.0 {
+            write!(f, " allocs={n}")?;
         }
+        if let Some(n) = self.1 {
+            write!(f, " fanout_allocs={n}")?;
+        }
+        Ok(())
     }
 }
 
@@ -278,6 +284,7 @@ fn run_loop(
     let mut recorded_bytes_out = 0u64;
     let mut last_spread = (0u64, 0u64);
     let mut last_allocations = crate::allocations::total();
+    let mut last_fan_out_allocations = crate::allocations::fan_out_total();
 
     while !stop.load(Ordering::Relaxed) {
         let began = Instant::now();
@@ -329,8 +336,14 @@ fn run_loop(
                 .zip(last_allocations)
                 .map(|(now, then)| now - then);
             last_allocations = allocations;
+            let fan_out_allocations = crate::allocations::fan_out_total();
+            let fan_out_in_interval = fan_out_allocations
+                .zip(last_fan_out_allocations)
+                .map(|(now, then)| now - then);
+            last_fan_out_allocations = fan_out_allocations;
             let snapshot = ServerStatus {
                 allocations: allocations_in_interval,
+                fan_out_allocations: fan_out_in_interval,
                 fanout_spread_mean_us,
                 fanout_spread_max_us: counters.fanout_spread_us_max.swap(0, Ordering::Relaxed),
                 tick: sim.tick(),
@@ -356,7 +369,7 @@ fn run_loop(
                 human_bytes(snapshot.rss_bytes),
                 NetCounters::get(&counters.peer_ticks_skipped_backpressure),
                 late_ticks,
-                AllocationsField(snapshot.allocations),
+                AllocationsField(snapshot.allocations, snapshot.fan_out_allocations),
             );
             if let Ok(mut shared) = status.lock() {
                 *shared = snapshot;
@@ -424,8 +437,11 @@ mod tests {
 
     #[test]
     fn allocations_field_is_absent_when_not_counted() {
-        assert_eq!(AllocationsField(None).to_string(), "");
-        assert_eq!(AllocationsField(Some(42)).to_string(), " allocs=42");
+        assert_eq!(AllocationsField(None, None).to_string(), "");
+        assert_eq!(
+            AllocationsField(Some(42), Some(0)).to_string(),
+            " allocs=42 fanout_allocs=0"
+        );
     }
 
     #[test]
