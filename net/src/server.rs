@@ -138,7 +138,8 @@ impl NetState {
                 return Err((RejectReason::BadToken, e.to_string()));
             }
         }
-        let needed = self.config.chunk_payload;
+        // A datagram is up to a chunk plus its length prefix (a run of frames).
+        let needed = self.config.chunk_payload + TICK_FRAME_PREFIX_LEN;
         match conn.max_datagram_size() {
             Some(size) if size >= needed => {}
             other => {

@@ -40,6 +40,11 @@ pub const ENTITY_RECORD_LEN: usize = 14;
 /// DATAGRAM frame's own header in any packet quinn builds.
 pub const DEFAULT_CHUNK_PAYLOAD: usize = 1150;
 
+/// The largest chunk payload: a datagram is a chunk plus its 2-byte length prefix, and
+/// quinn allows 1,162-byte datagrams on a fresh path (QUIC's 1,200-byte minimum packet
+/// less its headers).
+pub const MAX_CHUNK_PAYLOAD: usize = 1160;
+
 /// The smallest chunk payload that still holds a header and one record.
 pub const MIN_CHUNK_PAYLOAD: usize = CHUNK_HEADER_LEN + ENTITY_RECORD_LEN;
 
