@@ -171,16 +171,23 @@ impl<'a> Chunk<'a> {
     }
 }
 
-/// Parses and validates one snapshot chunk.
-pub fn parse_chunk(bytes: &[u8]) -> Result<Chunk<'_>, ChunkError> {
-    if bytes.len() < CHUNK_HEADER_LEN {
+/// The fixed header fields of a message of `kind` whose header (kind and flags bytes
+/// included) is `header_len` bytes: the bytes after the kind and flags, before the body.
+fn header_fields(bytes: &[u8], kind: u8, header_len: usize) -> Result<&[u8], ChunkError> {
+    if bytes.len() < header_len {
         return Err(ChunkError::TooShort(bytes.len()));
     }
-    if bytes[0] != SNAPSHOT_CHUNK_KIND {
+    if bytes[0] != kind {
         return Err(ChunkError::WrongKind(bytes[0]));
     }
     // bytes[1] is the flags byte: reserved, ignored by version 2 readers.
-    let header: ChunkHeader = wire::decode_exact(&bytes[2..CHUNK_HEADER_LEN])?;
+    Ok(&bytes[2..header_len])
+}
+
+/// Parses and validates one snapshot chunk.
+pub fn parse_chunk(bytes: &[u8]) -> Result<Chunk<'_>, ChunkError> {
+    let header: ChunkHeader =
+        wire::decode_exact(header_fields(bytes, SNAPSHOT_CHUNK_KIND, CHUNK_HEADER_LEN)?)?;
     if header.index_in_cell >= header.chunks_in_cell {
         return Err(ChunkError::BadIndex {
             index: header.index_in_cell,
@@ -267,13 +274,8 @@ pub fn directory_len(cells: usize) -> usize {
 
 /// Parses and validates a tick directory.
 pub fn parse_directory(bytes: &[u8]) -> Result<Directory<'_>, ChunkError> {
-    if bytes.len() < DIRECTORY_HEADER_LEN {
-        return Err(ChunkError::TooShort(bytes.len()));
-    }
-    if bytes[0] != DIRECTORY_KIND {
-        return Err(ChunkError::WrongKind(bytes[0]));
-    }
-    let header: DirectoryHeader = wire::decode_exact(&bytes[2..DIRECTORY_HEADER_LEN])?;
+    let header: DirectoryHeader =
+        wire::decode_exact(header_fields(bytes, DIRECTORY_KIND, DIRECTORY_HEADER_LEN)?)?;
     let cells = usize::from(header.columns) * usize::from(header.rows);
     let expected = directory_len(cells);
     if bytes.len() != expected {

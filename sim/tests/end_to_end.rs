@@ -47,14 +47,7 @@ async fn run_client(session: Arc<Session>, walks: bool, run_for: Duration) -> Ve
             }
             datagram = session.next_datagram() => {
                 let bytes = datagram.expect("connection stays up");
-                let mut completed = None;
-                for message in datagram_messages(&bytes) {
-                    let message = message.expect("server datagrams parse");
-                    if let ChunkOutcome::Completed { tick, .. } = assembler.on_message(&message) {
-                        completed = Some(tick);
-                    }
-                }
-                if let Some(tick) = completed {
+                if let Some(tick) = completed_tick(&mut assembler, &bytes) {
                     let players = assembler
                         .complete_records()
                         .iter()
@@ -67,6 +60,27 @@ async fn run_client(session: Arc<Session>, walks: bool, run_for: Duration) -> Ve
         }
     }
     seen
+}
+
+/// Feeds every message of one server datagram to `assembler`; the tick it completed.
+fn completed_tick(assembler: &mut TickAssembler, bytes: &[u8]) -> Option<u32> {
+    let mut completed = None;
+    for message in datagram_messages(bytes) {
+        let message = message.expect("server datagrams parse");
+        if let ChunkOutcome::Completed { tick, .. } = assembler.on_message(&message) {
+            completed = Some(tick);
+        }
+    }
+    completed
+}
+
+/// The clients' runtime: two workers, like the bots.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn longest_consecutive_run(ticks: &[u32]) -> usize {
@@ -90,11 +104,7 @@ fn three_clients_receive_every_player_and_see_each_others_moves() {
     let addr = server.local_addr();
     let fingerprint = server.fingerprint();
     let key = load_token_key(&data_dir.join(TOKEN_KEY_FILE)).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
 
     let (views, entities, last_welcome_tick) = runtime.block_on(async {
         let endpoint = client_endpoint(addr, fingerprint).unwrap();
@@ -209,11 +219,7 @@ fn each_client_is_sent_the_cells_around_its_own_player_and_nothing_else() {
     let server = Server::start(config).expect("server starts");
     let addr = server.local_addr();
     let key = load_token_key(&data_dir.join(TOKEN_KEY_FILE)).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let views = runtime.block_on(async {
         let endpoint = client_endpoint(addr, server.fingerprint()).unwrap();
         let mut tasks = Vec::new();
@@ -232,15 +238,7 @@ fn each_client_is_sent_the_cells_around_its_own_player_and_nothing_else() {
                 while let Ok(datagram) = tokio::time::timeout_at(end, session.next_datagram()).await
                 {
                     let bytes = datagram.expect("connection stays up");
-                    let mut completed = None;
-                    for message in datagram_messages(&bytes) {
-                        let message = message.expect("server datagrams parse");
-                        if let ChunkOutcome::Completed { tick, .. } = assembler.on_message(&message)
-                        {
-                            completed = Some(tick);
-                        }
-                    }
-                    if let Some(tick) = completed {
+                    if let Some(tick) = completed_tick(&mut assembler, &bytes) {
                         let records = assembler.complete_records();
                         let cell_of = |x: u16, y: u16| {
                             let (column, row) =
