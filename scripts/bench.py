@@ -612,16 +612,16 @@ def cargo(*args):
 
 
 def build(modes):
-    if not cargo("build", "--release", "-p", "tickcast-sim", "-p", "tickcast-clients", "--bins"):
+    if not cargo("build", "--release", "-p", "tickcast-server", "-p", "tickcast-clients", "--bins"):
         raise BenchError("building the release server and bots failed (output above)")
     if "soak" in modes and not cargo("build", "--release", "-p", "tickcast-tools", "--bin", "tickcast-chart"):
         raise BenchError("building tickcast-chart failed (output above)")
     if "ab" in modes:
         for name, (label, features, target) in VARIANTS.items():
-            if not cargo("build", "--release", "-p", "tickcast-sim", "--bin", "tickcast-server",
+            if not cargo("build", "--release", "-p", "tickcast-server", "--bin", "tickcast-server",
                          "--features", features, "--target-dir", os.path.join("target", target)):
                 hint = (" — the per-client-encode feature comes with the fan-out rewrite "
-                        "(tickcast-sim forwards it to tickcast-net/per-client-encode)") if name == "B" else ""
+                        "(tickcast-server forwards it to tickcast-net/per-client-encode)") if name == "B" else ""
                 raise BenchError(f"building the {name} server ({label}: --features {features}) failed{hint}")
 
 

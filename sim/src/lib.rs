@@ -4,23 +4,24 @@
 //! in a fixed order ([`game::TickSet`]); each tick it hashes the state and encodes one
 //! snapshot into a pooled, reused buffer ([`snapshot`]).
 //!
-//! What it never does: read a clock or touch a socket — except [`server`], the glue the
-//! `tickcast-server` binary and the end-to-end tests share, which runs the fixed-step
-//! loop against the real clock and connects it to `tickcast-net`.
+//! What it never does: touch a socket, or read a clock inside the simulation. The one
+//! clock reading is [`FixedStep::sleep_until_next`], the pacing that the server
+//! (`tickcast-server`, a package of its own that wires this crate to `tickcast-net`),
+//! `tickcast-replay serve` and tests share.
 //!
 //! Entry type: [`Sim`] (`step`, `take_snapshot`, `state_hash`).
 
 #![forbid(unsafe_code)]
 
-pub mod allocations;
 pub mod config;
 pub mod game;
+mod pacing;
 pub mod record;
 pub mod replay;
 pub mod rng;
-pub mod server;
 mod sim;
 pub mod snapshot;
 
 pub use config::{ConfigError, SimConfig};
+pub use pacing::{FixedStep, Pace};
 pub use sim::Sim;

@@ -29,7 +29,7 @@ use tickcast_net::NetConfig;
 use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_sim::record::{Frame, Recording, decode_recording};
 use tickcast_sim::replay::{self, ExportFormat};
-use tickcast_sim::{Sim, SimConfig};
+use tickcast_sim::{FixedStep, Sim, SimConfig};
 
 /// Inspect, verify and replay tickcast recordings.
 #[derive(Debug, Parser)]
@@ -408,8 +408,7 @@ fn serve(
     );
     let publisher = net.publisher();
     let mut sim = Sim::new(config.clone())?;
-    let period = Duration::from_secs_f64(1.0 / (f64::from(config.tick_rate) * speed));
-    let start = Instant::now();
+    let mut pacing = FixedStep::per_second(f64::from(config.tick_rate) * speed, Instant::now());
     let total = recording.ticks().count() as u64;
     let mut progress = Progress::new();
     let mut played = 0u64;
@@ -438,11 +437,7 @@ fn serve(
                 }
                 played += 1;
                 progress.update(played, total);
-                let deadline = start + period.mul_f64(played as f64);
-                let now = Instant::now();
-                if deadline > now {
-                    std::thread::sleep(deadline - now);
-                }
+                pacing.sleep_until_next();
             }
             Frame::Tick(tick) => {
                 eprintln!(

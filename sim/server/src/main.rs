@@ -1,7 +1,7 @@
 //! `tickcast-server`: runs the simulation and serves it over QUIC.
 //!
 //! Glue only: parse the flags, validate them into a config, start
-//! [`tickcast_sim::server::Server`], and stop it cleanly on Ctrl-C or SIGTERM.
+//! [`tickcast_server::Server`], and stop it cleanly on Ctrl-C or SIGTERM.
 //!
 //! With the `count-allocs` feature it also installs a counting global allocator (module
 //! `counting`) so the status line reports the whole process's heap allocations.
@@ -15,8 +15,8 @@ use anyhow::Context;
 use clap::Parser;
 use tickcast_net::NetConfig;
 use tickcast_net::tls::fingerprint_hex;
+use tickcast_server::{RecordConfig, Server, ServerConfig};
 use tickcast_sim::SimConfig;
-use tickcast_sim::server::{RecordConfig, Server, ServerConfig};
 
 /// Authoritative game-simulation server: a fixed-step world broadcast as QUIC datagrams.
 #[derive(Debug, Parser)]
@@ -119,7 +119,7 @@ fn parse_view_cells(text: &str) -> Result<u16, String> {
 
 /// The `count-allocs` build's global allocator: `std::alloc::System` plus a relaxed
 /// atomic count of every allocation, read by the status line
-/// (`tickcast_sim::allocations`). Same approach as `sim/tests/zero_alloc.rs`, but
+/// (`tickcast_server::allocations`). Same approach as `sim/tests/zero_alloc.rs`, but
 /// process-wide: the benchmark wants every thread's allocations, the network thread's
 /// above all.
 #[cfg(feature = "count-allocs")]
@@ -131,7 +131,7 @@ mod counting {
     use std::alloc::{GlobalAlloc, Layout, System};
 
     use tickcast_net::fanout::in_fan_out;
-    use tickcast_sim::allocations::{note_allocation, note_fan_out_allocation};
+    use tickcast_server::allocations::{note_allocation, note_fan_out_allocation};
 
     pub struct CountingAllocator;
 
@@ -185,7 +185,7 @@ const BENCHMARK_FEATURES: &[(&str, bool)] = &[
 
 fn main() -> ExitCode {
     #[cfg(feature = "count-allocs")]
-    tickcast_sim::allocations::mark_counting();
+    tickcast_server::allocations::mark_counting();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -1,7 +1,5 @@
 //! End to end: a real server (sim + net) on 127.0.0.1, real QUIC clients.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +10,8 @@ use tickcast_net::tls::{TOKEN_KEY_FILE, load_token_key};
 use tickcast_shared::chunk::{KIND_PLAYER, datagram_messages};
 use tickcast_shared::msg::InputCmd;
 
-use common::{start_server, temp_data_dir, test_config};
-use tickcast_sim::server::Server;
+use crate::common::{start_server, temp_data_dir, test_config};
+use tickcast_server::Server;
 
 /// One complete tick as a client saw it: the players and their x positions.
 #[derive(Debug, Clone)]

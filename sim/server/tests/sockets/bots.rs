@@ -2,8 +2,6 @@
 //! 127.0.0.1: every behaviour of a mix plays, the report groups them, and the gates
 //! give the exit codes `tickcast-bots` returns. Bounded: about 10 s in all.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +10,7 @@ use tickcast_clients::report::{Gates, Report, Verdict};
 use tickcast_clients::swarm::{LiveCounters, SwarmConfig, TokenSource, run_swarm};
 use tickcast_net::tls::{TOKEN_KEY_FILE, load_token_key};
 
-use common::{start_server, temp_data_dir};
+use crate::common::{start_server, temp_data_dir};
 
 #[test]
 fn a_mixed_swarm_is_reported_per_behaviour_and_judged_on_walk_and_idle() {

@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use tickcast_net::NetConfig;
+use tickcast_server::{Server, ServerConfig};
 use tickcast_shared::chunk::VIEW_ALL;
 use tickcast_sim::SimConfig;
-use tickcast_sim::server::{Server, ServerConfig};
 
 /// A fresh, empty data directory under the system's temp dir, unique to this test
 /// process and `name`.

@@ -14,6 +14,7 @@ use tickcast_clients::track::{TickAssembler, View};
 use tickcast_clients::{ClientError, Session, client_endpoint, connect, mint_token, unix_now_s};
 use tickcast_net::tls::{TOKEN_KEY_FILE, load_token_key};
 use tickcast_net::{NetConfig, NetCounters};
+use tickcast_server::{Server, ServerConfig};
 use tickcast_shared::chunk::{VIEW_ALL, datagram_messages};
 use tickcast_shared::close;
 use tickcast_shared::msg::{Hello, RejectReason, ServerMessage};
@@ -21,7 +22,6 @@ use tickcast_shared::token::{ConnectToken, TokenKey};
 use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
 use tickcast_shared::{PROTOCOL_VERSION, Tick};
 use tickcast_sim::SimConfig;
-use tickcast_sim::server::{Server, ServerConfig};
 
 /// The longest any single wait in these tests may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(10);

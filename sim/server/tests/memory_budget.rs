@@ -11,9 +11,9 @@ use tickcast_clients::{ClientError, Session, client_endpoint, connect, mint_toke
 use tickcast_net::budget::{BudgetSource, MemoryBudget};
 use tickcast_net::tls::{TOKEN_KEY_FILE, load_token_key};
 use tickcast_net::{NetConfig, NetCounters};
+use tickcast_server::{Server, ServerConfig};
 use tickcast_shared::msg::RejectReason;
 use tickcast_sim::SimConfig;
-use tickcast_sim::server::{Server, ServerConfig};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 

@@ -1,9 +1,18 @@
-//! The server: the fixed-step loop on its own thread, wired to the network layer.
+//! tickcast-server: the simulation wired to the network layer, and the
+//! `tickcast-server` binary.
 //!
-//! This is the one module of the crate that reads a clock. The loop schedules tick `n`
-//! at `start + n × period` (so sleep overshoot never accumulates into drift), drains the
-//! network's events, steps the [`Sim`], and publishes the snapshot into the latest-wins
-//! handoff. It never waits for the network.
+//! What it does: runs the fixed-step loop ([`tickcast_sim::FixedStep`]) on a thread of
+//! its own against the real clock, drains the network's events, steps the [`Sim`],
+//! publishes each snapshot into the latest-wins handoff, records, and reports status.
+//!
+//! What it never does: wait for the network, or hold game rules or network rules of its
+//! own — those live in `tickcast-sim` and `tickcast-net`; this crate is glue.
+//!
+//! Entry type: [`Server`] (`start`, `status`, `stop`).
+
+#![forbid(unsafe_code)]
+
+pub mod allocations;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,10 +23,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use tickcast_net::{MemoryPlan, NetConfig, NetCounters, NetHandle, budget};
 
-use crate::game::SimCounters;
-use crate::record::{Recorder, RecordingHeader};
-use crate::snapshot::tick_buffer_len;
-use crate::{Sim, SimConfig};
+use tickcast_sim::game::SimCounters;
+use tickcast_sim::record::{Recorder, RecordingHeader};
+use tickcast_sim::snapshot::tick_buffer_len;
+use tickcast_sim::{FixedStep, Sim, SimConfig};
 
 /// Everything the server needs to start.
 #[derive(Debug, Clone, Default)]
@@ -272,13 +281,10 @@ fn run_loop(
     status: &Mutex<ServerStatus>,
 ) {
     let tick_rate = u32::from(sim.config().tick_rate);
-    let period = Duration::from_secs(1) / tick_rate;
+    let mut pacing = FixedStep::new(Duration::from_secs(1) / tick_rate, Instant::now());
     let publisher = net.publisher();
     let counters = net.counters().clone();
     let mut times = TickTimes::new(tick_rate as usize * 2);
-    let mut start = Instant::now();
-    let mut scheduled: u32 = 0;
-    let mut late_ticks = 0u64;
     let mut last_status = Instant::now();
     let mut last_bytes_out = 0u64;
     let mut recorded_bytes_out = 0u64;
@@ -352,7 +358,7 @@ fn run_loop(
                 tick_time_p99_us: times.p99_and_reset(),
                 bytes_out_per_s: ((bytes_out - last_bytes_out) as f64 / elapsed) as u64,
                 rss_bytes: resident_set_bytes(),
-                late_ticks,
+                late_ticks: pacing.late_ticks(),
                 sim: sim.counters(),
             };
             last_bytes_out = bytes_out;
@@ -368,7 +374,7 @@ fn run_loop(
                 human_bytes(snapshot.bytes_out_per_s),
                 human_bytes(snapshot.rss_bytes),
                 NetCounters::get(&counters.peer_ticks_skipped_backpressure),
-                late_ticks,
+                pacing.late_ticks(),
                 AllocationsField(snapshot.allocations, snapshot.fan_out_allocations),
             );
             if let Ok(mut shared) = status.lock() {
@@ -376,18 +382,9 @@ fn run_loop(
             }
         }
 
-        scheduled += 1;
-        let deadline = start + period * scheduled;
-        let now = Instant::now();
-        if now < deadline {
-            std::thread::sleep(deadline - now);
-        } else if now - deadline > period {
-            // More than a tick behind (a stall, a suspended process): start the schedule
-            // again from now rather than running a burst of catch-up ticks.
-            late_ticks += 1;
-            start = now;
-            scheduled = 0;
-        }
+        // More than a tick behind (a stall, a suspended process) re-bases the schedule
+        // rather than running a burst of catch-up ticks; `FixedStep` counts it as late.
+        pacing.sleep_until_next();
     }
     tracing::info!(tick = sim.tick(), "stopping");
     if let Some(recorder) = recorder {
