@@ -15,7 +15,7 @@
 pub mod allocations;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -125,6 +125,37 @@ impl std::fmt::Display for AllocationsField {
     }
 }
 
+/// The sim loop's progress, shared with the threads that judge whether the server is
+/// alive (health endpoints, the Agones health ping): a tick count the loop bumps after
+/// every tick, read with a relaxed load, never a lock.
+#[derive(Debug, Default)]
+pub struct LoopProgress {
+    ticks: AtomicU64,
+    held: AtomicBool,
+}
+
+impl LoopProgress {
+    /// Ticks the loop has run since start.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    /// Holds the loop between ticks (`true`) or lets it go on (`false`): how tests and
+    /// fault drills make a hung simulation without hanging the process. A held loop
+    /// does not tick, so its health checks fail, exactly as for a real hang.
+    pub fn hold(&self, held: bool) {
+        self.held.store(held, Ordering::Relaxed);
+    }
+
+    fn tick_done(&self) {
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn is_held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
 /// A running server.
 pub struct Server {
     local_addr: SocketAddr,
@@ -133,6 +164,7 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     status: Arc<Mutex<ServerStatus>>,
     net_counters: Arc<NetCounters>,
+    progress: Arc<LoopProgress>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -164,12 +196,14 @@ impl Server {
         let net_counters = net.counters().clone();
         let stop = Arc::new(AtomicBool::new(false));
         let status = Arc::new(Mutex::new(ServerStatus::default()));
+        let progress = Arc::new(LoopProgress::default());
         let thread = {
             let stop = stop.clone();
             let status = status.clone();
+            let progress = progress.clone();
             std::thread::Builder::new()
                 .name("tickcast-sim".into())
-                .spawn(move || run_loop(sim, net, recorder, &stop, &status))
+                .spawn(move || run_loop(sim, net, recorder, &stop, &status, &progress))
                 .context("spawning the simulation thread")?
         };
         Ok(Self {
@@ -179,6 +213,7 @@ impl Server {
             stop,
             status,
             net_counters,
+            progress,
             thread: Some(thread),
         })
     }
@@ -212,6 +247,11 @@ impl Server {
     /// The network counters, live.
     pub fn net_counters(&self) -> &Arc<NetCounters> {
         &self.net_counters
+    }
+
+    /// The sim loop's progress (ticks run; a hold for fault drills), live.
+    pub fn progress(&self) -> &Arc<LoopProgress> {
+        &self.progress
     }
 
     /// Runs until the stop flag is set, then shuts down cleanly.
@@ -279,6 +319,7 @@ fn run_loop(
     mut recorder: Option<Recorder>,
     stop: &AtomicBool,
     status: &Mutex<ServerStatus>,
+    progress: &LoopProgress,
 ) {
     let tick_rate = u32::from(sim.config().tick_rate);
     let mut pacing = FixedStep::new(Duration::from_secs(1) / tick_rate, Instant::now());
@@ -293,6 +334,12 @@ fn run_loop(
     let mut last_fan_out_allocations = crate::allocations::fan_out_total();
 
     while !stop.load(Ordering::Relaxed) {
+        if progress.is_held() {
+            // A drill's hang: no tick, no publication; the pacing re-bases afterwards
+            // and counts one late tick, as after a real stall.
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
         let began = Instant::now();
         // The events this tick applies, in order, for the recording (a list reused from
         // earlier ticks, so recording does not allocate in steady state).
@@ -323,6 +370,7 @@ fn run_loop(
             publisher.publish(tick, buffer);
         }
         times.record(began.elapsed().as_micros() as u64);
+        progress.tick_done();
 
         if last_status.elapsed() >= Duration::from_secs(1) {
             let elapsed = last_status.elapsed().as_secs_f64();

@@ -9,4 +9,5 @@ mod bots;
 mod common;
 mod end_to_end;
 mod network;
+mod progress;
 mod recording;
