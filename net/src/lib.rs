@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod budget;
 pub mod fanout;
 mod nonce;
@@ -29,7 +30,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::Receiver;
 use tickcast_shared::Tick;
 use tickcast_shared::chunk::DEFAULT_CHUNK_PAYLOAD;
 use tickcast_shared::event::{JoinAck, PeerEvent};
@@ -304,7 +305,7 @@ pub struct NetHandle {
     publisher: TickPublisher,
     membership: Receiver<PeerEvent>,
     inputs: Receiver<PeerEvent>,
-    join_acks: Sender<JoinAck>,
+    join_acks: tokio::sync::mpsc::Sender<JoinAck>,
     shutdown: Arc<tokio::sync::Notify>,
     thread: Option<JoinHandle<()>>,
 }
@@ -353,9 +354,7 @@ impl NetHandle {
     /// Tells the net thread which entity a joined client got. The channel is sized to the
     /// client limit; when full the ack is lost and that client's join times out.
     pub fn acknowledge_join(&self, ack: JoinAck) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.join_acks.try_send(ack)
-        {
+        if self.join_acks.try_send(ack).is_err() {
             NetCounters::add(&self.counters.membership_events_lost, 1);
         }
     }
@@ -426,7 +425,7 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
     let membership_capacity = config.max_clients.saturating_mul(4).max(64);
     let (membership_tx, membership_rx) = crossbeam_channel::bounded(membership_capacity);
     let (inputs_tx, inputs_rx) = crossbeam_channel::bounded(config.input_channel_capacity);
-    let (acks_tx, acks_rx) = crossbeam_channel::bounded(membership_capacity);
+    let (acks_tx, acks_rx) = tokio::sync::mpsc::channel(membership_capacity);
     let shutdown = Arc::new(tokio::sync::Notify::new());
 
     let runtime = tokio::runtime::Builder::new_current_thread()

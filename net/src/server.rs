@@ -1,26 +1,31 @@
-//! The net thread's tasks: accept, handshake, per-peer input loop, and the fan-out.
+//! The net thread's glue: quinn and tokio tasks for accept, handshake, each peer's input
+//! loop and the fan-out. The decisions they carry out — who is admitted, how many inputs
+//! a peer may send, what each peer is sent — are plain code in [`crate::admission`] and
+//! [`crate::fanout`]; this file moves bytes and time into them.
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Sender, TrySendError};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tickcast_shared::chunk::TICK_FRAME_PREFIX_LEN;
 use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_shared::msg::{Hello, InputDatagram, Reject, RejectReason, ServerMessage, Welcome};
-use tickcast_shared::token::{TokenError, TokenKey};
+use tickcast_shared::token::TokenKey;
 use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
 use tickcast_shared::{PROTOCOL_VERSION, close};
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::Instrument;
 
+use crate::admission::{
+    Gate, HelloDeadline, InputAllowance, Limits, PeerTable, Refusal, admit_connection,
+};
 use crate::fanout::{FanOutScope, PeerSendState, SendDecision, TickLayout, decide_tick_for_peer};
-use crate::nonce::{NonceCache, NonceVerdict};
 use crate::{MemoryPlan, NetConfig, NetCounters, NetError, PublishedTick, tls};
 
 /// How long a joining client waits for the sim to spawn its entity. A healthy sim answers
@@ -37,12 +42,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// payload: the `Bytes` handle it keeps (`quinn_proto::Datagram` wraps exactly one).
 const DATAGRAM_QUEUE_ENTRY_BYTES: usize = std::mem::size_of::<Bytes>();
 
+/// The glue's per-peer state, kept in the [`PeerTable`].
 struct Peer {
     conn: Connection,
-    generation: u64,
     /// The entity the peer controls; its cell is the center of the peer's view.
     entity: u32,
-    inputs_this_tick: Arc<AtomicU32>,
     send_state: PeerSendState,
 }
 
@@ -50,19 +54,16 @@ struct Peer {
 /// the mutexes are never held across an await.
 pub(crate) struct NetState {
     config: NetConfig,
-    memory_plan: MemoryPlan,
-    token_key: TokenKey,
     counters: Arc<NetCounters>,
     membership: Sender<PeerEvent>,
     inputs: Sender<PeerEvent>,
-    peers: Mutex<HashMap<u64, Peer>>,
+    /// Who is connected, and the places held by admissions in flight.
+    peers: Mutex<PeerTable<Peer>>,
     pending_joins: Mutex<HashMap<u64, oneshot::Sender<JoinAck>>>,
-    nonces: Mutex<NonceCache>,
-    /// Clients past `check_hello` and not yet in `peers` (waiting for the sim, writing the
-    /// Welcome): they count against the limits so that concurrent handshakes cannot all
-    /// pass the check and overshoot them.
-    admitting: AtomicUsize,
-    next_generation: AtomicU64,
+    /// The Hello checks, with the nonces seen.
+    gate: Mutex<Gate>,
+    /// The newest tick fanned out: the Welcome's `server_tick`, and the tick the peers'
+    /// input allowances count against.
     current_tick: AtomicU32,
 }
 
@@ -75,24 +76,26 @@ impl NetState {
         membership: Sender<PeerEvent>,
         inputs: Sender<PeerEvent>,
     ) -> Self {
-        let nonces = Mutex::new(NonceCache::new(config.nonce_capacity));
+        let limits = Limits::new(
+            config.max_clients,
+            memory_plan.clients,
+            memory_plan.connection_limit(),
+            config.chunk_payload,
+        );
+        let gate = Gate::new(limits, token_key, config.nonce_capacity);
         Self {
             config,
-            memory_plan,
-            token_key,
             counters,
             membership,
             inputs,
-            peers: Mutex::new(HashMap::new()),
+            peers: Mutex::new(PeerTable::default()),
             pending_joins: Mutex::new(HashMap::new()),
-            nonces,
-            admitting: AtomicUsize::new(0),
-            next_generation: AtomicU64::new(1),
+            gate: Mutex::new(gate),
             current_tick: AtomicU32::new(0),
         }
     }
 
-    fn peers(&self) -> MutexGuard<'_, HashMap<u64, Peer>> {
+    fn peers(&self) -> MutexGuard<'_, PeerTable<Peer>> {
         // A panic while holding the lock would be a bug in this file; the map is still
         // consistent (every update is a single insert or remove), so keep serving.
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
@@ -114,87 +117,27 @@ impl NetState {
         }
     }
 
-    /// Everything about a Hello that can refuse the client, in order.
-    fn check_hello(&self, hello: &Hello, conn: &Connection) -> Result<(), (RejectReason, String)> {
-        if hello.protocol_version != PROTOCOL_VERSION {
-            return Err((
-                RejectReason::BadVersion,
-                format!(
-                    "protocol version {} is not the server's {PROTOCOL_VERSION}",
-                    hello.protocol_version
-                ),
-            ));
-        }
-        let now = unix_now_s();
-        match self.token_key.verify(&hello.token, now) {
-            Ok(()) => {}
-            Err(TokenError::Expired { .. }) => {
-                return Err((
-                    RejectReason::TokenExpired,
-                    "the connect token expired".into(),
-                ));
-            }
-            Err(e @ (TokenError::BadMac | TokenError::UnknownVersion(_))) => {
-                return Err((RejectReason::BadToken, e.to_string()));
-            }
-        }
-        // A datagram is up to a chunk plus its length prefix (a run of frames).
-        let needed = self.config.chunk_payload + TICK_FRAME_PREFIX_LEN;
-        match conn.max_datagram_size() {
-            Some(size) if size >= needed => {}
-            other => {
-                return Err((
-                    RejectReason::DatagramsUnsupported,
-                    format!(
-                        "snapshots need datagrams of {needed} bytes; the connection allows {other:?} \
-                         (advertise max_datagram_frame_size >= {})",
-                        needed + 9
-                    ),
-                ));
-            }
-        }
-        let client_id = hello.token.client_id;
-        {
-            let peers = self.peers();
-            // A client replacing its own older connection takes no new room.
-            let admitted = peers.len() + self.admitting.load(Ordering::Relaxed);
-            if !peers.contains_key(&client_id) {
-                if admitted >= self.config.max_clients {
-                    return Err((
-                        RejectReason::ServerFull,
-                        format!(
-                            "the server is at its limit of {} clients",
-                            self.config.max_clients
-                        ),
-                    ));
-                }
-                if admitted >= self.memory_plan.clients {
-                    return Err((
-                        RejectReason::OverMemoryBudget,
-                        format!(
-                            "the server's memory budget has room for {} clients",
-                            self.memory_plan.clients
-                        ),
-                    ));
-                }
-            }
-        }
-        let verdict = self
-            .nonces
+    /// The Hello checks (`admission::Gate`) with this connection's datagram room and
+    /// the table's occupancy. On success the client holds a place in the table until it
+    /// connects or its [`AdmissionSlot`] is dropped. No await inside: on this
+    /// single-threaded runtime no other handshake can pass the check in between.
+    fn check_hello(
+        self: &Arc<Self>,
+        hello: &Hello,
+        conn: &Connection,
+    ) -> Result<AdmissionSlot, Refusal> {
+        let mut peers = self.peers();
+        let occupancy = peers.occupancy(hello.token.client_id);
+        let admitted = self
+            .gate
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .check_and_remember(hello.token.nonce, hello.token.expires_at_unix_s, now);
-        match verdict {
-            NonceVerdict::Fresh => Ok(()),
-            NonceVerdict::FreshEvictedOldest => {
-                self.count(|c| &c.nonces_evicted);
-                Ok(())
-            }
-            NonceVerdict::Replayed => Err((
-                RejectReason::TokenReplayed,
-                "this connect token was already used".into(),
-            )),
+            .check_hello(hello, conn.max_datagram_size(), occupancy, unix_now_s())?;
+        if admitted.evicted_a_nonce {
+            self.count(|c| &c.nonces_evicted);
         }
+        peers.begin_admission();
+        Ok(AdmissionSlot(Some(self.clone())))
     }
 }
 
@@ -227,11 +170,12 @@ pub(crate) async fn run(
     endpoint: quinn::Endpoint,
     state: NetState,
     slot: watch::Receiver<Option<PublishedTick>>,
-    acks: Receiver<JoinAck>,
+    acks: mpsc::Receiver<JoinAck>,
     shutdown: Arc<Notify>,
 ) {
     let state = Arc::new(state);
-    let fanout = tokio::spawn(fan_out(state.clone(), slot, acks));
+    let fanout = tokio::spawn(fan_out(state.clone(), slot));
+    let join_acks = tokio::spawn(deliver_join_acks(state.clone(), acks));
     loop {
         tokio::select! {
             () = shutdown.notified() => break,
@@ -242,6 +186,7 @@ pub(crate) async fn run(
         }
     }
     fanout.abort();
+    join_acks.abort();
     tracing::info!("closing every connection: server shutting down");
     endpoint.close(
         VarInt::from_u32(close::SERVER_SHUTDOWN),
@@ -250,21 +195,28 @@ pub(crate) async fn run(
     let _ = timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
 }
 
+/// Hands each of the sim's join answers to the handshake waiting for it, as soon as it
+/// arrives: a Welcome never waits for a published tick.
+async fn deliver_join_acks(state: Arc<NetState>, mut acks: mpsc::Receiver<JoinAck>) {
+    while let Some(ack) = acks.recv().await {
+        if let Some(waiting) = state.pending_joins().remove(&ack.client_id) {
+            let _ = waiting.send(ack);
+        }
+    }
+}
+
 /// Refuses before any TLS work when the server is full, or when the handshakes beyond
 /// the memory budget's clients are already at their allowance; otherwise hands the
 /// connection to its own task.
 fn admit(state: &Arc<NetState>, incoming: quinn::Incoming) {
-    let peers = NetCounters::get(&state.counters.peers);
-    let handshaking = NetCounters::get(&state.counters.handshaking);
-    let connections = peers + handshaking;
-    let refused = if connections >= state.config.max_clients as u64 {
-        Some(RejectReason::ServerFull)
-    } else if connections >= state.memory_plan.connection_limit() as u64 {
-        Some(RejectReason::OverMemoryBudget)
-    } else {
-        None
-    };
-    if let Some(reason) = refused {
+    let peers = NetCounters::get(&state.counters.peers) as usize;
+    let handshaking = NetCounters::get(&state.counters.handshaking) as usize;
+    let limits = *state
+        .gate
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .limits();
+    if let Err(reason) = admit_connection(&limits, peers, handshaking) {
         state.count(|c| &c.refused_before_handshake);
         state.count(|c| &c.rejects[usize::from(reason.code())]);
         incoming.refuse();
@@ -291,20 +243,24 @@ impl Drop for HandshakeSlot {
     }
 }
 
-/// Holds one `admitting` count, from a passed `check_hello` until the client is in
-/// `peers` or has failed.
-struct AdmissionSlot(Arc<NetState>);
+/// Holds a client's place in the [`PeerTable`], from a passed Hello until it connects
+/// ([`AdmissionSlot::connect`]) or fails (dropped).
+struct AdmissionSlot(Option<Arc<NetState>>);
 
 impl AdmissionSlot {
-    fn take(state: &Arc<NetState>) -> Self {
-        state.admitting.fetch_add(1, Ordering::Relaxed);
-        Self(state.clone())
+    /// The client is connected: its held place becomes its entry. Returns its generation
+    /// and any older connection of the same client that raced in meanwhile.
+    fn connect(mut self, client_id: u64, peer: Peer) -> (u64, Option<Peer>) {
+        let state = self.0.take().expect("an admission slot connects once");
+        state.peers().connect(client_id, peer)
     }
 }
 
 impl Drop for AdmissionSlot {
     fn drop(&mut self) {
-        self.0.admitting.fetch_sub(1, Ordering::Relaxed);
+        if let Some(state) = self.0.take() {
+            state.peers().abandon();
+        }
     }
 }
 
@@ -337,7 +293,9 @@ async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), HelloEr
 }
 
 async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: HandshakeSlot) {
-    let deadline = Instant::now() + state.config.hello_timeout;
+    let deadline = Instant::from_std(
+        HelloDeadline::new(std::time::Instant::now(), state.config.hello_timeout).at(),
+    );
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
         Err(e) => {
@@ -371,11 +329,9 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
             return;
         }
     };
-    // No await between the check and taking the slot: on this single-threaded runtime no
-    // other handshake can pass the check in between.
     let admission = match state.check_hello(&hello, &conn) {
-        Ok(()) => AdmissionSlot::take(&state),
-        Err((reason, detail)) => {
+        Ok(admission) => admission,
+        Err(Refusal { reason, detail }) => {
             reject(&state, &conn, send, reason, &detail).await;
             return;
         }
@@ -383,15 +339,9 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
     let client_id = hello.token.client_id;
 
     // One connection per client id: the newer replaces the older.
-    let replaced = state.peers().remove(&client_id);
+    let replaced = state.peers().take_for_replacement(client_id);
     if let Some(old) = replaced {
-        state.count(|c| &c.replaced);
-        state.counters.peers.fetch_sub(1, Ordering::Relaxed);
-        old.conn.close(
-            VarInt::from_u32(close::REPLACED),
-            b"replaced by a newer connection",
-        );
-        state.send_membership(PeerEvent::Left { client_id });
+        close_replaced(&state, client_id, &old);
     }
 
     let (ack_tx, ack_rx) = oneshot::channel();
@@ -445,36 +395,29 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
         return;
     }
 
-    let generation = state.next_generation.fetch_add(1, Ordering::Relaxed);
-    let inputs_this_tick = Arc::new(AtomicU32::new(0));
-    state.peers().insert(
+    let (generation, raced) = admission.connect(
         client_id,
         Peer {
             conn: conn.clone(),
-            generation,
             entity: ack.entity,
-            inputs_this_tick: inputs_this_tick.clone(),
             send_state: PeerSendState::default(),
         },
     );
     state.counters.peers.fetch_add(1, Ordering::Relaxed);
-    drop(admission);
+    if let Some(old) = raced {
+        close_replaced(&state, client_id, &old);
+    }
     drop(handshake);
     tracing::debug!(client_id, entity = ack.entity, "joined");
 
     // The control stream has its own task: polled only when its stream wakes it, not on
     // every input datagram as a branch of the input loop would be.
     let control = tokio::spawn(watch_control(state.clone(), conn.clone(), recv));
-    serve_peer(&state, &conn, client_id, &inputs_this_tick).await;
+    serve_peer(&state, &conn, client_id).await;
     control.abort();
 
-    let mut peers = state.peers();
-    if peers
-        .get(&client_id)
-        .is_some_and(|p| p.generation == generation)
-    {
-        peers.remove(&client_id);
-        drop(peers);
+    let removed = state.peers().disconnect(client_id, generation);
+    if removed {
         state.counters.peers.fetch_sub(1, Ordering::Relaxed);
         state.send_membership(PeerEvent::Left { client_id });
         tracing::debug!(client_id, "left");
@@ -483,13 +426,20 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
     drop(send);
 }
 
+/// Closes a connection another one of the same client replaced, and tells the sim.
+fn close_replaced(state: &NetState, client_id: u64, old: &Peer) {
+    state.count(|c| &c.replaced);
+    state.counters.peers.fetch_sub(1, Ordering::Relaxed);
+    old.conn.close(
+        VarInt::from_u32(close::REPLACED),
+        b"replaced by a newer connection",
+    );
+    state.send_membership(PeerEvent::Left { client_id });
+}
+
 /// Reads the peer's input datagrams until it leaves or misbehaves.
-async fn serve_peer(
-    state: &NetState,
-    conn: &Connection,
-    client_id: u64,
-    inputs_this_tick: &AtomicU32,
-) {
+async fn serve_peer(state: &NetState, conn: &Connection, client_id: u64) {
+    let mut allowance = InputAllowance::new(state.config.max_inputs_per_tick);
     while let Ok(bytes) = conn.read_datagram().await {
         let datagram = match InputDatagram::decode(&bytes) {
             Ok(datagram) => datagram,
@@ -503,7 +453,7 @@ async fn serve_peer(
                 return;
             }
         };
-        if inputs_this_tick.fetch_add(1, Ordering::Relaxed) >= state.config.max_inputs_per_tick {
+        if !allowance.admit(state.current_tick.load(Ordering::Relaxed)) {
             state.count(|c| &c.inputs_dropped_rate);
             continue;
         }
@@ -560,21 +510,12 @@ async fn write_message(send: &mut SendStream, message: &ServerMessage) -> Result
 
 /// Waits for each published tick and sends every peer the part of it in its view, if
 /// its send buffer has room for all of that part.
-async fn fan_out(
-    state: Arc<NetState>,
-    mut slot: watch::Receiver<Option<PublishedTick>>,
-    acks: Receiver<JoinAck>,
-) {
+async fn fan_out(state: Arc<NetState>, mut slot: watch::Receiver<Option<PublishedTick>>) {
     // Reused every tick: the fan-out allocates nothing of its own in steady state.
     let mut layout = TickLayout::default();
     let mut last_tick: Option<u32> = None;
     while slot.changed().await.is_ok() {
         let published = slot.borrow_and_update().clone();
-        for ack in acks.try_iter() {
-            if let Some(waiting) = state.pending_joins().remove(&ack.client_id) {
-                let _ = waiting.send(ack);
-            }
-        }
         let Some(published) = published else { continue };
         if let Some(last) = last_tick {
             let gap = published.tick.wrapping_sub(last).saturating_sub(1);
@@ -607,8 +548,7 @@ async fn fan_out(
         let mut queue_peak = 0usize;
         let mut sent = 0u64;
         let mut sent_bytes = 0u64;
-        for peer in state.peers().values_mut() {
-            peer.inputs_this_tick.store(0, Ordering::Relaxed);
+        for peer in state.peers().peers_mut() {
             let center = layout.player_cell(peer.entity);
             let view_bytes = layout.select(center, view_cells, |_| {});
             let space = peer.conn.datagram_send_buffer_space();
