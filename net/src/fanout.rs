@@ -1,15 +1,13 @@
 //! The fan-out's pure parts: which datagrams of a tick a peer is sent (interest
-//! management over the tick buffer's cell order) and whether it gets the tick at all
-//! (backpressure).
+//! management over the tick's index, as the sim published it) and whether it gets the
+//! tick at all (backpressure). Planned once per peer per tick; nothing here parses the
+//! tick buffer.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::ops::Range;
 
-use tickcast_shared::chunk::{
-    KIND_PLAYER, ServerDatagram, TICK_FRAME_PREFIX_LEN, VIEW_ALL, ViewRect, parse_datagram,
-    tick_frames,
-};
+use tickcast_shared::chunk::{TICK_FRAME_PREFIX_LEN, VIEW_ALL, ViewRect};
+use tickcast_shared::index::TickIndex;
 
 thread_local! {
     static IN_FAN_OUT: Cell<bool> = const { Cell::new(false) };
@@ -39,134 +37,99 @@ impl Drop for FanOutScope {
     }
 }
 
-/// One published tick buffer, indexed for per-peer selection. Built once per tick and
-/// reused: after the first ticks it allocates nothing.
-///
-/// The sim lays a tick out as the directory frame followed by chunk frames in cell order,
-/// so the chunks of one row of a peer's view are one contiguous run of frames; a peer's
-/// selection is the directory plus one run per row of its view. Consecutive frames are
-/// sent together as one datagram, up to `bundle_limit` bytes: the wire format of a server
-/// datagram is the tick buffer's own `[u16 length][message]` framing, so a run of frames
-/// is a slice of the buffer, never a copy.
-#[derive(Debug, Default)]
-pub struct TickLayout {
-    /// Byte range of every frame's message in the buffer (the directory first).
-    pub frames: Vec<Range<usize>>,
-    /// `cell_first[c]`: index of the first frame whose cell is `>= c` (`cells + 1`
-    /// entries); empty when the buffer has no directory.
-    cell_first: Vec<u32>,
-    columns: u16,
-    rows: u16,
-    /// Every player entity's cell this tick.
-    players: HashMap<u32, u16>,
-    /// What quinn charges a peer's send buffer per queued datagram.
-    entry_cost: usize,
-    /// The largest datagram built from several frames.
-    bundle_limit: usize,
+/// The shape of a peer's datagrams: what quinn charges per queued datagram, and the
+/// largest datagram built from consecutive frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatagramShape {
+    /// What quinn charges a peer's send buffer per queued datagram on top of its payload.
+    pub entry_cost: usize,
+    /// The largest datagram to build from several frames (a larger frame goes alone).
+    pub bundle_limit: usize,
 }
 
-impl TickLayout {
-    /// Indexes `buffer`. `entry_cost` is what quinn charges per queued datagram;
-    /// `bundle_limit` the largest datagram to build from consecutive frames (a frame
-    /// larger than that still goes alone).
-    pub fn load(&mut self, buffer: &[u8], entry_cost: usize, bundle_limit: usize) {
-        self.entry_cost = entry_cost;
-        self.bundle_limit = bundle_limit;
-        self.frames.clear();
-        self.frames.extend(tick_frames(buffer));
-        self.cell_first.clear();
-        self.players.clear();
-        let Some(Ok(ServerDatagram::Directory(directory))) = self
-            .frames
-            .first()
-            .map(|range| parse_datagram(&buffer[range.clone()]))
-        else {
-            return;
+/// Which datagrams of a tick a peer is sent, and what they cost in its send buffer: the
+/// directory and one run of frames per row of its view, or — a spectator, a player not
+/// in this tick, `view_cells` = [`VIEW_ALL`], a buffer without a directory — every frame.
+///
+/// The sim lays a tick out as the directory frame followed by chunk frames in cell order,
+/// so the chunks of one row of a view are one contiguous run of frames. Consecutive
+/// frames go together as one datagram, up to `shape.bundle_limit` bytes: a server
+/// datagram is the tick buffer's own `[u16 length][message]` framing, so a run of frames
+/// is a slice of the buffer, never a copy. `datagrams` is cleared and filled with byte
+/// ranges of the buffer (length prefixes included); reused from peer to peer, it stops
+/// allocating once it has grown to the largest view.
+pub fn select_view(
+    index: &TickIndex,
+    center: Option<u16>,
+    view_cells: u16,
+    shape: DatagramShape,
+    datagrams: &mut Vec<Range<usize>>,
+) -> usize {
+    datagrams.clear();
+    let frames = index.frames();
+    let mut cost = 0;
+    match center {
+        Some(center) if view_cells != VIEW_ALL && index.has_cells() => {
+            cost += bundle(&frames[0..1], shape, datagrams);
+            let (columns, rows) = index.grid();
+            let view = ViewRect::around(center, columns, rows, view_cells);
+            for (first, last) in view.row_runs(columns) {
+                cost += bundle(
+                    &frames[index.frames_of_cells(first, last)],
+                    shape,
+                    datagrams,
+                );
+            }
+        }
+        _ => cost += bundle(frames, shape, datagrams),
+    }
+    cost
+}
+
+/// Plans one tick for one peer, once: selects its view ([`select_view`]) and decides
+/// with [`decide_tick_for_peer`] whether it gets it. On [`SendDecision::Send`],
+/// `datagrams` holds the byte ranges to send.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_tick_for_peer(
+    index: &TickIndex,
+    entity: u32,
+    view_cells: u16,
+    shape: DatagramShape,
+    state: &mut PeerSendState,
+    buffer_space: usize,
+    queued: usize,
+    datagrams: &mut Vec<Range<usize>>,
+) -> (SendDecision, usize) {
+    let center = index.player_cell(entity);
+    let cost = select_view(index, center, view_cells, shape, datagrams);
+    (
+        decide_tick_for_peer(state, buffer_space, queued, cost),
+        cost,
+    )
+}
+
+/// Appends consecutive frames as datagrams of at most `shape.bundle_limit` bytes;
+/// returns their cost.
+fn bundle(frames: &[Range<usize>], shape: DatagramShape, out: &mut Vec<Range<usize>>) -> usize {
+    let mut cost = 0;
+    let mut current: Option<Range<usize>> = None;
+    for frame in frames {
+        let whole = frame.start - TICK_FRAME_PREFIX_LEN..frame.end;
+        current = match current {
+            Some(run) if whole.end - run.start <= shape.bundle_limit => Some(run.start..whole.end),
+            Some(run) => {
+                cost += run.len() + shape.entry_cost;
+                out.push(run);
+                Some(whole)
+            }
+            None => Some(whole),
         };
-        self.columns = directory.header.columns;
-        self.rows = directory.header.rows;
-        let cells = directory.cells();
-        let mut next_cell = 0usize;
-        for (index, range) in self.frames.iter().enumerate().skip(1) {
-            let Ok(ServerDatagram::Chunk(chunk)) = parse_datagram(&buffer[range.clone()]) else {
-                continue;
-            };
-            let cell = usize::from(chunk.header.cell).min(cells);
-            while next_cell <= cell {
-                self.cell_first.push(index as u32);
-                next_cell += 1;
-            }
-            for (net_id, _) in chunk.ids_and_kinds().filter(|(_, k)| *k == KIND_PLAYER) {
-                self.players.insert(net_id, chunk.header.cell);
-            }
-        }
-        while next_cell <= cells {
-            self.cell_first.push(self.frames.len() as u32);
-            next_cell += 1;
-        }
     }
-
-    /// The cell of player entity `entity` this tick.
-    pub fn player_cell(&self, entity: u32) -> Option<u16> {
-        self.players.get(&entity).copied()
+    if let Some(run) = current {
+        cost += run.len() + shape.entry_cost;
+        out.push(run);
     }
-
-    /// Calls `each` with the byte range (in the tick buffer, length prefixes included)
-    /// of every datagram a peer gets: with `center` and a radius other than
-    /// [`VIEW_ALL`], the directory and the cells of its view; otherwise (a spectator, a
-    /// player not in this tick, a buffer without a directory) every frame. Returns what
-    /// the datagrams cost in the peer's send buffer.
-    pub fn select(
-        &self,
-        center: Option<u16>,
-        view_cells: u16,
-        mut each: impl FnMut(Range<usize>),
-    ) -> usize {
-        let mut cost = 0;
-        match center {
-            Some(center) if view_cells != VIEW_ALL && self.cell_first.len() > self.cells() => {
-                cost += self.bundle(0..1, &mut each);
-                let view = ViewRect::around(center, self.columns, self.rows, view_cells);
-                for (first, last) in view.row_runs(self.columns) {
-                    let start = self.cell_first[usize::from(first)] as usize;
-                    let end = self.cell_first[usize::from(last) + 1] as usize;
-                    cost += self.bundle(start..end, &mut each);
-                }
-            }
-            _ => cost += self.bundle(0..self.frames.len(), &mut each),
-        }
-        cost
-    }
-
-    /// Emits consecutive frames as datagrams of at most `bundle_limit` bytes; returns
-    /// their cost.
-    fn bundle(&self, frames: Range<usize>, each: &mut impl FnMut(Range<usize>)) -> usize {
-        let mut cost = 0;
-        let mut current: Option<Range<usize>> = None;
-        for frame in &self.frames[frames] {
-            let whole = frame.start - TICK_FRAME_PREFIX_LEN..frame.end;
-            current = match current {
-                Some(run) if whole.end - run.start <= self.bundle_limit => {
-                    Some(run.start..whole.end)
-                }
-                Some(run) => {
-                    cost += run.len() + self.entry_cost;
-                    each(run);
-                    Some(whole)
-                }
-                None => Some(whole),
-            };
-        }
-        if let Some(run) = current {
-            cost += run.len() + self.entry_cost;
-            each(run);
-        }
-        cost
-    }
-
-    fn cells(&self) -> usize {
-        usize::from(self.columns) * usize::from(self.rows)
-    }
+    cost
 }
 
 /// What to do with one tick for one peer.
@@ -231,7 +194,7 @@ mod tests {
     }
     use tickcast_shared::chunk::{
         CHUNK_HEADER_LEN, ChunkHeader, DirectoryHeader, ENTITY_RECORD_LEN, EntityRecord, KIND_NPC,
-        directory_len, write_directory, write_header, write_record,
+        KIND_PLAYER, directory_len, write_directory, write_header, write_record,
     };
 
     /// A tick buffer on a 4 × 3 grid with one chunk per listed (cell, net id, kind).
@@ -276,28 +239,43 @@ mod tests {
     }
 
     /// The frames selected (by index) and the cost.
-    fn selected(layout: &TickLayout, center: Option<u16>, view: u16) -> (Vec<usize>, usize) {
+    /// A tick buffer's index and the datagram shape to select with.
+    struct Layout {
+        index: TickIndex,
+        shape: DatagramShape,
+    }
+
+    fn layout(buffer: &[u8], entry_cost: usize, bundle_limit: usize) -> Layout {
+        Layout {
+            index: TickIndex::of_buffer(buffer),
+            shape: DatagramShape {
+                entry_cost,
+                bundle_limit,
+            },
+        }
+    }
+
+    fn selected(layout: &Layout, center: Option<u16>, view: u16) -> (Vec<usize>, usize) {
         let (datagrams, cost) = datagrams(layout, center, view);
         (datagrams.concat(), cost)
     }
 
     /// The datagrams selected, each as the frame indices it carries, and the cost.
-    fn datagrams(layout: &TickLayout, center: Option<u16>, view: u16) -> (Vec<Vec<usize>>, usize) {
+    fn datagrams(layout: &Layout, center: Option<u16>, view: u16) -> (Vec<Vec<usize>>, usize) {
         let mut datagrams = Vec::new();
-        let cost = layout.select(center, view, |bytes| {
-            let frames = (0..layout.frames.len())
-                .filter(|&i| bytes.contains(&layout.frames[i].start))
+        let mut ranges = Vec::new();
+        let cost = select_view(&layout.index, center, view, layout.shape, &mut ranges);
+        let all = layout.index.frames();
+        for bytes in ranges {
+            let frames = (0..all.len())
+                .filter(|&i| bytes.contains(&all[i].start))
                 .collect::<Vec<_>>();
             let first = frames[0];
             let last = frames[frames.len() - 1];
-            assert_eq!(
-                bytes.start,
-                layout.frames[first].start - 2,
-                "starts at a prefix"
-            );
-            assert_eq!(bytes.end, layout.frames[last].end, "ends with a frame");
+            assert_eq!(bytes.start, all[first].start - 2, "starts at a prefix");
+            assert_eq!(bytes.end, all[last].end, "ends with a frame");
             datagrams.push(frames);
-        });
+        }
         (datagrams, cost)
     }
 
@@ -314,12 +292,11 @@ mod tests {
             (10, 14, KIND_PLAYER),
             (11, 15, KIND_NPC),
         ]);
-        let mut layout = TickLayout::default();
-        layout.load(&buffer, 32, 1152);
-        assert_eq!(layout.frames.len(), 7);
-        assert_eq!(layout.player_cell(12), Some(5));
-        assert_eq!(layout.player_cell(14), Some(10));
-        assert_eq!(layout.player_cell(10), None, "NPCs are not indexed");
+        let layout = layout(&buffer, 32, 1152);
+        assert_eq!(layout.index.frames().len(), 7);
+        assert_eq!(layout.index.player_cell(12), Some(5));
+        assert_eq!(layout.index.player_cell(14), Some(10));
+        assert_eq!(layout.index.player_cell(10), None, "NPCs are not indexed");
 
         // Player 12 in cell 5 sees cells 0-2, 4-6, 8-10: frames of cells 0, 5, 6, 10, in
         // one datagram per view row (cells 5 and 6 are next to each other).
@@ -338,13 +315,46 @@ mod tests {
         assert_eq!(selected(&layout, Some(5), 100).0, all);
     }
 
+    proptest::proptest! {
+        /// A peer's datagrams are exactly the directory and the frames of the cells in
+        /// its view, in buffer order, each datagram a run of whole frames no larger than
+        /// the bundle limit (or one frame); the cost is their bytes plus one entry each.
+        #[test]
+        fn a_view_is_the_directory_and_exactly_the_cells_in_it(
+            occupied in proptest::collection::btree_set(0u16..12, 0..12),
+            center in 0u16..12,
+            radius in 0u16..3,
+            bundle_chunks in 1usize..4,
+        ) {
+            let chunks: Vec<(u16, u32, u8)> =
+                occupied.iter().map(|&cell| (cell, u32::from(cell) + 100, KIND_NPC)).collect();
+            let buffer = tick_buffer(&chunks);
+            let chunk = 2 + CHUNK_HEADER_LEN + ENTITY_RECORD_LEN;
+            let layout = layout(&buffer, 16, bundle_chunks * chunk);
+            let (datagrams, cost) = datagrams(&layout, Some(center), radius);
+            let view = ViewRect::around(center, 4, 3, radius);
+            let mut expected = vec![0];
+            expected.extend(
+                (1..=chunks.len()).filter(|&frame| view.contains(chunks[frame - 1].0, 4)),
+            );
+            proptest::prop_assert_eq!(datagrams.concat(), expected);
+            let frames = layout.index.frames();
+            let mut bytes = 0;
+            for datagram in &datagrams {
+                let len = frames[datagram[datagram.len() - 1]].end - (frames[datagram[0]].start - 2);
+                proptest::prop_assert!(datagram.len() == 1 || len <= bundle_chunks * chunk);
+                bytes += len + 16;
+            }
+            proptest::prop_assert_eq!(cost, bytes);
+        }
+    }
+
     #[test]
     fn a_buffer_without_a_directory_goes_to_everyone_whole() {
         let buffer = tick_buffer(&[(1, 1, KIND_PLAYER)]);
         // Drop the directory frame.
         let without = buffer[2 + directory_len(12)..].to_vec();
-        let mut layout = TickLayout::default();
-        layout.load(&without, 0, 1152);
+        let layout = layout(&without, 0, 1152);
         assert_eq!(selected(&layout, Some(1), 1).0, vec![0]);
     }
 
@@ -357,10 +367,9 @@ mod tests {
             (3, 4, KIND_NPC),
         ]);
         let chunk = 2 + CHUNK_HEADER_LEN + ENTITY_RECORD_LEN;
-        let mut layout = TickLayout::default();
         // Room for two chunks per datagram; the 18-byte directory frame is smaller than a
         // chunk's, so it shares the first datagram with one chunk.
-        layout.load(&buffer, 0, 2 * chunk);
+        let layout = layout(&buffer, 0, 2 * chunk);
         let (datagrams, cost) = datagrams(&layout, None, VIEW_ALL);
         assert_eq!(datagrams, vec![vec![0, 1], vec![2, 3], vec![4]]);
         assert_eq!(cost, buffer.len());

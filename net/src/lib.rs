@@ -34,10 +34,13 @@ use crossbeam_channel::Receiver;
 use tickcast_shared::Tick;
 use tickcast_shared::chunk::DEFAULT_CHUNK_PAYLOAD;
 use tickcast_shared::event::{JoinAck, PeerEvent};
+use tickcast_shared::index::TickIndex;
 use tickcast_shared::msg::RejectReason;
 
 pub use budget::MemoryPlan;
-pub use fanout::{PeerSendState, SendDecision, decide_tick_for_peer};
+pub use fanout::{
+    DatagramShape, PeerSendState, SendDecision, decide_tick_for_peer, plan_tick_for_peer,
+};
 pub use nonce::{NonceCache, NonceVerdict};
 
 /// Errors starting or running the network layer.
@@ -266,6 +269,8 @@ pub struct PublishedTick {
     pub tick: Tick,
     /// The tick buffer: `[u16 length][chunk]` repeated.
     pub buffer: Bytes,
+    /// Where the buffer's frames, cells and players are, as the encoder wrote them.
+    pub index: Arc<TickIndex>,
     /// When it was published, for the fan-out spread.
     pub published_at: std::time::Instant,
 }
@@ -279,13 +284,15 @@ pub struct TickPublisher {
 }
 
 impl TickPublisher {
-    /// Hands the tick to the net thread, replacing any tick it has not taken yet.
-    pub fn publish(&self, tick: Tick, buffer: Bytes) {
+    /// Hands the tick and its index to the net thread, replacing any tick it has not
+    /// taken yet.
+    pub fn publish(&self, tick: Tick, buffer: Bytes, index: Arc<TickIndex>) {
         // The replaced tick (if the net thread never took it) is dropped here; the net
         // thread counts the gap as coalesced.
         self.slot.send_replace(Some(PublishedTick {
             tick,
             buffer,
+            index,
             published_at: std::time::Instant::now(),
         }));
     }

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::admission::{
     Gate, HelloDeadline, InputAllowance, Limits, PeerTable, Refusal, admit_connection,
 };
-use crate::fanout::{FanOutScope, PeerSendState, SendDecision, TickLayout, decide_tick_for_peer};
+use crate::fanout::{DatagramShape, FanOutScope, PeerSendState, SendDecision, plan_tick_for_peer};
 use crate::{MemoryPlan, NetConfig, NetCounters, NetError, PublishedTick, tls};
 
 /// How long a joining client waits for the sim to spawn its entity. A healthy sim answers
@@ -511,8 +511,16 @@ async fn write_message(send: &mut SendStream, message: &ServerMessage) -> Result
 /// Waits for each published tick and sends every peer the part of it in its view, if
 /// its send buffer has room for all of that part.
 async fn fan_out(state: Arc<NetState>, mut slot: watch::Receiver<Option<PublishedTick>>) {
-    // Reused every tick: the fan-out allocates nothing of its own in steady state.
-    let mut layout = TickLayout::default();
+    // Reused from peer to peer and tick to tick: the fan-out allocates nothing of its own
+    // in steady state.
+    let mut datagrams: Vec<Range<usize>> = Vec::new();
+    let shape = DatagramShape {
+        // quinn counts each queued datagram's bookkeeping (one `Bytes` handle) against
+        // the send buffer as well as its payload; leaving it out would let the last
+        // chunks of a tick evict the oldest queued ones.
+        entry_cost: DATAGRAM_QUEUE_ENTRY_BYTES,
+        bundle_limit: state.config.chunk_payload + TICK_FRAME_PREFIX_LEN,
+    };
     let mut last_tick: Option<u32> = None;
     while slot.changed().await.is_ok() {
         let published = slot.borrow_and_update().clone();
@@ -529,14 +537,6 @@ async fn fan_out(state: Arc<NetState>, mut slot: watch::Receiver<Option<Publishe
         state.count(|c| &c.ticks_fanned_out);
 
         let fan_out_scope = FanOutScope::enter();
-        // quinn counts each queued datagram's bookkeeping (one `Bytes` handle) against
-        // the send buffer as well as its payload; leaving it out would let the last
-        // chunks of a tick evict the oldest queued ones.
-        layout.load(
-            &published.buffer,
-            DATAGRAM_QUEUE_ENTRY_BYTES,
-            state.config.chunk_payload + TICK_FRAME_PREFIX_LEN,
-        );
         // Every peer gets refcounted slices of the sim's tick buffer: no copy, no encode.
         // A peer whose queue is stuck (a frozen client, no acknowledgements) keeps the
         // buffers of the ticks in its queue alive; the sim's pool then detaches them
@@ -549,18 +549,23 @@ async fn fan_out(state: Arc<NetState>, mut slot: watch::Receiver<Option<Publishe
         let mut sent = 0u64;
         let mut sent_bytes = 0u64;
         for peer in state.peers().peers_mut() {
-            let center = layout.player_cell(peer.entity);
-            let view_bytes = layout.select(center, view_cells, |_| {});
             let space = peer.conn.datagram_send_buffer_space();
             let queued = send_buffer.saturating_sub(space);
-            match decide_tick_for_peer(&mut peer.send_state, space, queued, view_bytes) {
+            let (decision, view_bytes) = plan_tick_for_peer(
+                &published.index,
+                peer.entity,
+                view_cells,
+                shape,
+                &mut peer.send_state,
+                space,
+                queued,
+                &mut datagrams,
+            );
+            match decision {
                 SendDecision::Skip => state.count(|c| &c.peer_ticks_skipped_backpressure),
                 SendDecision::Send => {
                     let mut whole = true;
-                    layout.select(center, view_cells, |range| {
-                        if !whole {
-                            return;
-                        }
+                    for range in datagrams.drain(..) {
                         let len = range.len() as u64;
                         match peer.conn.send_datagram(datagram_for_peer(tick, range)) {
                             Ok(()) => {
@@ -570,9 +575,10 @@ async fn fan_out(state: Arc<NetState>, mut slot: watch::Receiver<Option<Publishe
                             Err(e) => {
                                 tracing::trace!("send_datagram: {e}");
                                 whole = false;
+                                break;
                             }
                         }
-                    });
+                    }
                     if whole {
                         state.count(|c| &c.peer_ticks_sent);
                     } else {

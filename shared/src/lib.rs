@@ -18,6 +18,7 @@
 pub mod chunk;
 pub mod close;
 pub mod event;
+pub mod index;
 pub mod msg;
 pub mod token;
 pub mod wire;

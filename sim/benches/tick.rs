@@ -72,7 +72,7 @@ fn step_recorded(sim: &mut Sim, recorder: Option<&mut Recorder>) {
     sim.step(tick);
     let snapshot = sim.take_snapshot();
     if let (Some(recorder), Some(events)) = (recorder, applied) {
-        recorder.record_step(sim, events, snapshot.as_ref(), 0, 0);
+        recorder.record_step(sim, events, snapshot.as_ref().map(|s| &s.bytes), 0, 0);
     }
     divan::black_box(snapshot);
 }

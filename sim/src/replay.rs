@@ -158,7 +158,7 @@ pub fn verify(
                     sim.handle(event.clone());
                 }
                 sim.step(0);
-                last_snapshot = sim.take_snapshot().map(|b| (tick.tick, b));
+                last_snapshot = sim.take_snapshot().map(|s| (tick.tick, s.bytes));
                 result.ticks_checked += 1;
                 if result.first_divergence.is_none() && sim.state_hash() != tick.state_hash {
                     result.first_divergence = Some(tick.tick);
@@ -206,7 +206,7 @@ pub fn entities_at(
         if frame.tick == tick {
             return sim
                 .take_snapshot()
-                .map(|buffer| records_of(&buffer))
+                .map(|snapshot| records_of(&snapshot.bytes))
                 .ok_or_else(|| format!("no snapshot for tick {tick}"));
         }
     }

@@ -3,14 +3,13 @@
 
 use bevy_ecs::prelude::*;
 use bevy_ecs::schedule::SingleThreadedExecutor;
-use bytes::Bytes;
 use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_shared::msg::InputDatagram;
 
 use crate::config::{ConfigError, SimConfig};
 use crate::game::{self, Clients, CurrentTick, NetIds, Player, Settings, SimCounters, TickSet};
 use crate::rng::SimRng;
-use crate::snapshot::{SnapshotState, build_snapshot};
+use crate::snapshot::{Snapshot, SnapshotState, build_snapshot};
 
 /// The simulation: a bevy_ecs `World` and the `Schedule` that advances it one tick.
 pub struct Sim {
@@ -125,9 +124,9 @@ impl Sim {
         self.world.resource_mut::<CurrentTick>().0 += 1;
     }
 
-    /// The last tick's tick buffer (see `tickcast_shared::chunk`), once; `None` if it was
-    /// already taken or the pool had no free buffer.
-    pub fn take_snapshot(&mut self) -> Option<Bytes> {
+    /// The last tick's tick buffer (see `tickcast_shared::chunk`) and its index, once;
+    /// `None` if it was already taken.
+    pub fn take_snapshot(&mut self) -> Option<Snapshot> {
         self.world.resource_mut::<SnapshotState>().published.take()
     }
 

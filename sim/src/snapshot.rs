@@ -6,13 +6,16 @@
 //! When every peer's copy is gone the buffer is free again and is reused in place, so in
 //! steady state a tick allocates nothing.
 
+use std::sync::Arc;
+
 use bevy_ecs::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tickcast_shared::chunk::{
-    CHUNK_HEADER_LEN, ChunkHeader, DirectoryHeader, ENTITY_RECORD_LEN, EntityRecord,
+    CHUNK_HEADER_LEN, ChunkHeader, DirectoryHeader, ENTITY_RECORD_LEN, EntityRecord, KIND_PLAYER,
     TICK_FRAME_PREFIX_LEN, directory_len, records_per_chunk, write_directory, write_header,
     write_record,
 };
+use tickcast_shared::index::TickIndex;
 
 use crate::config::SimConfig;
 use crate::game::{
@@ -104,6 +107,54 @@ impl SnapshotPool {
     }
 }
 
+/// A small ring of tick indexes, published beside the tick buffers. The net thread holds
+/// an index only while it fans its tick out (the latest-wins slot keeps the newest one),
+/// so by the time the ring comes round an index is free again and is refilled in place.
+#[derive(Debug)]
+pub struct IndexPool {
+    slots: Vec<Arc<TickIndex>>,
+    next: usize,
+}
+
+impl IndexPool {
+    /// A ring of `slots` indexes (at least one).
+    pub fn new(slots: usize) -> Self {
+        Self {
+            slots: (0..slots.max(1)).map(|_| Arc::default()).collect(),
+            next: 0,
+        }
+    }
+
+    /// The next index to fill, and whether it had to be replaced by a new allocation
+    /// because someone still held it. Never blocks.
+    pub fn acquire(&mut self) -> (&mut TickIndex, bool) {
+        let index = self.next;
+        self.next = (index + 1) % self.slots.len();
+        let slot = &mut self.slots[index];
+        let replaced = Arc::get_mut(slot).is_none();
+        if replaced {
+            *slot = Arc::default();
+        }
+        (Arc::make_mut(slot), replaced)
+    }
+
+    /// The index filled by the last [`Self::acquire`], to publish (a refcount clone).
+    pub fn last(&self) -> Arc<TickIndex> {
+        let last = (self.next + self.slots.len() - 1) % self.slots.len();
+        self.slots[last].clone()
+    }
+}
+
+/// A tick as the encoder publishes it: the bytes every peer is sent slices of, and the
+/// index of where everything in them is.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The tick buffer (`tickcast_shared::chunk`).
+    pub bytes: Bytes,
+    /// Its frames, cells and player cells.
+    pub index: Arc<TickIndex>,
+}
+
 /// One entity, ready to sort and encode.
 #[derive(Debug, Clone, Copy, Default)]
 struct Row {
@@ -122,6 +173,7 @@ impl Row {
 #[derive(Debug, Resource)]
 pub struct SnapshotState {
     pool: SnapshotPool,
+    indexes: IndexPool,
     /// Rows in query order, then (in `sorted`) in encoding order.
     rows: Vec<Row>,
     sorted: Vec<Row>,
@@ -131,8 +183,8 @@ pub struct SnapshotState {
     pub server_time_us: u32,
     /// The state hash of the last tick.
     pub hash: u64,
-    /// The last tick's tick buffer, until taken.
-    pub published: Option<Bytes>,
+    /// The last tick's tick buffer and index, until taken.
+    pub published: Option<Snapshot>,
     /// Entities in the last snapshot.
     pub entities: usize,
     /// Chunks in the last snapshot.
@@ -149,6 +201,7 @@ impl SnapshotState {
         };
         Self {
             pool: SnapshotPool::new(config.snapshot_buffers, tick_buffer_len(expected, config)),
+            indexes: IndexPool::new(config.snapshot_buffers),
             rows: Vec::with_capacity(expected),
             sorted: Vec::with_capacity(expected),
             cell_starts: Vec::with_capacity(config.cells() + 1),
@@ -281,8 +334,13 @@ pub fn build_snapshot(
             buffer
         }
     };
+    let (index, replaced) = state.indexes.acquire();
+    if replaced {
+        counters.snapshot_buffers_detached += 1;
+    }
     encode_tick(
         buffer,
+        index,
         &grid,
         &state.sorted,
         &state.cell_starts,
@@ -291,7 +349,10 @@ pub fn build_snapshot(
         state.server_time_us,
     );
     state.chunks = chunk_count;
-    state.published = Some(buffer.split().freeze());
+    state.published = Some(Snapshot {
+        bytes: buffer.split().freeze(),
+        index: state.indexes.last(),
+    });
 }
 
 /// Orders `rows` by (cell, net id) into `sorted`: a counting sort by cell (linear), then
@@ -365,9 +426,12 @@ fn encoded_len(grid: &Grid, chunk_count: usize, records: usize) -> usize {
 }
 
 /// Writes the tick buffer: the directory, then each occupied cell's chunks in cell order
-/// (`rows` sorted by cell, `cell_starts` their per-cell offsets).
+/// (`rows` sorted by cell, `cell_starts` their per-cell offsets); and its index, as the
+/// bytes are laid out.
+#[allow(clippy::too_many_arguments)]
 fn encode_tick(
     buffer: &mut BytesMut,
+    index: &mut TickIndex,
     grid: &Grid,
     rows: &[Row],
     cell_starts: &[u32],
@@ -379,10 +443,12 @@ fn encode_tick(
     // The pool guaranteed the capacity; resizing only writes zeros, it never allocates.
     buffer.resize(total, 0);
     let out = &mut buffer[..];
+    index.clear(grid.columns, grid.rows);
     let occupied = |cell: usize| cell_starts[cell + 1] > cell_starts[cell];
     let directory = directory_len(grid.cells());
     out[..TICK_FRAME_PREFIX_LEN].copy_from_slice(&(directory as u16).to_le_bytes());
     let mut at = TICK_FRAME_PREFIX_LEN;
+    index.push_frame(at..at + directory);
     write_directory(
         &DirectoryHeader {
             tick,
@@ -397,13 +463,15 @@ fn encode_tick(
     for cell in (0..grid.cells()).filter(|&cell| occupied(cell)) {
         let cell_rows = &rows[cell_starts[cell] as usize..cell_starts[cell + 1] as usize];
         let chunks_in_cell = cell_rows.len().div_ceil(grid.per_chunk) as u16;
-        for (index, chunk_rows) in cell_rows.chunks(grid.per_chunk).enumerate() {
+        index.begin_cell(cell as u16);
+        for (position, chunk_rows) in cell_rows.chunks(grid.per_chunk).enumerate() {
             let len = CHUNK_HEADER_LEN + chunk_rows.len() * ENTITY_RECORD_LEN;
             out[at..at + TICK_FRAME_PREFIX_LEN].copy_from_slice(&(len as u16).to_le_bytes());
             at += TICK_FRAME_PREFIX_LEN;
+            index.push_frame(at..at + len);
             let header = ChunkHeader {
                 tick,
-                index_in_cell: index as u16,
+                index_in_cell: position as u16,
                 chunks_in_cell,
                 cell: cell as u16,
                 record_count: chunk_rows.len() as u16,
@@ -417,6 +485,9 @@ fn encode_tick(
             }
             at += CHUNK_HEADER_LEN;
             for row in chunk_rows {
+                if row.record.kind == KIND_PLAYER {
+                    index.push_player(row.record.net_id, cell as u16);
+                }
                 if let Some(slot) = out
                     .get_mut(at..at + ENTITY_RECORD_LEN)
                     .and_then(|s| s.try_into().ok())
@@ -427,6 +498,7 @@ fn encode_tick(
             }
         }
     }
+    index.finish();
     buffer.truncate(at);
 }
 
@@ -442,6 +514,8 @@ mod tests {
                 key: u64::from(cell) << 32 | u64::from(id),
                 record: EntityRecord {
                     net_id: id,
+                    // Every third entity a player, for the index's player cells.
+                    kind: if id % 3 == 0 { KIND_PLAYER } else { 2 },
                     ..Default::default()
                 },
             })
@@ -461,9 +535,24 @@ mod tests {
         sort_by_cell_then_id(&rows, &mut sorted, &mut starts, grid.cells());
         let count = count_chunks(&starts, grid.per_chunk);
         let mut buffer = BytesMut::with_capacity(4096);
-        encode_tick(&mut buffer, &grid, &sorted, &starts, count, 9, 77);
+        let mut index = TickIndex::default();
+        encode_tick(
+            &mut buffer,
+            &mut index,
+            &grid,
+            &sorted,
+            &starts,
+            count,
+            9,
+            77,
+        );
         assert_eq!(buffer.len(), encoded_len(&grid, count, rows.len()));
         let bytes = buffer.freeze();
+        // The index the encoder wrote is the one a parser finds: the fan-out may trust it.
+        assert_eq!(index, TickIndex::of_buffer(&bytes));
+        for &(cell, id) in cells_and_ids.iter().filter(|(_, id)| id % 3 == 0) {
+            assert_eq!(index.player_cell(id), Some(cell));
+        }
         let mut frames = tick_frames(&bytes);
         let directory = parse_directory(&bytes[frames.next().unwrap()]).unwrap();
         assert_eq!(directory.header.tick, 9);
@@ -480,6 +569,23 @@ mod tests {
             })
             .collect();
         (occupied, chunks)
+    }
+
+    proptest::proptest! {
+        /// Whatever the world, the index the encoder publishes is the one a parser of its
+        /// bytes finds (`encode` asserts it), so the fan-out can trust it unparsed.
+        #[test]
+        fn the_published_index_matches_the_bytes(
+            entities in proptest::collection::btree_set(0u32..5_000, 0..200),
+            cells in proptest::collection::vec(0u16..12, 200),
+            per_chunk in 1usize..6,
+        ) {
+            let grid = Grid { columns: 4, rows: 3, per_chunk };
+            let mut rows: Vec<(u16, u32)> =
+                entities.iter().zip(&cells).map(|(&id, &cell)| (cell, id)).collect();
+            rows.sort_unstable();
+            encode(&rows, grid);
+        }
     }
 
     #[test]

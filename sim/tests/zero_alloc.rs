@@ -85,7 +85,7 @@ fn input(tick: u32, client: u64) -> InputDatagram {
 
 /// One server tick as the loop runs it, with the network's copy of the previous tick
 /// released just before (as the net thread releases it after sending).
-fn tick(sim: &mut Sim, held: &mut Option<bytes::Bytes>) {
+fn tick(sim: &mut Sim, held: &mut Option<tickcast_sim::snapshot::Snapshot>) {
     let tick = sim.tick();
     for client in 0..PLAYERS {
         sim.apply_input(client, &input(tick, client));

@@ -74,7 +74,7 @@ fn record_match(path: &Path) {
         recorder.record_step(
             &sim,
             applied,
-            snapshot.as_ref(),
+            snapshot.as_ref().map(|s| &s.bytes),
             100 + tick,
             u64::from(tick) * 10,
         );

@@ -360,14 +360,14 @@ fn run_loop(
             recorder.record_step(
                 &sim,
                 events,
-                snapshot.as_ref(),
+                snapshot.as_ref().map(|s| &s.bytes),
                 began.elapsed().as_micros() as u32,
                 bytes_out - recorded_bytes_out,
             );
             recorded_bytes_out = bytes_out;
         }
-        if let Some(buffer) = snapshot {
-            publisher.publish(tick, buffer);
+        if let Some(snapshot) = snapshot {
+            publisher.publish(tick, snapshot.bytes, snapshot.index);
         }
         times.record(began.elapsed().as_micros() as u64);
         progress.tick_done();

@@ -432,8 +432,8 @@ fn serve(
                     .map(|d| d.as_micros() as u32)
                     .unwrap_or(0);
                 sim.step(now_us);
-                if let Some(buffer) = sim.take_snapshot() {
-                    publisher.publish(tick.tick, buffer);
+                if let Some(snapshot) = sim.take_snapshot() {
+                    publisher.publish(tick.tick, snapshot.bytes, snapshot.index);
                 }
                 played += 1;
                 progress.update(played, total);
