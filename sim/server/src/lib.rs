@@ -23,8 +23,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use tickcast_net::{MemoryPlan, NetConfig, NetCounters, NetHandle, budget};
 
+use tickcast_shared::event::PeerEvent;
 use tickcast_sim::game::SimCounters;
 use tickcast_sim::record::{Recorder, RecordingHeader};
+use tickcast_sim::snapshot::Snapshot;
 use tickcast_sim::snapshot::tick_buffer_len;
 use tickcast_sim::{FixedStep, Sim, SimConfig};
 
@@ -313,10 +315,153 @@ impl TickTimes {
     }
 }
 
+/// The status of one window (about a second): the tick times seen in it and the
+/// counters' values when it opened, so that closing it reports rates and maxima over the
+/// window. Kept without allocating per tick.
+struct StatusWindow {
+    times: TickTimes,
+    opened: Instant,
+    bytes_out: u64,
+    /// Fan-out spread total and samples when the window opened.
+    spread: (u64, u64),
+    allocations: Option<u64>,
+    fan_out_allocations: Option<u64>,
+}
+
+impl StatusWindow {
+    const LENGTH: Duration = Duration::from_secs(1);
+
+    fn open(tick_rate: u32, counters: &NetCounters, now: Instant) -> Self {
+        Self {
+            times: TickTimes::new(tick_rate as usize * 2),
+            opened: now,
+            bytes_out: NetCounters::get(&counters.bytes_out),
+            spread: (
+                NetCounters::get(&counters.fanout_spread_us_total),
+                NetCounters::get(&counters.fanout_spread_samples),
+            ),
+            allocations: crate::allocations::total(),
+            fan_out_allocations: crate::allocations::fan_out_total(),
+        }
+    }
+
+    fn record_tick(&mut self, duration: Duration) {
+        self.times.record(duration.as_micros() as u64);
+    }
+
+    fn is_due(&self, now: Instant) -> bool {
+        now.duration_since(self.opened) >= Self::LENGTH
+    }
+
+    /// The window's status; the next window opens at `now`.
+    fn close(
+        &mut self,
+        sim: &Sim,
+        counters: &NetCounters,
+        late_ticks: u64,
+        now: Instant,
+    ) -> ServerStatus {
+        let elapsed = now.duration_since(self.opened).as_secs_f64();
+        let bytes_out = NetCounters::get(&counters.bytes_out);
+        let spread = (
+            NetCounters::get(&counters.fanout_spread_us_total),
+            NetCounters::get(&counters.fanout_spread_samples),
+        );
+        let allocations = crate::allocations::total();
+        let fan_out_allocations = crate::allocations::fan_out_total();
+        let since = |now: Option<u64>, then: Option<u64>| now.zip(then).map(|(n, t)| n - t);
+        let status = ServerStatus {
+            allocations: since(allocations, self.allocations),
+            fan_out_allocations: since(fan_out_allocations, self.fan_out_allocations),
+            fanout_spread_mean_us: (spread.0 - self.spread.0)
+                .checked_div(spread.1 - self.spread.1)
+                .unwrap_or(0),
+            fanout_spread_max_us: counters.fanout_spread_us_max.swap(0, Ordering::Relaxed),
+            tick: sim.tick(),
+            clients: sim.players(),
+            entities: sim.snapshot_entities(),
+            tick_time_p99_us: self.times.p99_and_reset(),
+            bytes_out_per_s: ((bytes_out - self.bytes_out) as f64 / elapsed) as u64,
+            rss_bytes: resident_set_bytes(),
+            late_ticks,
+            sim: sim.counters(),
+        };
+        self.opened = now;
+        self.bytes_out = bytes_out;
+        self.spread = spread;
+        self.allocations = allocations;
+        self.fan_out_allocations = fan_out_allocations;
+        status
+    }
+}
+
+/// The status line, once a window.
+fn log_status(status: &ServerStatus, counters: &NetCounters) {
+    tracing::info!(
+        target: "tickcast::status",
+        "clients={} tick={} entities={} tick_p99={}us fanout={}/{}us out={}/s rss={} skipped_peer_ticks={} late_ticks={}{}",
+        status.clients,
+        status.tick,
+        status.entities,
+        status.tick_time_p99_us,
+        status.fanout_spread_mean_us,
+        status.fanout_spread_max_us,
+        human_bytes(status.bytes_out_per_s),
+        human_bytes(status.rss_bytes),
+        NetCounters::get(&counters.peer_ticks_skipped_backpressure),
+        status.late_ticks,
+        AllocationsField(status.allocations, status.fan_out_allocations),
+    );
+}
+
+/// The recorder, and the bytes-out counter at the last recorded tick (each tick's
+/// record carries the bytes sent since the one before).
+struct TickRecording {
+    recorder: Recorder,
+    bytes_out_recorded: u64,
+}
+
+impl TickRecording {
+    /// Records the tick the sim just ran: the events it applied, its snapshot (kept as a
+    /// keyframe when one is due) and how long it took.
+    fn record(
+        &mut self,
+        sim: &Sim,
+        applied: Vec<PeerEvent>,
+        snapshot: Option<&Snapshot>,
+        duration: Duration,
+        counters: &NetCounters,
+    ) {
+        let bytes_out = NetCounters::get(&counters.bytes_out);
+        self.recorder.record_step(
+            sim,
+            applied,
+            snapshot.map(|s| &s.bytes),
+            duration.as_micros() as u32,
+            bytes_out - self.bytes_out_recorded,
+        );
+        self.bytes_out_recorded = bytes_out;
+    }
+
+    /// Flushes and closes the file, and logs what was written.
+    fn finish(self) {
+        let counters = self.recorder.counters().clone();
+        self.recorder.finish();
+        tracing::info!(
+            ticks = NetCounters::get(&counters.ticks_written),
+            dropped = NetCounters::get(&counters.ticks_dropped),
+            bytes = NetCounters::get(&counters.bytes_written),
+            "recording closed"
+        );
+    }
+}
+
+/// The fixed-step loop: each tick drains the network's events, steps the sim, records,
+/// publishes, and once a second reports; then waits for the next slot ([`FixedStep`]).
 fn run_loop(
     mut sim: Sim,
     net: NetHandle,
-    mut recorder: Option<Recorder>,
+    recorder: Option<Recorder>,
     stop: &AtomicBool,
     status: &Mutex<ServerStatus>,
     progress: &LoopProgress,
@@ -325,13 +470,11 @@ fn run_loop(
     let mut pacing = FixedStep::new(Duration::from_secs(1) / tick_rate, Instant::now());
     let publisher = net.publisher();
     let counters = net.counters().clone();
-    let mut times = TickTimes::new(tick_rate as usize * 2);
-    let mut last_status = Instant::now();
-    let mut last_bytes_out = 0u64;
-    let mut recorded_bytes_out = 0u64;
-    let mut last_spread = (0u64, 0u64);
-    let mut last_allocations = crate::allocations::total();
-    let mut last_fan_out_allocations = crate::allocations::fan_out_total();
+    let mut window = StatusWindow::open(tick_rate, &counters, Instant::now());
+    let mut recording = recorder.map(|recorder| TickRecording {
+        recorder,
+        bytes_out_recorded: 0,
+    });
 
     while !stop.load(Ordering::Relaxed) {
         if progress.is_held() {
@@ -343,7 +486,7 @@ fn run_loop(
         let began = Instant::now();
         // The events this tick applies, in order, for the recording (a list reused from
         // earlier ticks, so recording does not allocate in steady state).
-        let mut applied = recorder.as_ref().map(Recorder::event_buffer);
+        let mut applied = recording.as_ref().map(|r| r.recorder.event_buffer());
         net.drain_events(|event| {
             if let Some(applied) = applied.as_mut() {
                 applied.push(event.clone());
@@ -355,95 +498,30 @@ fn run_loop(
         sim.step(server_time_us());
         let tick = sim.tick() - 1;
         let snapshot = sim.take_snapshot();
-        if let (Some(recorder), Some(events)) = (recorder.as_mut(), applied) {
-            let bytes_out = NetCounters::get(&counters.bytes_out);
-            recorder.record_step(
-                &sim,
-                events,
-                snapshot.as_ref().map(|s| &s.bytes),
-                began.elapsed().as_micros() as u32,
-                bytes_out - recorded_bytes_out,
-            );
-            recorded_bytes_out = bytes_out;
+        if let (Some(recording), Some(applied)) = (recording.as_mut(), applied) {
+            recording.record(&sim, applied, snapshot.as_ref(), began.elapsed(), &counters);
         }
         if let Some(snapshot) = snapshot {
             publisher.publish(tick, snapshot.bytes, snapshot.index);
         }
-        times.record(began.elapsed().as_micros() as u64);
+        window.record_tick(began.elapsed());
         progress.tick_done();
 
-        if last_status.elapsed() >= Duration::from_secs(1) {
-            let elapsed = last_status.elapsed().as_secs_f64();
-            last_status = Instant::now();
-            let bytes_out = NetCounters::get(&counters.bytes_out);
-            let spread = (
-                NetCounters::get(&counters.fanout_spread_us_total),
-                NetCounters::get(&counters.fanout_spread_samples),
-            );
-            let spread_samples = spread.1 - last_spread.1;
-            let fanout_spread_mean_us = (spread.0 - last_spread.0)
-                .checked_div(spread_samples)
-                .unwrap_or(0);
-            last_spread = spread;
-            let allocations = crate::allocations::total();
-            let allocations_in_interval = allocations
-                .zip(last_allocations)
-                .map(|(now, then)| now - then);
-            last_allocations = allocations;
-            let fan_out_allocations = crate::allocations::fan_out_total();
-            let fan_out_in_interval = fan_out_allocations
-                .zip(last_fan_out_allocations)
-                .map(|(now, then)| now - then);
-            last_fan_out_allocations = fan_out_allocations;
-            let snapshot = ServerStatus {
-                allocations: allocations_in_interval,
-                fan_out_allocations: fan_out_in_interval,
-                fanout_spread_mean_us,
-                fanout_spread_max_us: counters.fanout_spread_us_max.swap(0, Ordering::Relaxed),
-                tick: sim.tick(),
-                clients: sim.players(),
-                entities: sim.snapshot_entities(),
-                tick_time_p99_us: times.p99_and_reset(),
-                bytes_out_per_s: ((bytes_out - last_bytes_out) as f64 / elapsed) as u64,
-                rss_bytes: resident_set_bytes(),
-                late_ticks: pacing.late_ticks(),
-                sim: sim.counters(),
-            };
-            last_bytes_out = bytes_out;
-            tracing::info!(
-                target: "tickcast::status",
-                "clients={} tick={} entities={} tick_p99={}us fanout={}/{}us out={}/s rss={} skipped_peer_ticks={} late_ticks={}{}",
-                snapshot.clients,
-                snapshot.tick,
-                snapshot.entities,
-                snapshot.tick_time_p99_us,
-                snapshot.fanout_spread_mean_us,
-                snapshot.fanout_spread_max_us,
-                human_bytes(snapshot.bytes_out_per_s),
-                human_bytes(snapshot.rss_bytes),
-                NetCounters::get(&counters.peer_ticks_skipped_backpressure),
-                pacing.late_ticks(),
-                AllocationsField(snapshot.allocations, snapshot.fan_out_allocations),
-            );
+        let now = Instant::now();
+        if window.is_due(now) {
+            let latest = window.close(&sim, &counters, pacing.late_ticks(), now);
+            log_status(&latest, &counters);
             if let Ok(mut shared) = status.lock() {
-                *shared = snapshot;
+                *shared = latest;
             }
         }
-
         // More than a tick behind (a stall, a suspended process) re-bases the schedule
         // rather than running a burst of catch-up ticks; `FixedStep` counts it as late.
         pacing.sleep_until_next();
     }
     tracing::info!(tick = sim.tick(), "stopping");
-    if let Some(recorder) = recorder {
-        let counters = recorder.counters().clone();
-        recorder.finish();
-        tracing::info!(
-            ticks = NetCounters::get(&counters.ticks_written),
-            dropped = NetCounters::get(&counters.ticks_dropped),
-            bytes = NetCounters::get(&counters.bytes_written),
-            "recording closed"
-        );
+    if let Some(recording) = recording {
+        recording.finish();
     }
     net.shutdown();
 }
