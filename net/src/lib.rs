@@ -105,7 +105,9 @@ pub struct NetConfig {
     /// sim applies a few per tick, so more would only be older inputs.
     pub datagram_receive_buffer: usize,
     /// Input datagrams accepted per peer per tick; the rest are dropped and counted.
-    /// Default 4: a client sends one per tick; 4 absorbs bunching after a stall.
+    /// Default 4: a client sends one per tick; 4 absorbs bunching after a stall. The
+    /// server sets it to the sim's `max_inputs_per_tick`, the one knob: the net thread
+    /// drops early what the sim would not apply anyway.
     pub max_inputs_per_tick: u32,
     /// Capacity of the input channel to the sim. Default 16,384: several ticks of
     /// inputs from a full server; when full, inputs are dropped and counted.
@@ -163,11 +165,11 @@ impl NetConfig {
         if self.max_clients == 0 {
             return bad("max_clients must be at least 1".into());
         }
-        if !(tickcast_shared::chunk::MIN_CHUNK_PAYLOAD..=1200).contains(&self.chunk_payload) {
+        use tickcast_shared::chunk::{MAX_CHUNK_PAYLOAD, MIN_CHUNK_PAYLOAD};
+        if !(MIN_CHUNK_PAYLOAD..=MAX_CHUNK_PAYLOAD).contains(&self.chunk_payload) {
             return bad(format!(
-                "chunk_payload {} must be between {} and 1200",
+                "chunk_payload {} must be between {MIN_CHUNK_PAYLOAD} and {MAX_CHUNK_PAYLOAD}",
                 self.chunk_payload,
-                tickcast_shared::chunk::MIN_CHUNK_PAYLOAD
             ));
         }
         if self.datagram_send_buffer < self.chunk_payload {

@@ -103,9 +103,73 @@ pub enum RecordingError {
     /// A format version this build does not read.
     #[error("recording format version {0} is not supported (this build reads {FORMAT_VERSION})")]
     UnsupportedVersion(u16),
-    /// The first frame is not a readable header.
+    /// The first frame is not a readable frame.
     #[error("the recording has no readable header: {0}")]
-    NoHeader(String),
+    NoHeader(FrameError),
+    /// The first frame is readable but is not a header.
+    #[error("the recording's first frame is not a header")]
+    FirstFrameNotHeader,
+    /// Nothing follows the preamble.
+    #[error("the recording ends after the preamble")]
+    NoFrames,
+}
+
+/// Why a frame could not be read: the torn tail's reason, or a header's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Fewer bytes remain than a frame's prefix needs.
+    #[error("{0} bytes, too short for a frame")]
+    TooShort(usize),
+    /// The length prefix is over the format's limit.
+    #[error("frame length {0} exceeds {MAX_FRAME_LEN}")]
+    TooLong(usize),
+    /// The file ends inside the frame.
+    #[error("frame of {0} bytes is cut off")]
+    CutOff(usize),
+    /// The frame's CRC does not match its bytes.
+    #[error("CRC mismatch")]
+    Crc,
+    /// A compressed payload claims a decompressed size over the limit; it is refused
+    /// before any memory is reserved for it.
+    #[error("compressed payload claims {claimed} bytes, over the {MAX_FRAME_LEN}-byte limit")]
+    DecompressedTooLarge {
+        /// The size prefix.
+        claimed: usize,
+    },
+    /// A compressed payload does not decompress to its stated size.
+    #[error("compressed payload is corrupt")]
+    Corrupt,
+    /// A field runs past the end of the payload.
+    #[error("truncated at byte {at} (wanted {wanted} more)")]
+    Truncated {
+        /// Where the field starts.
+        at: usize,
+        /// Bytes it needs.
+        wanted: usize,
+    },
+    /// Bytes are left over after the last field.
+    #[error("{0} unexpected trailing bytes")]
+    TrailingBytes(usize),
+    /// A count of items that the payload cannot hold (so no memory is reserved for it).
+    #[error("{what} count {count} does not fit the frame")]
+    CountTooLarge {
+        /// What was counted.
+        what: &'static str,
+        /// The count read.
+        count: usize,
+    },
+    /// A header field out of range for this platform.
+    #[error("header field {0} is out of range")]
+    OutOfRange(&'static str),
+    /// An event tag this build does not know.
+    #[error("unknown event tag {0}")]
+    UnknownEventTag(u8),
+    /// A recorded input datagram that does not decode.
+    #[error("recorded input: {0}")]
+    BadInput(#[source] tickcast_shared::wire::WireError),
+    /// A frame kind this build does not know.
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
 }
 
 /// Where and why reading stopped early.
@@ -116,7 +180,7 @@ pub struct TornTail {
     /// Bytes from there to the end of the file.
     pub bytes: u64,
     /// What was wrong.
-    pub reason: String,
+    pub reason: FrameError,
 }
 
 /// A recording as read: its header, its complete frames with their offsets, and the torn
@@ -283,46 +347,46 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
         let end = self
             .at
             .checked_add(n)
             .filter(|end| *end <= self.bytes.len());
-        let end = end.ok_or_else(|| format!("truncated at byte {} (wanted {n} more)", self.at))?;
+        let end = end.ok_or(FrameError::Truncated {
+            at: self.at,
+            wanted: n,
+        })?;
         let slice = &self.bytes[self.at..end];
         self.at = end;
         Ok(slice)
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, FrameError> {
         Ok(self.array::<1>()?[0])
     }
-    fn u16(&mut self) -> Result<u16, String> {
+    fn u16(&mut self) -> Result<u16, FrameError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, FrameError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, FrameError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
-    fn finish(&self) -> Result<(), String> {
+    fn finish(&self) -> Result<(), FrameError> {
         if self.at == self.bytes.len() {
             Ok(())
         } else {
-            Err(format!(
-                "{} unexpected trailing bytes",
-                self.bytes.len() - self.at
-            ))
+            Err(FrameError::TrailingBytes(self.bytes.len() - self.at))
         }
     }
 }
 
-fn decode_header(payload: &[u8]) -> Result<RecordingHeader, String> {
+fn decode_header(payload: &[u8]) -> Result<RecordingHeader, FrameError> {
     let mut c = Cursor {
         bytes: payload,
         at: 0,
@@ -346,7 +410,8 @@ fn decode_header(payload: &[u8]) -> Result<RecordingHeader, String> {
         hit_damage: c.u8()?,
         hit_radius: c.u16()?,
         max_players: c.u32()?,
-        expected_entities: usize::try_from(c.u64()?).map_err(|_| "expected_entities too large")?,
+        expected_entities: usize::try_from(c.u64()?)
+            .map_err(|_| FrameError::OutOfRange("expected_entities"))?,
     };
     let keyframe_interval = c.u32()?;
     let build_len = usize::from(c.u16()?);
@@ -360,7 +425,7 @@ fn decode_header(payload: &[u8]) -> Result<RecordingHeader, String> {
     })
 }
 
-fn decode_tick(payload: &[u8]) -> Result<TickRecord, String> {
+fn decode_tick(payload: &[u8]) -> Result<TickRecord, FrameError> {
     let mut c = Cursor {
         bytes: payload,
         at: 0,
@@ -374,7 +439,10 @@ fn decode_tick(payload: &[u8]) -> Result<TickRecord, String> {
     // Each event is at least 9 bytes: a count the payload cannot hold is a lie, and must
     // not make us reserve memory for it.
     if count > payload.len() / 9 {
-        return Err(format!("event count {count} does not fit the frame"));
+        return Err(FrameError::CountTooLarge {
+            what: "event",
+            count,
+        });
     }
     let mut events = Vec::with_capacity(count);
     for _ in 0..count {
@@ -388,13 +456,13 @@ fn decode_tick(payload: &[u8]) -> Result<TickRecord, String> {
             3 => {
                 let client_id = c.u64()?;
                 let datagram = InputDatagram::decode(c.take(INPUT_DATAGRAM_LEN)?)
-                    .map_err(|e| format!("recorded input: {e}"))?;
+                    .map_err(FrameError::BadInput)?;
                 PeerEvent::Input {
                     client_id,
                     datagram,
                 }
             }
-            other => return Err(format!("unknown event tag {other}")),
+            other => return Err(FrameError::UnknownEventTag(other)),
         };
         events.push(event);
     }
@@ -409,10 +477,31 @@ fn decode_tick(payload: &[u8]) -> Result<TickRecord, String> {
     })
 }
 
-fn decode_frame(kind: u8, payload: &[u8]) -> Result<Frame, String> {
+/// Decompresses a size-prepended lz4 block, refusing a stated size over
+/// [`MAX_FRAME_LEN`] before reserving anything: the prefix is data from a file, and lz4
+/// would otherwise allocate whatever it claims.
+fn decompress_bounded(payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+    let mut c = Cursor {
+        bytes: payload,
+        at: 0,
+    };
+    let claimed = c.u32()? as usize;
+    if claimed > MAX_FRAME_LEN {
+        return Err(FrameError::DecompressedTooLarge { claimed });
+    }
+    let plain =
+        lz4_flex::block::decompress(&payload[4..], claimed).map_err(|_| FrameError::Corrupt)?;
+    if plain.len() == claimed {
+        Ok(plain)
+    } else {
+        Err(FrameError::Corrupt)
+    }
+}
+
+fn decode_frame(kind: u8, payload: &[u8]) -> Result<Frame, FrameError> {
     let plain;
     let payload = if kind & COMPRESSED != 0 {
-        plain = lz4_flex::decompress_size_prepended(payload).map_err(|e| format!("lz4: {e}"))?;
+        plain = decompress_bounded(payload)?;
         plain.as_slice()
     } else {
         payload
@@ -450,7 +539,10 @@ fn decode_frame(kind: u8, payload: &[u8]) -> Result<Frame, String> {
             };
             let count = c.u32()? as usize;
             if count > payload.len() / 12 {
-                return Err(format!("index count {count} does not fit the frame"));
+                return Err(FrameError::CountTooLarge {
+                    what: "index entry",
+                    count,
+                });
             }
             let mut entries = Vec::with_capacity(count);
             for _ in 0..count {
@@ -459,7 +551,7 @@ fn decode_frame(kind: u8, payload: &[u8]) -> Result<Frame, String> {
             c.finish()?;
             Ok(Frame::Index(entries))
         }
-        other => Err(format!("unknown frame kind {other}")),
+        other => Err(FrameError::UnknownKind(other)),
     }
 }
 
@@ -482,11 +574,7 @@ pub fn decode_recording(bytes: &[u8]) -> Result<Recording, RecordingError> {
             Ok((frame, next)) => {
                 match (header.is_none(), frame) {
                     (true, Frame::Header(h)) => header = Some(h),
-                    (true, other) => {
-                        return Err(RecordingError::NoHeader(format!(
-                            "first frame is {other:?}"
-                        )));
-                    }
+                    (true, _) => return Err(RecordingError::FirstFrameNotHeader),
                     (false, frame) => frames.push((at as u64, frame)),
                 }
                 at = next;
@@ -504,8 +592,7 @@ pub fn decode_recording(bytes: &[u8]) -> Result<Recording, RecordingError> {
             }
         }
     }
-    let header = header
-        .ok_or_else(|| RecordingError::NoHeader("the file ends after the preamble".into()))?;
+    let header = header.ok_or(RecordingError::NoFrames)?;
     Ok(Recording {
         header,
         format_version,
@@ -515,24 +602,22 @@ pub fn decode_recording(bytes: &[u8]) -> Result<Recording, RecordingError> {
     })
 }
 
-fn next_frame(bytes: &[u8], at: usize) -> Result<(Frame, usize), String> {
+fn next_frame(bytes: &[u8], at: usize) -> Result<(Frame, usize), FrameError> {
     let prefix = bytes
         .get(at..at + FRAME_PREFIX_LEN + 1)
-        .ok_or_else(|| format!("{} bytes, too short for a frame", bytes.len() - at))?;
+        .ok_or(FrameError::TooShort(bytes.len() - at))?;
     let payload_len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
     let crc = u32::from_le_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
     if payload_len > MAX_FRAME_LEN {
-        return Err(format!(
-            "frame length {payload_len} exceeds {MAX_FRAME_LEN}"
-        ));
+        return Err(FrameError::TooLong(payload_len));
     }
     let body_start = at + FRAME_PREFIX_LEN;
     let end = body_start + 1 + payload_len;
     let body = bytes
         .get(body_start..end)
-        .ok_or_else(|| format!("frame of {payload_len} bytes is cut off"))?;
+        .ok_or(FrameError::CutOff(payload_len))?;
     if crc32fast::hash(body) != crc {
-        return Err("CRC mismatch".into());
+        return Err(FrameError::Crc);
     }
     Ok((decode_frame(body[0], &body[1..])?, end))
 }
@@ -896,6 +981,40 @@ mod tests {
             }
             let _ = decode_recording(&bytes);
         }
+    }
+
+    /// Regression: the reader trusted lz4's size prefix and reserved whatever it
+    /// claimed. A 4 GiB claim in a 40-byte frame is now refused before any allocation.
+    #[test]
+    fn a_compressed_frame_claiming_a_huge_size_is_refused_unallocated() {
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&u32::MAX.to_le_bytes());
+        payload.extend_from_slice(&[0u8; 32]);
+        assert_eq!(
+            decode_frame(KIND_KEYFRAME | COMPRESSED, &payload).unwrap_err(),
+            FrameError::DecompressedTooLarge {
+                claimed: u32::MAX as usize
+            }
+        );
+        // A claim within the limit that the block does not fill is corrupt, not a panic.
+        let mut short = Vec::new();
+        short.extend_from_slice(&100u32.to_le_bytes());
+        short.extend_from_slice(&lz4_flex::block::compress(b"tick"));
+        assert_eq!(
+            decode_frame(KIND_KEYFRAME | COMPRESSED, &short).unwrap_err(),
+            FrameError::Corrupt
+        );
+        // And a genuine compressed keyframe still reads.
+        let mut out = Vec::new();
+        encode_keyframe(7, b"a tick buffer", &mut out);
+        let (frame, _) = next_frame(&out, 0).unwrap();
+        assert_eq!(
+            frame,
+            Frame::Keyframe {
+                tick: 7,
+                buffer: b"a tick buffer".to_vec()
+            }
+        );
     }
 
     #[test]

@@ -184,20 +184,43 @@ pub fn verify(
     Ok(result)
 }
 
+/// Why [`entities_at`] could not rebuild a tick.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntitiesAtError {
+    /// The recording's configuration does not build a world.
+    #[error("the recording's configuration: {0}")]
+    Config(#[from] crate::ConfigError),
+    /// The recording skips ticks before the one asked for.
+    #[error("tick {tick} is not reachable: the recording jumps from {from} to {to}")]
+    Unreachable {
+        /// The tick asked for.
+        tick: u32,
+        /// The last tick re-simulated.
+        from: u32,
+        /// The next tick recorded.
+        to: u32,
+    },
+    /// The sim published no snapshot for the tick.
+    #[error("no snapshot for tick {0}")]
+    NoSnapshot(u32),
+    /// The recording ends before the tick.
+    #[error("tick {0} is not in the recording")]
+    NotRecorded(u32),
+}
+
 /// Re-simulates up to and including `tick`; returns the world's entities then, by id.
 pub fn entities_at(
     recording: &Recording,
     tick: u32,
-) -> Result<BTreeMap<u32, EntityRecord>, String> {
-    let mut sim = Sim::new(recording.header.config.clone()).map_err(|e| e.to_string())?;
+) -> Result<BTreeMap<u32, EntityRecord>, EntitiesAtError> {
+    let mut sim = Sim::new(recording.header.config.clone())?;
     for frame in recording.ticks() {
         if frame.tick != sim.tick() {
-            return Err(format!(
-                "tick {} is not reachable: the recording jumps from {} to {}",
+            return Err(EntitiesAtError::Unreachable {
                 tick,
-                sim.tick(),
-                frame.tick
-            ));
+                from: sim.tick(),
+                to: frame.tick,
+            });
         }
         for event in &frame.events {
             sim.handle(event.clone());
@@ -207,10 +230,10 @@ pub fn entities_at(
             return sim
                 .take_snapshot()
                 .map(|snapshot| records_of(&snapshot.bytes))
-                .ok_or_else(|| format!("no snapshot for tick {tick}"));
+                .ok_or(EntitiesAtError::NoSnapshot(tick));
         }
     }
-    Err(format!("tick {tick} is not in the recording"))
+    Err(EntitiesAtError::NotRecorded(tick))
 }
 
 /// Output format of [`export`].

@@ -70,6 +70,7 @@ impl ServerConfig {
         self.net.arena = (self.sim.arena_width, self.sim.arena_height);
         self.net.cell_size = self.sim.cell_size;
         self.net.chunk_payload = self.sim.chunk_payload;
+        self.net.max_inputs_per_tick = u32::from(self.sim.max_inputs_per_tick);
         self.sim.max_players = u32::try_from(self.net.max_clients).unwrap_or(u32::MAX);
         let entities = self.sim.npcs as usize + self.net.max_clients;
         self.net.datagram_send_buffer =
@@ -565,6 +566,16 @@ mod tests {
             AllocationsField(Some(42), Some(0)).to_string(),
             " allocs=42 fanout_allocs=0"
         );
+    }
+
+    #[test]
+    fn the_net_drops_inputs_at_the_limit_the_sim_applies() {
+        let mut config = ServerConfig::default();
+        config.sim.max_inputs_per_tick = 2;
+        config.net.max_inputs_per_tick = 9;
+        let config = config.reconciled();
+        assert_eq!(config.net.max_inputs_per_tick, 2);
+        assert!(config.net.validate().is_ok());
     }
 
     #[test]

@@ -287,7 +287,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Inspect { file, tick } => {
             let recording = read(&file)?;
-            let entities = replay::entities_at(&recording, tick).map_err(anyhow::Error::msg)?;
+            let entities = replay::entities_at(&recording, tick)?;
             outln!("tick {tick}: {} entities", entities.len());
             outln!(
                 "{:>8} {:>5} {:>9} {:>9} {:>6} {:>6} {:>6}",
