@@ -16,6 +16,10 @@ Modes (default: all three; `--soak 10m` alone runs the soak):
             PNG chart (drawn by tickcast-chart, no matplotlib needed).
 
   --quick   every mode with small counts and short windows: finishes in under 2 min.
+  --baseline-server PATH
+            ab also runs this server binary (a `count-allocs` build of an earlier
+            commit, e.g. from scripts/ab-baseline.sh) as row "A0", same bots, same run:
+            the before/after of a change.
   --counts  client counts for ab and capacity, e.g. --counts 100,500,1000.
 
     python3 scripts/bench.py --quick
@@ -446,7 +450,7 @@ def delivery(report, group=None):
     return report["delivery_ratio"] if report.get("snapshots_expected") else None
 
 
-def mode_ab(preset, work, out):
+def mode_ab(preset, work, out, baseline=None):
     print("## A/B: encode once vs per-client encode\n")
     print(f"A = `tickcast-server` built with `--features {VARIANTS['A'][1]}` (the shipped fan-out); "
           f"B = `--features {VARIANTS['B'][1]}`. 200 NPCs, 30 Hz, bots `walk=100`. "
@@ -454,10 +458,15 @@ def mode_ab(preset, work, out):
     print("| clients | mode | connected | allocations per tick (whole process) | per client-tick | fan-out's own allocations per tick | peak RSS | RSS growth in window | server CPU µs per client-tick | delivery |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     rows = []
+    names = (("A0",) if baseline else ()) + ("A", "B")
     for clients in preset["ab_counts"]:
-        for name in ("A", "B"):
-            label, features, _ = VARIANTS[name]
-            r = run_load(variant_binary(name), clients, timing_for(preset, clients),
+        for name in names:
+            if name == "A0":
+                label, features, binary = f"baseline {show_path(baseline)}", "count-allocs", baseline
+            else:
+                label, features, _ = VARIANTS[name]
+                binary = variant_binary(name)
+            r = run_load(binary, clients, timing_for(preset, clients),
                          os.path.join(work, f"ab-{clients}-{name}"))
             missing = set(features.split(",")) - r["features"]
             if missing:
@@ -675,6 +684,8 @@ def main(argv):
                         help="client counts for ab and capacity instead of the preset's")
     parser.add_argument("--out", help="directory for CSV, PNG and logs (default target/bench-out/<UTC time>)")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    parser.add_argument("--baseline-server", metavar="PATH",
+                        help="ab: also run this count-allocs server binary (an earlier commit) as A0")
     parser.add_argument("--self-test", action="store_true", help="run the doctests and exit")
     args = parser.parse_args(argv)
     if args.self_test:
@@ -704,7 +715,7 @@ def main(argv):
         check_binaries(modes)
         header(argv, out)
         if "ab" in modes:
-            mode_ab(preset, work, out)
+            mode_ab(preset, work, out, args.baseline_server and os.path.abspath(args.baseline_server))
         if "capacity" in modes:
             mode_capacity(preset, work, out)
         if "soak" in modes:
