@@ -82,8 +82,8 @@ class BenchError(Exception):
 # --- pure parsing and arithmetic (doctested by --self-test) ---------------------------
 
 STATUS = re.compile(
-    r"clients=(?P<clients>\d+) tick=(?P<tick>\d+) entities=\d+ tick_p99=(?P<tick_p99>\d+)us "
-    r"fanout=(?P<fan_mean>\d+)/(?P<fan_max>\d+)us .*?late_ticks=(?P<late>\d+)"
+    r"clients=(?P<clients>\d+) tick=(?P<tick>\d+) entities=\d+ tick_p99_us=(?P<tick_p99>\d+) "
+    r"fanout_mean_us=(?P<fan_mean>\d+) fanout_max_us=(?P<fan_max>\d+) .*?late_ticks=(?P<late>\d+)"
     r"(?: allocs=(?P<allocs>\d+))?(?: fanout_allocs=(?P<fanout_allocs>\d+))?"
 )
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -93,12 +93,13 @@ def parse_status(line):
     """The numbers of one server status line, or None for any other line.
 
     >>> s = parse_status("INFO tickcast::status: clients=3 tick=90 entities=203 "
-    ...     "tick_p99=250us fanout=40/90us out=1.0MiB/s rss=20.1MiB skipped_peer_ticks=0 "
-    ...     "late_ticks=1 allocs=1234 fanout_allocs=5")
+    ...     "tick_p99_us=250 fanout_mean_us=40 fanout_max_us=90 out_bytes_per_s=1048576 "
+    ...     "rss_bytes=21076377 skipped_peer_ticks=0 late_ticks=1 allocs=1234 fanout_allocs=5")
     >>> (s["clients"], s["tick"], s["tick_p99"], s["fan_mean"], s["fan_max"], s["allocs"], s["fanout_allocs"])
     (3, 90, 250, 40, 90, 1234, 5)
-    >>> parse_status("clients=3 tick=90 entities=203 tick_p99=250us fanout=40/90us "
-    ...     "out=1.0MiB/s rss=20.1MiB skipped_peer_ticks=0 late_ticks=0")["allocs"] is None
+    >>> parse_status("clients=3 tick=90 entities=203 tick_p99_us=250 fanout_mean_us=40 "
+    ...     "fanout_max_us=90 out_bytes_per_s=0 rss_bytes=1 skipped_peer_ticks=0 "
+    ...     "late_ticks=0")["allocs"] is None
     True
     >>> parse_status("INFO tickcast-server listening on 127.0.0.1:4433") is None
     True
@@ -532,7 +533,7 @@ def mode_soak(preset, work, out, duration):
     print(f"## Soak: {clients} clients for {duration:g} s, 10 % stalled\n")
     print(f"`target/release/tickcast-server` on its defaults, bots `--mix {mix}`, ramp {ramp} s. "
           f"RSS sampled every second from /proc; slope = least squares over the window after a "
-          f"{warmup:g} s warm-up ({window:g} s); tick time = the status line's `tick_p99` (99th "
+          f"{warmup:g} s warm-up ({window:g} s); tick time = the status line's `tick_p99_us` (99th "
           "percentile of each second's ticks).\n")
     r = run_load(SERVER, clients, {"idle": preset["timing"]["idle"], "ramp": ramp, "settle": warmup,
                                    "window": window}, os.path.join(work, "soak"), mix=mix)

@@ -13,6 +13,8 @@
 #![forbid(unsafe_code)]
 
 pub mod allocations;
+pub mod logging;
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -110,22 +112,6 @@ pub struct ServerStatus {
     pub fan_out_allocations: Option<u64>,
     /// The simulation's counters.
     pub sim: SimCounters,
-}
-
-/// ` allocs=N fanout_allocs=M` when allocations are counted, nothing otherwise; formats
-/// without allocating.
-struct AllocationsField(Option<u64>, Option<u64>);
-
-impl std::fmt::Display for AllocationsField {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(n) = self.0 {
-            write!(f, " allocs={n}")?;
-        }
-        if let Some(n) = self.1 {
-            write!(f, " fanout_allocs={n}")?;
-        }
-        Ok(())
-    }
 }
 
 /// The sim loop's progress, shared with the threads that judge whether the server is
@@ -398,20 +384,23 @@ impl StatusWindow {
 
 /// The status line, once a window.
 fn log_status(status: &ServerStatus, counters: &NetCounters) {
+    // One event, its numbers as fields: in JSON each is a key; in text the line reads
+    // `clients=3 tick=90 … late_ticks=0` (scripts/bench.py parses it, docs/OPERATIONS.md
+    // lists the fields). `allocs` and `fanout_allocs` are left out when not counted.
     tracing::info!(
         target: "tickcast::status",
-        "clients={} tick={} entities={} tick_p99={}us fanout={}/{}us out={}/s rss={} skipped_peer_ticks={} late_ticks={}{}",
-        status.clients,
-        status.tick,
-        status.entities,
-        status.tick_time_p99_us,
-        status.fanout_spread_mean_us,
-        status.fanout_spread_max_us,
-        human_bytes(status.bytes_out_per_s),
-        human_bytes(status.rss_bytes),
-        NetCounters::get(&counters.peer_ticks_skipped_backpressure),
-        status.late_ticks,
-        AllocationsField(status.allocations, status.fan_out_allocations),
+        clients = status.clients,
+        tick = status.tick,
+        entities = status.entities,
+        tick_p99_us = status.tick_time_p99_us,
+        fanout_mean_us = status.fanout_spread_mean_us,
+        fanout_max_us = status.fanout_spread_max_us,
+        out_bytes_per_s = status.bytes_out_per_s,
+        rss_bytes = status.rss_bytes,
+        skipped_peer_ticks = NetCounters::get(&counters.peer_ticks_skipped_backpressure),
+        late_ticks = status.late_ticks,
+        allocs = status.allocations,
+        fanout_allocs = status.fan_out_allocations,
     );
 }
 
@@ -557,15 +546,6 @@ mod tests {
         }
         assert_eq!(times.p99_and_reset(), 99);
         assert_eq!(times.p99_and_reset(), 0, "reset after reading");
-    }
-
-    #[test]
-    fn allocations_field_is_absent_when_not_counted() {
-        assert_eq!(AllocationsField(None, None).to_string(), "");
-        assert_eq!(
-            AllocationsField(Some(42), Some(0)).to_string(),
-            " allocs=42 fanout_allocs=0"
-        );
     }
 
     #[test]

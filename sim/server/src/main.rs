@@ -1,120 +1,38 @@
 //! `tickcast-server`: runs the simulation and serves it over QUIC.
 //!
-//! Glue only: parse the flags, validate them into a config, start
-//! [`tickcast_server::Server`], and stop it cleanly on Ctrl-C or SIGTERM.
+//! Glue only: parse the flags, merge them over the config file and validate them into a
+//! config ([`tickcast_server::settings`]), set up logging ([`tickcast_server::logging`]),
+//! start [`tickcast_server::Server`], and stop it cleanly on Ctrl-C or SIGTERM. Exit code
+//! 0 after a clean stop, 1 when the server fails, 2 for bad flags or a bad config file.
 //!
 //! With the `count-allocs` feature it also installs a counting global allocator (module
 //! `counting`) so the status line reports the whole process's heap allocations.
 
-use std::net::SocketAddr;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
-use clap::Parser;
-use tickcast_net::NetConfig;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use tickcast_net::tls::fingerprint_hex;
-use tickcast_server::{RecordConfig, Server, ServerConfig};
-use tickcast_sim::SimConfig;
+use tickcast_server::settings::{self, Settings};
+use tickcast_server::{Server, ServerConfig, logging};
 
 /// Authoritative game-simulation server: a fixed-step world broadcast as QUIC datagrams.
+/// Every flag below --print-config is also a key of the --config file (`tick-rate = 60`);
+/// a flag given here wins over the file.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// UDP address to listen on.
-    #[arg(long, default_value = "127.0.0.1:4433")]
-    listen: SocketAddr,
-    /// Ticks (and snapshots) per second.
-    #[arg(long, default_value_t = 30)]
-    tick_rate: u16,
-    /// Directory for the certificate and the token key (created on first run).
-    #[arg(long, default_value = ".tickcast")]
-    data_dir: PathBuf,
-    /// Connect-token key file (default: <data-dir>/token.key, created on first run).
+    /// Read settings from this TOML file (every key: sim/server/tickcast.example.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the configuration this run would use, as a config file, and exit.
     #[arg(long)]
-    token_key_file: Option<PathBuf>,
-    /// PEM certificate chain, leaf first (default: a self-signed certificate in
-    /// <data-dir>, which clients pin by its fingerprint). Needs --key.
-    #[arg(long, requires = "key")]
-    cert: Option<PathBuf>,
-    /// PEM private key of --cert (PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, requires = "cert")]
-    key: Option<PathBuf>,
-    /// Memory the server may use, e.g. 512MiB or 2GiB (default: the container's cgroup
-    /// limit, else the host's memory). Clients beyond what fits are refused with
-    /// over_memory_budget.
-    #[arg(long, value_parser = tickcast_net::budget::parse_bytes)]
-    memory_budget: Option<u64>,
-    /// NPCs in the world besides players.
-    #[arg(long, default_value_t = 200)]
-    npcs: u32,
-    /// Seed of the world's RNG.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Most clients connected at once.
-    #[arg(long, default_value_t = 2000)]
-    max_clients: usize,
-    /// Arena side in world units (1 to 1023).
-    #[arg(long, default_value_t = 1000)]
-    arena: u16,
-    /// Side of a spatial cell in world units; snapshots are chunked by cell.
-    #[arg(long, default_value_t = 64)]
-    cell_size: u16,
-    /// Interest management: each player is sent the cells within this many cells of its
-    /// own, or `all` for the whole world.
-    #[arg(long, default_value = "1", value_parser = parse_view_cells)]
-    view_cells: u16,
-    /// Record every tick to this file (read it with `tickcast-replay`).
-    #[arg(long)]
-    record: Option<PathBuf>,
-    /// With --record: a keyframe (snapshot) every this many ticks.
-    #[arg(long, default_value_t = 300)]
-    keyframe_interval: u32,
-}
-
-impl Args {
-    fn into_config(self) -> ServerConfig {
-        ServerConfig {
-            net: NetConfig {
-                listen: self.listen,
-                data_dir: self.data_dir,
-                token_key_file: self.token_key_file,
-                cert_file: self.cert,
-                key_file: self.key,
-                memory_budget: self.memory_budget,
-                max_clients: self.max_clients,
-                view_cells: self.view_cells,
-                ..NetConfig::default()
-            },
-            sim: SimConfig {
-                tick_rate: self.tick_rate,
-                npcs: self.npcs,
-                seed: self.seed,
-                arena_width: self.arena,
-                arena_height: self.arena,
-                cell_size: self.cell_size,
-                ..SimConfig::default()
-            },
-            record: self.record.map(|path| RecordConfig {
-                path,
-                keyframe_interval: self.keyframe_interval,
-            }),
-        }
-    }
-}
-
-/// `all` or a radius in cells below 65,535.
-fn parse_view_cells(text: &str) -> Result<u16, String> {
-    if text == "all" {
-        return Ok(tickcast_shared::chunk::VIEW_ALL);
-    }
-    match text.parse::<u16>() {
-        Ok(cells) if cells != tickcast_shared::chunk::VIEW_ALL => Ok(cells),
-        _ => Err(format!(
-            "`{text}` is not a number of cells (0 to 65,534) or `all`"
-        )),
-    }
+    print_config: bool,
+    #[command(flatten)]
+    settings: Settings,
 }
 
 /// The `count-allocs` build's global allocator: `std::alloc::System` plus a relaxed
@@ -186,14 +104,29 @@ const BENCHMARK_FEATURES: &[(&str, bool)] = &[
 fn main() -> ExitCode {
     #[cfg(feature = "count-allocs")]
     tickcast_server::allocations::mark_counting();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stdout)
-        .init();
-    match run(Args::parse()) {
+    let matches = settings::with_defaults_in_help(Args::command()).get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Settings errors come before logging starts (the log format is a setting): plain
+    // text on stderr and exit code 2, as for a bad flag.
+    let run = match settings::resolve(args.config.as_deref(), args.settings) {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        return match settings::to_toml(&run) {
+            Ok(text) if std::io::stdout().write_all(text.as_bytes()).is_ok() => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    logging::init(run.log_format);
+    match run_server(run.server) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -202,21 +135,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.into_config();
+fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     let data_dir = config.net.data_dir.clone();
     for (feature, _) in BENCHMARK_FEATURES.iter().filter(|(_, on)| *on) {
         tracing::info!("built with feature {feature}");
     }
     let server = Server::start(config)?;
     tracing::info!(
-        "tickcast-server listening on {} (data dir {})",
+        data_dir = %data_dir.display(),
+        "tickcast-server listening on {}",
         server.local_addr(),
-        data_dir.display()
     );
+    // The fingerprint as a field of its own: `sha256=<64 hex digits>` in text, key
+    // `sha256` in JSON; never coloured (only level and target are).
     tracing::info!(
-        "certificate fingerprint (SHA-256): {}",
-        fingerprint_hex(&server.fingerprint())
+        sha256 = %fingerprint_hex(&server.fingerprint()),
+        "certificate fingerprint"
     );
     let stop = server.stop_flag();
     ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))

@@ -1,11 +1,13 @@
 //! Every test that opens a socket, in one binary: a real server on 127.0.0.1 (port 0 or
 //! a port found free), real QUIC clients. The rules these tests exercise end to end are
-//! tested without sockets in `tickcast-net` and `tickcast-sim`.
+//! tested without sockets in `tickcast-net` and `tickcast-sim`. `cli` runs the
+//! `tickcast-server` binary itself: its config file, `--print-config` and its logs.
 //!
 //! `memory_budget` is the one socket test in a binary of its own: the server sizes its
 //! budget from this process's resident set, which other tests beside it would move.
 
 mod bots;
+mod cli;
 mod common;
 mod end_to_end;
 mod network;
