@@ -86,11 +86,19 @@ STATUS = re.compile(
     r"fanout_mean_us=(?P<fan_mean>\d+) fanout_max_us=(?P<fan_max>\d+) .*?late_ticks=(?P<late>\d+)"
     r"(?: allocs=(?P<allocs>\d+))?(?: fanout_allocs=(?P<fanout_allocs>\d+))?"
 )
+# The status line of servers before the config-file commit (a --baseline-server may be
+# one): units after the numbers, fan-out as mean/max.
+STATUS_BEFORE_FIELDS = re.compile(
+    r"clients=(?P<clients>\d+) tick=(?P<tick>\d+) entities=\d+ tick_p99=(?P<tick_p99>\d+)us "
+    r"fanout=(?P<fan_mean>\d+)/(?P<fan_max>\d+)us .*?late_ticks=(?P<late>\d+)"
+    r"(?: allocs=(?P<allocs>\d+))?(?: fanout_allocs=(?P<fanout_allocs>\d+))?"
+)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def parse_status(line):
-    """The numbers of one server status line, or None for any other line.
+    """The numbers of one server status line (docs/OPERATIONS.md), or None for any other
+    line.
 
     >>> s = parse_status("INFO tickcast::status: clients=3 tick=90 entities=203 "
     ...     "tick_p99_us=250 fanout_mean_us=40 fanout_max_us=90 out_bytes_per_s=1048576 "
@@ -101,10 +109,16 @@ def parse_status(line):
     ...     "fanout_max_us=90 out_bytes_per_s=0 rss_bytes=1 skipped_peer_ticks=0 "
     ...     "late_ticks=0")["allocs"] is None
     True
+    >>> old = parse_status("INFO tickcast::status: clients=3 tick=90 entities=203 "
+    ...     "tick_p99=250us fanout=40/90us out=1.0MiB/s rss=20.1MiB skipped_peer_ticks=0 "
+    ...     "late_ticks=1 allocs=1234 fanout_allocs=5")
+    >>> old == s
+    True
     >>> parse_status("INFO tickcast-server listening on 127.0.0.1:4433") is None
     True
     """
-    m = STATUS.search(ANSI.sub("", line))
+    line = ANSI.sub("", line)
+    m = STATUS.search(line) or STATUS_BEFORE_FIELDS.search(line)
     if not m:
         return None
     return {k: (int(v) if v is not None else None) for k, v in m.groupdict().items()}
