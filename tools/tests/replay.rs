@@ -207,6 +207,28 @@ fn plot_draws_each_series_in_its_panel_and_writes_a_png() {
     assert_eq!(height, 3 * tickcast_tools::plot::PANEL_HEIGHT);
 }
 
+/// Reads `out` until a line has `marker` followed by an address, and returns it; then
+/// keeps draining it on a thread. Fails if the output ends first, or after 20 s.
+fn address_printed(
+    out: impl std::io::Read + Send + 'static,
+    marker: &'static str,
+) -> std::net::SocketAddr {
+    use std::io::BufRead;
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some((_, rest)) = line.split_once(marker)
+                && let Some(addr) = rest.split_whitespace().next().and_then(|a| a.parse().ok())
+            {
+                let _ = found.send(addr);
+            }
+        }
+    });
+    address
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("serve printed its address")
+}
+
 #[test]
 fn serve_plays_the_recording_to_real_clients_as_spectators() {
     use tickcast_clients::track::{ChunkOutcome, TickAssembler, View};
@@ -215,28 +237,19 @@ fn serve_plays_the_recording_to_real_clients_as_spectators() {
     let path = temp_file("serve");
     record_match(&path);
     let data_dir = path.with_file_name("data");
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_tickcast-replay"))
         .arg("serve")
         .arg(&path)
-        .args(["--listen", &addr.to_string(), "--speed", "2"])
+        .args(["--listen", "127.0.0.1:0", "--speed", "2"])
         .arg("--data-dir")
         .arg(&data_dir)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !data_dir.join(TOKEN_KEY_FILE).exists() {
-        assert!(std::time::Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Port 0, and the address `serve` prints once it is listening: no port found free
+    // and then reused, no sleep.
+    let addr = address_printed(serve.stdout.take().unwrap(), "ticks on ");
     let key = load_token_key(&data_dir.join(TOKEN_KEY_FILE)).unwrap();
     let fingerprint = fingerprint_from_data_dir(&data_dir).unwrap();
 

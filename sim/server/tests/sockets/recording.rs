@@ -18,20 +18,13 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Starts the server binary on a free loopback port, recording to `dir/match.tcrec`;
-/// returns it and its address once it is listening.
+/// Starts the server binary on port 0, recording to `dir/match.tcrec`; returns it and
+/// the address it logged once it is listening (no port is found free and then reused).
 fn start_server(dir: &Path) -> (Child, std::net::SocketAddr) {
-    // Port 0 would hide the address in the log; bind a socket to find a free port.
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tickcast-server"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast-server"))
         .args([
             "--listen",
-            &addr.to_string(),
+            "127.0.0.1:0",
             "--npcs",
             "40",
             "--keyframe-interval",
@@ -42,15 +35,35 @@ fn start_server(dir: &Path) -> (Child, std::net::SocketAddr) {
         .arg("--record")
         .arg(dir.join("match.tcrec"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("the server binary starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !dir.join("data").join(TOKEN_KEY_FILE).exists() || !dir.join("match.tcrec").exists() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let log = child.stderr.take().expect("stderr is piped");
+    let addr = address_logged_after(log, "listening on ");
     (child, addr)
+}
+
+/// Reads `log` until a line has `marker` followed by an address, and returns it; then
+/// keeps draining the log on a thread so the child never blocks on a full pipe. Fails
+/// if the log ends first, or after 20 s without it.
+fn address_logged_after(
+    log: impl std::io::Read + Send + 'static,
+    marker: &'static str,
+) -> std::net::SocketAddr {
+    use std::io::BufRead;
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+            if let Some((_, rest)) = line.split_once(marker)
+                && let Some(addr) = rest.split_whitespace().next().and_then(|a| a.parse().ok())
+            {
+                let _ = found.send(addr);
+            }
+        }
+    });
+    address
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the process logged its address")
 }
 
 /// Two clients walk and fire for `play`, so the recording holds joins, inputs and leaves.
