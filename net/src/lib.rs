@@ -25,7 +25,7 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -316,6 +316,7 @@ pub struct NetHandle {
     inputs: Receiver<PeerEvent>,
     join_acks: tokio::sync::mpsc::Sender<JoinAck>,
     shutdown: Arc<tokio::sync::Notify>,
+    draining: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -338,6 +339,13 @@ impl NetHandle {
     /// How the memory budget was shared out at start.
     pub fn memory_plan(&self) -> MemoryPlan {
         self.memory_plan
+    }
+
+    /// The drain flag: once set, every Hello is refused with `draining`, and the close at
+    /// shutdown carries `close::DRAINED` instead of `close::SERVER_SHUTDOWN`. Read at
+    /// Hello time with a relaxed load; connected peers are not touched.
+    pub fn drain_flag(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
     }
 
     /// The handoff the sim publishes ticks into.
@@ -436,6 +444,7 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
     let (inputs_tx, inputs_rx) = crossbeam_channel::bounded(config.input_channel_capacity);
     let (acks_tx, acks_rx) = tokio::sync::mpsc::channel(membership_capacity);
     let shutdown = Arc::new(tokio::sync::Notify::new());
+    let draining = Arc::new(AtomicBool::new(false));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -485,6 +494,7 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
         counters.clone(),
         membership_tx,
         inputs_tx,
+        draining.clone(),
     );
     let thread_shutdown = shutdown.clone();
     let thread = std::thread::Builder::new()
@@ -516,6 +526,7 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
         inputs: inputs_rx,
         join_acks: acks_tx,
         shutdown,
+        draining,
         thread: Some(thread),
     })
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -65,6 +65,9 @@ pub(crate) struct NetState {
     /// The newest tick fanned out: the Welcome's `server_tick`, and the tick the peers'
     /// input allowances count against.
     current_tick: AtomicU32,
+    /// Set by the server when it starts draining: Hellos are refused with `draining`,
+    /// and the final close carries `close::DRAINED`.
+    draining: Arc<AtomicBool>,
 }
 
 impl NetState {
@@ -75,6 +78,7 @@ impl NetState {
         counters: Arc<NetCounters>,
         membership: Sender<PeerEvent>,
         inputs: Sender<PeerEvent>,
+        draining: Arc<AtomicBool>,
     ) -> Self {
         let limits = Limits::new(
             config.max_clients,
@@ -92,6 +96,7 @@ impl NetState {
             pending_joins: Mutex::new(HashMap::new()),
             gate: Mutex::new(gate),
             current_tick: AtomicU32::new(0),
+            draining,
         }
     }
 
@@ -126,6 +131,12 @@ impl NetState {
         hello: &Hello,
         conn: &Connection,
     ) -> Result<AdmissionSlot, Refusal> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(Refusal {
+                reason: RejectReason::Draining,
+                detail: "the server is draining".into(),
+            });
+        }
         let mut peers = self.peers();
         let occupancy = peers.occupancy(hello.token.client_id);
         let admitted = self
@@ -187,11 +198,13 @@ pub(crate) async fn run(
     }
     fanout.abort();
     join_acks.abort();
-    tracing::info!("closing every connection: server shutting down");
-    endpoint.close(
-        VarInt::from_u32(close::SERVER_SHUTDOWN),
-        b"server shutting down",
-    );
+    let (code, reason): (u32, &[u8]) = if state.draining.load(Ordering::Relaxed) {
+        (close::DRAINED, b"server drained")
+    } else {
+        (close::SERVER_SHUTDOWN, b"server shutting down")
+    };
+    tracing::info!("closing every connection: {}", close::name(code.into()));
+    endpoint.close(VarInt::from_u32(code), reason);
     let _ = timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
 }
 

@@ -13,6 +13,11 @@ pub const PROTOCOL_ERROR: u32 = 0x02;
 pub const HELLO_TIMEOUT: u32 = 0x03;
 /// A newer connection with the same client id replaced this one.
 pub const REPLACED: u32 = 0x04;
+/// The server drained: it stopped admitting (SIGTERM, or its orchestrator shut it down),
+/// gave its players the drain grace to finish, and is now going away. Unlike
+/// [`SERVER_SHUTDOWN`] this was announced: the client should find another server through
+/// its matchmaker rather than retry this one.
+pub const DRAINED: u32 = 0x05;
 
 /// The close code that goes with a Reject: `0x10 + reason`.
 pub fn for_reject(reason: RejectReason) -> u32 {
@@ -27,6 +32,7 @@ pub fn name(code: u64) -> &'static str {
         0x02 => "protocol_error",
         0x03 => "hello_timeout",
         0x04 => "replaced",
+        0x05 => "drained",
         c if c >= 0x10 && c <= 0x10 + u64::from(u16::MAX) => {
             match u16::try_from(c - 0x10)
                 .ok()
@@ -37,5 +43,30 @@ pub fn name(code: u64) -> &'static str {
             }
         }
         _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_its_documented_name() {
+        for (code, name) in [
+            (NORMAL, "normal"),
+            (SERVER_SHUTDOWN, "server_shutdown"),
+            (PROTOCOL_ERROR, "protocol_error"),
+            (HELLO_TIMEOUT, "hello_timeout"),
+            (REPLACED, "replaced"),
+            (DRAINED, "drained"),
+        ] {
+            assert_eq!(super::name(u64::from(code)), name);
+        }
+        assert_eq!(
+            super::name(u64::from(for_reject(RejectReason::Draining))),
+            "draining"
+        );
+        assert_eq!(for_reject(RejectReason::Draining), 0x18);
+        assert_eq!(super::name(0x06), "unknown");
     }
 }

@@ -64,11 +64,14 @@ pub enum RejectReason {
     Unavailable,
     /// The client's QUIC stack does not accept datagrams as large as a chunk.
     DatagramsUnsupported,
+    /// The server is draining (SIGTERM, or its orchestrator shut it down): it lets its
+    /// players finish and admits no one new. Try another server.
+    Draining,
 }
 
 impl RejectReason {
     /// Every reason, in code order.
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::BadVersion,
         RejectReason::BadToken,
         RejectReason::TokenExpired,
@@ -77,6 +80,7 @@ impl RejectReason {
         RejectReason::OverMemoryBudget,
         RejectReason::Unavailable,
         RejectReason::DatagramsUnsupported,
+        RejectReason::Draining,
     ];
 
     /// The reason's wire code.
@@ -90,6 +94,7 @@ impl RejectReason {
             RejectReason::OverMemoryBudget => 5,
             RejectReason::Unavailable => 6,
             RejectReason::DatagramsUnsupported => 7,
+            RejectReason::Draining => 8,
         }
     }
 
@@ -109,6 +114,7 @@ impl RejectReason {
             RejectReason::OverMemoryBudget => "over_memory_budget",
             RejectReason::Unavailable => "unavailable",
             RejectReason::DatagramsUnsupported => "datagrams_unsupported",
+            RejectReason::Draining => "draining",
         }
     }
 }
@@ -292,6 +298,15 @@ mod tests {
         assert!(reject.detail.len() <= MAX_REJECT_DETAIL);
         assert_eq!(reject.reason(), Some(RejectReason::ServerFull));
         frame_round_trip(&ServerMessage::Reject(reject));
+    }
+
+    #[test]
+    fn reject_codes_are_stable_and_draining_is_the_newest() {
+        // The codes are protocol: a new reason takes the next number, never an old one.
+        let codes = RejectReason::ALL.map(RejectReason::code);
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(RejectReason::from_code(8), Some(RejectReason::Draining));
+        assert_eq!(RejectReason::Draining.name(), "draining");
     }
 
     #[test]

@@ -8,11 +8,17 @@
 //! What it never does: wait for the network, or hold game rules or network rules of its
 //! own — those live in `tickcast-sim` and `tickcast-net`; this crate is glue.
 //!
-//! Entry type: [`Server`] (`start`, `status`, `stop`).
+//! It also runs the server's life around the loop: the drain ([`drain`]: stop admitting,
+//! let players finish, close with `drained`, exit) and, in a Fleet, the Agones SDK
+//! ([`agones`]) on threads of their own.
+//!
+//! Entry type: [`Server`] (`start`, `status`, `run_until_stopped`, `stop`).
 
 #![forbid(unsafe_code)]
 
+pub mod agones;
 pub mod allocations;
+pub mod drain;
 pub mod logging;
 pub mod settings;
 
@@ -32,6 +38,9 @@ use tickcast_sim::snapshot::Snapshot;
 use tickcast_sim::snapshot::tick_buffer_len;
 use tickcast_sim::{FixedStep, Sim, SimConfig};
 
+use crate::agones::{AgonesClient, AgonesConfig, AgonesStatus, GameServerState};
+use crate::drain::{DrainConfig, DrainEnd, Lifecycle, LifecycleStep, StopCause, StopRequest};
+
 /// Everything the server needs to start.
 #[derive(Debug, Clone, Default)]
 pub struct ServerConfig {
@@ -41,6 +50,11 @@ pub struct ServerConfig {
     pub sim: SimConfig,
     /// Record every tick to this file (`docs/RECORDING.md`). Default: no recording.
     pub record: Option<RecordConfig>,
+    /// How the server drains when asked to stop ([`Server::run_until_stopped`]).
+    pub drain: DrainConfig,
+    /// Talk to the Agones SDK sidecar. Default `None`: no Agones (the binary turns it on
+    /// with `--agones` or when `AGONES_SDK_HTTP_PORT` is set).
+    pub agones: Option<AgonesConfig>,
 }
 
 /// Where and how to record.
@@ -154,7 +168,22 @@ pub struct Server {
     status: Arc<Mutex<ServerStatus>>,
     net_counters: Arc<NetCounters>,
     progress: Arc<LoopProgress>,
+    draining: Arc<AtomicBool>,
+    stop_request: Arc<StopRequest>,
+    drain: DrainConfig,
+    agones_status: Arc<AgonesStatus>,
+    agones: Option<AgonesClient>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// How [`Server::run_until_stopped`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopReport {
+    /// What asked the server to stop; `None` if the loop ended without a drain (its stop
+    /// flag was set, or it panicked).
+    pub cause: Option<StopCause>,
+    /// How the drain ended, if there was one.
+    pub end: Option<DrainEnd>,
 }
 
 impl Server {
@@ -183,19 +212,24 @@ impl Server {
         let fingerprint = net.fingerprint();
         let memory_plan = net.memory_plan();
         let net_counters = net.counters().clone();
+        let draining = net.drain_flag();
         let stop = Arc::new(AtomicBool::new(false));
         let status = Arc::new(Mutex::new(ServerStatus::default()));
         let progress = Arc::new(LoopProgress::default());
+        let agones_status = Arc::new(AgonesStatus::default());
         let thread = {
             let stop = stop.clone();
             let status = status.clone();
             let progress = progress.clone();
+            let lifecycle = (agones_status.clone(), draining.clone());
             std::thread::Builder::new()
                 .name("tickcast-sim".into())
-                .spawn(move || run_loop(sim, net, recorder, &stop, &status, &progress))
+                .spawn(move || {
+                    run_loop(sim, net, recorder, &stop, &status, &progress, &lifecycle);
+                })
                 .context("spawning the simulation thread")?
         };
-        Ok(Self {
+        let mut server = Self {
             local_addr,
             fingerprint,
             memory_plan,
@@ -203,8 +237,33 @@ impl Server {
             status,
             net_counters,
             progress,
+            draining,
+            stop_request: Arc::new(StopRequest::default()),
+            drain: config.drain.clone(),
+            agones_status,
+            agones: None,
             thread: Some(thread),
-        })
+        };
+        if let Some(agones) = config.agones.clone() {
+            agones
+                .validate()
+                .map_err(anyhow::Error::msg)
+                .context("the Agones settings")?;
+            // The Counter's capacity: the clients this server admits, whichever of the
+            // client limit and the memory budget is lower.
+            let capacity = config.net.max_clients.min(memory_plan.clients) as u64;
+            let inputs = agones::AgonesInputs {
+                progress: server.progress.clone(),
+                net_counters: server.net_counters.clone(),
+                capacity,
+                fingerprint_hex: tickcast_net::tls::fingerprint_hex(&fingerprint),
+                stop_request: server.stop_request.clone(),
+                status: server.agones_status.clone(),
+            };
+            server.agones =
+                Some(AgonesClient::start(agones, inputs).context("starting the Agones threads")?);
+        }
+        Ok(server)
     }
 
     /// The bound address.
@@ -243,6 +302,86 @@ impl Server {
         &self.progress
     }
 
+    /// Whether the server is draining: it refuses Hellos with `draining`, and readiness
+    /// checks should fail.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The drain flag itself, for a thread that reports readiness.
+    pub fn drain_flag(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
+    }
+
+    /// Starts draining now: every later Hello is refused with `draining`; connected
+    /// players stay. [`Server::run_until_stopped`] does this when a stop is requested.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Where a stop is requested (the signal handler, the Agones watcher, tests); read
+    /// by [`Server::run_until_stopped`].
+    pub fn stop_request(&self) -> &Arc<StopRequest> {
+        &self.stop_request
+    }
+
+    /// The Agones state and call counters (`GameServerState::Disabled` without Agones).
+    pub fn agones_status(&self) -> &Arc<AgonesStatus> {
+        &self.agones_status
+    }
+
+    /// Serves until a stop is requested (or the server decides it is done, see
+    /// [`DrainConfig::shutdown_when_empty`]), drains, closes every connection with
+    /// `close::DRAINED`, flushes the recording, and, under Agones, sends
+    /// `POST /shutdown` last — after the flush, because Agones answers it by deleting the
+    /// pod, and the SIGTERM that brings must find nothing left to lose.
+    pub fn run_until_stopped(mut self) -> StopReport {
+        let mut lifecycle = Lifecycle::new(self.drain.clone());
+        let mut report = StopReport {
+            cause: None,
+            end: None,
+        };
+        loop {
+            if self.thread.as_ref().is_none_or(JoinHandle::is_finished) {
+                tracing::warn!("the simulation loop ended before a drain");
+                break;
+            }
+            let players = NetCounters::get(&self.net_counters.peers);
+            match lifecycle.step(Instant::now(), players, self.stop_request.cause()) {
+                LifecycleStep::Serve => std::thread::sleep(Duration::from_millis(20)),
+                LifecycleStep::BeginDrain(cause) => {
+                    self.begin_drain();
+                    report.cause = Some(cause);
+                    tracing::info!(
+                        cause = cause.name(),
+                        players,
+                        grace = ?self.drain.grace,
+                        "draining: admitting no one, players may stay for the grace"
+                    );
+                }
+                LifecycleStep::Finish(end) => {
+                    report.end = Some(end);
+                    tracing::info!(
+                        players,
+                        "drain over ({}): closing every connection with `drained`",
+                        match end {
+                            DrainEnd::Empty => "no players left",
+                            DrainEnd::GraceElapsed => "the grace ran out",
+                        }
+                    );
+                    break;
+                }
+            }
+        }
+        let agones = self.agones.take();
+        self.stop.store(true, Ordering::Relaxed);
+        self.join();
+        if let Some(agones) = agones {
+            agones.shutdown();
+        }
+        report
+    }
+
     /// Runs until the stop flag is set, then shuts down cleanly.
     pub fn wait(mut self) {
         self.join();
@@ -260,6 +399,9 @@ impl Server {
         {
             tracing::error!("the simulation thread panicked");
         }
+        // Without `POST /shutdown`: a server stopped this way (tests, errors) leaves the
+        // decision to whoever stopped it.
+        drop(self.agones.take());
     }
 }
 
@@ -382,8 +524,14 @@ impl StatusWindow {
     }
 }
 
-/// The status line, once a window.
-fn log_status(status: &ServerStatus, counters: &NetCounters) {
+/// The status line, once a window. `agones` is the GameServer's state (the field is
+/// left out without Agones); `draining` appears, as `true`, only while draining.
+fn log_status(
+    status: &ServerStatus,
+    counters: &NetCounters,
+    agones: GameServerState,
+    draining: bool,
+) {
     // One event, its numbers as fields: in JSON each is a key; in text the line reads
     // `clients=3 tick=90 … late_ticks=0` (scripts/bench.py parses it, docs/OPERATIONS.md
     // lists the fields). `allocs` and `fanout_allocs` are left out when not counted.
@@ -401,6 +549,8 @@ fn log_status(status: &ServerStatus, counters: &NetCounters) {
         late_ticks = status.late_ticks,
         allocs = status.allocations,
         fanout_allocs = status.fan_out_allocations,
+        agones = (agones != GameServerState::Disabled).then(|| tracing::field::display(agones.name())),
+        draining = draining.then_some(true),
     );
 }
 
@@ -455,6 +605,7 @@ fn run_loop(
     stop: &AtomicBool,
     status: &Mutex<ServerStatus>,
     progress: &LoopProgress,
+    (agones, draining): &(Arc<AgonesStatus>, Arc<AtomicBool>),
 ) {
     let tick_rate = u32::from(sim.config().tick_rate);
     let mut pacing = FixedStep::new(Duration::from_secs(1) / tick_rate, Instant::now());
@@ -500,7 +651,12 @@ fn run_loop(
         let now = Instant::now();
         if window.is_due(now) {
             let latest = window.close(&sim, &counters, pacing.late_ticks(), now);
-            log_status(&latest, &counters);
+            log_status(
+                &latest,
+                &counters,
+                agones.state(),
+                draining.load(Ordering::Relaxed),
+            );
             if let Ok(mut shared) = status.lock() {
                 *shared = latest;
             }

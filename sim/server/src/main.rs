@@ -2,8 +2,10 @@
 //!
 //! Glue only: parse the flags, merge them over the config file and validate them into a
 //! config ([`tickcast_server::settings`]), set up logging ([`tickcast_server::logging`]),
-//! start [`tickcast_server::Server`], and stop it cleanly on Ctrl-C or SIGTERM. Exit code
-//! 0 after a clean stop, 1 when the server fails, 2 for bad flags or a bad config file.
+//! start [`tickcast_server::Server`], and count SIGTERM/SIGINT: the first drains
+//! ([`tickcast_server::drain`]), a second exits at once. Exit code 0 after a clean stop
+//! (a drain), 1 when the server fails, 2 for bad flags or a bad config file, 128 + the
+//! signal's number after a second signal.
 //!
 //! With the `count-allocs` feature it also installs a counting global allocator (module
 //! `counting`) so the status line reports the whole process's heap allocations.
@@ -11,11 +13,13 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use tickcast_net::tls::fingerprint_hex;
+use tickcast_server::agones::{AgonesConfig, SDK_HTTP_PORT_ENV};
+use tickcast_server::drain::{SignalAction, StopCause, StopRequest, signal_action};
 use tickcast_server::settings::{self, Settings};
 use tickcast_server::{Server, ServerConfig, logging};
 
@@ -105,11 +109,28 @@ fn main() -> ExitCode {
     #[cfg(feature = "count-allocs")]
     tickcast_server::allocations::mark_counting();
     let matches = settings::with_defaults_in_help(Args::command()).get_matches();
-    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Settings errors come before logging starts (the log format is a setting): plain
     // text on stderr and exit code 2, as for a bad flag.
+    let sidecar_port = match sidecar_port(std::env::var(SDK_HTTP_PORT_ENV).ok().as_deref()) {
+        Ok(port) => port,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Agones sets AGONES_SDK_HTTP_PORT in a GameServer's pod: that alone turns Agones on,
+    // unless the command line says `--agones=false`.
+    if sidecar_port.is_some() && args.settings.agones.is_none() {
+        args.settings.agones = Some(true);
+    }
     let run = match settings::resolve(args.config.as_deref(), args.settings) {
-        Ok(run) => run,
+        Ok(mut run) => {
+            if let (Some(port), Some(agones)) = (sidecar_port, run.server.agones.as_mut()) {
+                agones.sidecar = AgonesConfig::with_port(port).sidecar;
+            }
+            run
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -152,10 +173,67 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         sha256 = %fingerprint_hex(&server.fingerprint()),
         "certificate fingerprint"
     );
-    let stop = server.stop_flag();
-    ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
-        .context("installing the Ctrl-C/SIGTERM handler")?;
-    server.wait();
-    tracing::info!("stopped");
+    install_signal_handler(server.stop_request().clone())?;
+    let report = server.run_until_stopped();
+    tracing::info!(
+        cause = report.cause.map_or("none", StopCause::name),
+        "stopped"
+    );
     Ok(())
+}
+
+/// The sidecar's port from `AGONES_SDK_HTTP_PORT`, if it is set.
+fn sidecar_port(env: Option<&str>) -> anyhow::Result<Option<u16>> {
+    env.map(|text| {
+        text.trim()
+            .parse::<u16>()
+            .with_context(|| format!("{SDK_HTTP_PORT_ENV}={text:?} is not a port number"))
+    })
+    .transpose()
+}
+
+/// Counts SIGTERM and SIGINT on a thread of its own: the first asks the server to drain,
+/// a second exits at once with 128 + the signal's number, as a shell reports a process
+/// killed by it.
+fn install_signal_handler(stop_request: Arc<StopRequest>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("installing the SIGTERM/SIGINT handler")?;
+    std::thread::Builder::new()
+        .name("tickcast-signals".into())
+        .spawn(move || {
+            let mut count = 0u32;
+            for signal in signals.forever() {
+                count += 1;
+                let name = if signal == SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                };
+                match signal_action(count) {
+                    SignalAction::Drain => {
+                        tracing::info!("{name}: draining (a second signal exits at once)");
+                        stop_request.request(StopCause::Signal);
+                    }
+                    SignalAction::ExitNow => {
+                        tracing::warn!("{name} again: exiting at once, without a drain");
+                        std::process::exit(128 + signal);
+                    }
+                }
+            }
+        })
+        .context("spawning the signal thread")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sidecar_port_comes_from_the_environment() {
+        assert_eq!(sidecar_port(None).unwrap(), None);
+        assert_eq!(sidecar_port(Some("59358")).unwrap(), Some(59358));
+        assert!(sidecar_port(Some("not-a-port")).is_err());
+    }
 }

@@ -45,6 +45,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tickcast_shared::chunk::VIEW_ALL;
 
+use crate::agones::AgonesConfig;
 use crate::logging::LogFormat;
 use crate::{RecordConfig, ServerConfig};
 
@@ -132,6 +133,30 @@ pub struct Settings {
     #[arg(long, value_name = "FORMAT", hide_possible_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// On SIGTERM, Ctrl-C or an Agones shutdown the server stops admitting (Reject
+    /// `draining`) and lets connected players stay this long before closing them with
+    /// `drained` and exiting 0 (sooner if they all leave); a second signal exits at once.
+    /// Keep it under the pod's terminationGracePeriodSeconds.
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_grace: Option<HumanDuration>,
+    /// Drain and exit (under Agones: then ask for shutdown) after this long with no
+    /// players, once the server has had at least one, e.g. 60s.
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_when_empty: Option<HumanDuration>,
+    /// Run as an Agones GameServer: talk to the SDK sidecar's REST API on
+    /// localhost:$AGONES_SDK_HTTP_PORT (9358 if unset). On by itself whenever
+    /// AGONES_SDK_HTTP_PORT is set, as Agones does in a GameServer's pod, unless the
+    /// command line says --agones=false.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agones: Option<bool>,
+    /// With agones: time between health pings, sent only while the simulation ticks;
+    /// keep it at most half the Fleet's health.periodSeconds.
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agones_health_interval: Option<HumanDuration>,
 }
 
 /// Sets `place` to `value` when it is given.
@@ -195,6 +220,10 @@ impl Settings {
             record: over.record.or(self.record),
             keyframe_interval: over.keyframe_interval.or(self.keyframe_interval),
             log_format: over.log_format.or(self.log_format),
+            drain_grace: over.drain_grace.or(self.drain_grace),
+            shutdown_when_empty: over.shutdown_when_empty.or(self.shutdown_when_empty),
+            agones: over.agones.or(self.agones),
+            agones_health_interval: over.agones_health_interval.or(self.agones_health_interval),
         }
     }
 
@@ -217,6 +246,10 @@ impl Settings {
             record,
             keyframe_interval,
             log_format,
+            drain_grace,
+            shutdown_when_empty,
+            agones,
+            agones_health_interval,
         } = self;
         let (net, sim) = (&mut run.server.net, &mut run.server.sim);
         set(&mut net.listen, listen);
@@ -244,6 +277,26 @@ impl Settings {
             set(&mut record.keyframe_interval, keyframe_interval);
         }
         set(&mut run.log_format, log_format);
+        let drain = &mut run.server.drain;
+        set(&mut drain.grace, drain_grace.map(|d| d.0));
+        set(
+            &mut drain.shutdown_when_empty,
+            shutdown_when_empty.map(|d| Some(d.0)),
+        );
+        match agones {
+            Some(true) => {
+                run.server.agones.get_or_insert_with(AgonesConfig::default);
+            }
+            Some(false) => run.server.agones = None,
+            None => {}
+        }
+        // Only under Agones are there pings; without it the interval has nowhere to go.
+        if let Some(agones) = &mut run.server.agones {
+            set(
+                &mut agones.health_interval,
+                agones_health_interval.map(|d| d.0),
+            );
+        }
     }
 
     /// Every setting `run` has, as the layer that would make it: the inverse of
@@ -272,6 +325,17 @@ impl Settings {
             record: run.server.record.as_ref().map(|r| r.path.clone()),
             keyframe_interval: Some(keyframe_interval),
             log_format: Some(run.log_format),
+            drain_grace: Some(HumanDuration(run.server.drain.grace)),
+            shutdown_when_empty: run.server.drain.shutdown_when_empty.map(HumanDuration),
+            agones: Some(run.server.agones.is_some()),
+            agones_health_interval: Some(HumanDuration(
+                run.server
+                    .agones
+                    .as_ref()
+                    .map_or(AgonesConfig::default().health_interval, |a| {
+                        a.health_interval
+                    }),
+            )),
         }
     }
 
@@ -283,6 +347,12 @@ impl Settings {
         within("cell-size", self.cell_size, Some(1), None)?;
         within("npcs", self.npcs, None, Some(1_000_000))?;
         within("max-clients", self.max_clients, Some(1), None)?;
+        let positive = |key, value: Option<HumanDuration>| match value {
+            Some(d) if d.0.is_zero() => Err((key, "must be more than zero".to_owned())),
+            _ => Ok(()),
+        };
+        positive("shutdown-when-empty", self.shutdown_when_empty)?;
+        positive("agones-health-interval", self.agones_health_interval)?;
         Ok(())
     }
 
@@ -789,9 +859,18 @@ mod tests {
             cert: Some("chain.pem".into()),
             key: Some("key.pem".into()),
             log_format: Some(LogFormat::Json),
+            drain_grace: Some(HumanDuration(Duration::from_secs(3))),
+            shutdown_when_empty: Some(HumanDuration(Duration::from_secs(90))),
+            agones: Some(true),
+            agones_health_interval: Some(HumanDuration(Duration::from_millis(500))),
             ..Settings::default()
         }
         .apply(&mut run);
+        assert_eq!(run.server.drain.grace, Duration::from_secs(3));
+        assert_eq!(
+            run.server.agones.as_ref().map(|a| a.health_interval),
+            Some(Duration::from_millis(500))
+        );
         for run in [RunConfig::default(), run] {
             let printed = to_toml(&run).unwrap();
             let mut loaded = RunConfig::default();
