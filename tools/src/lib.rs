@@ -5,6 +5,8 @@
 //! * `tickcast-replay` reads recordings (`tickcast_sim::replay`): info, verify
 //!   (re-simulate and compare every tick's hash), inspect, export, plot ([`plot`]),
 //!   serve, repair.
+//! * `tickcast-fake-agones` is a fake Agones SDK sidecar ([`fake_agones`]) that records
+//!   every call, for tests and `scripts/fleet.py`, and the allocation step against it.
 //! * `tickcast-chart` draws columns of a CSV time series as a PNG ([`chart`]), for
 //!   `scripts/bench.py`.
 //!
@@ -13,4 +15,5 @@
 #![forbid(unsafe_code)]
 
 pub mod chart;
+pub mod fake_agones;
 pub mod plot;

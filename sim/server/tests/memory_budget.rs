@@ -30,6 +30,7 @@ fn start(data_dir: &Path, memory_budget: Option<u64>) -> Server {
             ..SimConfig::default()
         },
         record: None,
+        ..ServerConfig::default()
     })
     .expect("server starts")
 }

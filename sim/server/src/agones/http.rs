@@ -227,7 +227,7 @@ fn read_some(
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
             Err(HttpError::Timeout)
         }
-        Err(e) if e.kind() == ErrorKind::Interrupted => Ok(read_some(stream, buf, deadline)?),
+        Err(e) if e.kind() == ErrorKind::Interrupted => read_some(stream, buf, deadline),
         Err(e) => Err(HttpError::Io(e)),
     }
 }

@@ -36,5 +36,6 @@ pub fn test_config(data_dir: &Path) -> ServerConfig {
             ..SimConfig::default()
         },
         record: None,
+        ..ServerConfig::default()
     }
 }

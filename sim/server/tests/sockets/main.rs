@@ -6,9 +6,11 @@
 //! `memory_budget` is the one socket test in a binary of its own: the server sizes its
 //! budget from this process's resident set, which other tests beside it would move.
 
+mod agones;
 mod bots;
 mod cli;
 mod common;
+mod drain;
 mod end_to_end;
 mod network;
 mod progress;

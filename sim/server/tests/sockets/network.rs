@@ -49,6 +49,7 @@ impl TestServer {
                 ..SimConfig::default()
             },
             record: None,
+            ..ServerConfig::default()
         })
         .expect("server starts");
         let key = load_token_key(&data_dir.join(TOKEN_KEY_FILE)).unwrap();

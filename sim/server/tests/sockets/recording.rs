@@ -46,7 +46,7 @@ fn start_server(dir: &Path) -> (Child, std::net::SocketAddr) {
 /// Reads `log` until a line has `marker` followed by an address, and returns it; then
 /// keeps draining the log on a thread so the child never blocks on a full pipe. Fails
 /// if the log ends first, or after 20 s without it.
-fn address_logged_after(
+pub(crate) fn address_logged_after(
     log: impl std::io::Read + Send + 'static,
     marker: &'static str,
 ) -> std::net::SocketAddr {
