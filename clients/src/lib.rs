@@ -29,7 +29,7 @@ pub use quinn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
@@ -39,7 +39,7 @@ use tickcast_shared::msg::{
 };
 use tickcast_shared::token::{ConnectToken, TOKEN_LEN, TokenKey};
 use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
-use tickcast_shared::{PROTOCOL_VERSION, close};
+use tickcast_shared::{PROTOCOL_VERSION, Tick, close, hex, unix_time};
 
 /// Why a client could not connect or lost its connection.
 #[derive(Debug, thiserror::Error)]
@@ -282,19 +282,13 @@ async fn handshake(
 
 /// Seconds since the Unix epoch.
 pub fn unix_now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    unix_time::seconds(SystemTime::now())
 }
 
 /// The wall clock in microseconds since the Unix epoch, modulo 2^32: the same clock the
 /// server stamps chunk headers with.
 pub fn now_us_wrapping() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u32)
-        .unwrap_or(0)
+    unix_time::micros_wrapping(SystemTime::now())
 }
 
 /// Mints a development token valid for `ttl` with a random nonce.
@@ -338,26 +332,7 @@ pub fn parse_token_file(text: &str) -> Result<Vec<ConnectToken>, TokenFileError>
             line: index + 1,
             problem,
         };
-        if line.len() != TOKEN_LEN * 2 {
-            return Err(bad(format!(
-                "expected {} hex digits, found {} characters",
-                TOKEN_LEN * 2,
-                line.len()
-            )));
-        }
-        let mut bytes = [0u8; TOKEN_LEN];
-        for (i, pair) in line.as_bytes().chunks_exact(2).enumerate() {
-            let digit = |c: u8| (c as char).to_digit(16);
-            match (digit(pair[0]), digit(pair[1])) {
-                (Some(hi), Some(lo)) => bytes[i] = (hi * 16 + lo) as u8,
-                _ => {
-                    return Err(bad(format!(
-                        "not a hex digit at column {}",
-                        i * 2 + 1 + usize::from(digit(pair[0]).is_some())
-                    )));
-                }
-            }
-        }
+        let bytes: [u8; TOKEN_LEN] = hex::decode_array(line).map_err(|e| bad(e.to_string()))?;
         let token = ConnectToken::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
         tokens.push(token);
     }
@@ -379,7 +354,7 @@ pub struct InputHistory {
 impl InputHistory {
     /// Records a new input (its sequence number is assigned here) and returns the
     /// datagram to send, acknowledging `ack_tick`.
-    pub fn push(&mut self, mut cmd: InputCmd, ack_tick: u32) -> InputDatagram {
+    pub fn push(&mut self, mut cmd: InputCmd, ack_tick: Tick) -> InputDatagram {
         cmd.seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         self.recent.rotate_right(1);
@@ -406,20 +381,16 @@ mod tests {
             move_x,
             ..Default::default()
         };
-        let first = history.push(cmd(1), 0);
+        let first = history.push(cmd(1), Tick::ZERO);
         assert_eq!(first.inputs().len(), 1);
         for x in 2..=6 {
-            history.push(cmd(x), 0);
+            history.push(cmd(x), Tick::ZERO);
         }
-        let last = history.push(cmd(7), 42);
+        let last = history.push(cmd(7), Tick::new(42));
         let seqs: Vec<u32> = last.inputs().iter().map(|c| c.seq).collect();
         assert_eq!(seqs, vec![6, 5, 4, 3]);
         assert_eq!(last.inputs()[0].move_x, 7);
-        assert_eq!(last.ack_tick, 42);
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        assert_eq!(last.ack_tick, Tick::new(42));
     }
 
     #[test]
@@ -429,8 +400,8 @@ mod tests {
         let b = key.mint(2, 2_000_000_000, [2; 16], 3);
         let text = format!(
             "# minted for the load test\n{}\n\n  {}  \r\n",
-            hex(&a.to_bytes()),
-            hex(&b.to_bytes()).to_uppercase()
+            hex::encode(&a.to_bytes()),
+            hex::encode(&b.to_bytes()).to_uppercase()
         );
         let tokens = parse_token_file(&text).unwrap();
         assert_eq!(tokens, vec![a, b]);
@@ -440,7 +411,7 @@ mod tests {
     #[test]
     fn a_bad_token_file_names_the_line() {
         let key = TokenKey::from_bytes(&[7; 32]);
-        let good = hex(&key.mint(1, 2_000_000_000, [1; 16], 0).to_bytes());
+        let good = hex::encode(&key.mint(1, 2_000_000_000, [1; 16], 0).to_bytes());
         let short = format!("{good}\n{}\n", &good[..136]);
         assert_eq!(
             parse_token_file(&short),

@@ -13,12 +13,14 @@
 
 use std::time::{Duration, Instant};
 
+use tickcast_shared::Tick;
+
 /// Tracks when snapshots arrive and says when to send the next input.
 #[derive(Debug, Clone)]
 pub struct InputPacer {
     period: Duration,
     lead: Duration,
-    newest: Option<(u32, Instant)>,
+    newest: Option<(Tick, Instant)>,
 }
 
 impl InputPacer {
@@ -43,11 +45,8 @@ impl InputPacer {
 
     /// Notes that a datagram of `tick` arrived at `at`; only the first arrival of each
     /// newer tick counts (the start of that tick's burst).
-    pub fn on_datagram(&mut self, tick: u32, at: Instant) {
-        if self
-            .newest
-            .is_none_or(|(newest, _)| tick.wrapping_sub(newest).wrapping_sub(1) < u32::MAX / 2)
-        {
+    pub fn on_datagram(&mut self, tick: Tick, at: Instant) {
+        if self.newest.is_none_or(|(newest, _)| tick.is_after(newest)) {
             self.newest = Some((tick, at));
         }
     }
@@ -74,10 +73,10 @@ mod tests {
         let mut pacer = InputPacer::new(30);
         let t0 = Instant::now();
         assert_eq!(pacer.next_send_after(t0), None);
-        pacer.on_datagram(100, t0);
+        pacer.on_datagram(Tick::new(100), t0);
         // Later datagrams of the same tick, and older ticks, do not move the phase.
-        pacer.on_datagram(100, t0 + Duration::from_millis(2));
-        pacer.on_datagram(99, t0 + Duration::from_millis(3));
+        pacer.on_datagram(Tick::new(100), t0 + Duration::from_millis(2));
+        pacer.on_datagram(Tick::new(99), t0 + Duration::from_millis(3));
         let period = Duration::from_secs(1) / 30;
         let lead = period / 2;
         assert_eq!(pacer.next_send_after(t0), Some(t0 + period - lead));
@@ -86,7 +85,18 @@ mod tests {
         assert_eq!(pacer.next_send_after(now), Some(t0 + period * 11 - lead));
         // A newer tick re-anchors the phase.
         let t1 = t0 + Duration::from_millis(500);
-        pacer.on_datagram(115, t1);
+        pacer.on_datagram(Tick::new(115), t1);
         assert_eq!(pacer.next_send_after(t1), Some(t1 + period - lead));
+    }
+
+    #[test]
+    fn tick_zero_after_the_wrap_is_a_newer_tick() {
+        let mut pacer = InputPacer::new(30);
+        let t0 = Instant::now();
+        let period = Duration::from_secs(1) / 30;
+        pacer.on_datagram(Tick::new(u32::MAX), t0);
+        let t1 = t0 + Duration::from_millis(10);
+        pacer.on_datagram(Tick::ZERO, t1);
+        assert_eq!(pacer.next_send_after(t1), Some(t1 + period - period / 2));
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use tickcast_shared::Tick;
+
 use crate::swarm::Behaviour;
 use crate::track::{Delivery, LatencyHistogram};
 
@@ -24,7 +26,7 @@ pub struct DeliveryTotals {
     /// Entities in the newest complete tick.
     pub entities_last_snapshot: usize,
     /// The newest complete tick.
-    pub last_complete_tick: Option<u32>,
+    pub last_complete_tick: Option<Tick>,
 }
 
 impl DeliveryTotals {
@@ -43,12 +45,8 @@ impl DeliveryTotals {
     /// Counts the ticks after the session's last seen tick up to `server_tick` (the
     /// server's tick when the session ended) as expected and undelivered: for a client
     /// that stopped reading, whose last seen tick is not the server's.
-    pub fn add_unseen_tail(&mut self, delivery: &Delivery, server_tick: u32) {
-        let Some(last) = delivery.last_tick else {
-            return;
-        };
-        let tail = server_tick.wrapping_sub(last);
-        if tail < u32::MAX / 2 {
+    pub fn add_unseen_tail(&mut self, delivery: &Delivery, server_tick: Tick) {
+        if let Some(tail) = delivery.last_tick.and_then(|last| server_tick.since(last)) {
             self.expected += u64::from(tail);
         }
     }
@@ -227,7 +225,7 @@ pub fn summarize<'a>(
     let (mut bytes_in, mut udp_in, mut udp_out) = (0, 0, 0);
     let (mut packets_in, mut packets_out) = (0, 0);
     let mut tick_rate = 0;
-    let mut newest: Option<(u32, usize)> = None;
+    let mut newest: Option<(Tick, usize)> = None;
     let mut client_seconds = 0.0;
     for outcome in outcomes {
         clients += 1;
@@ -266,7 +264,7 @@ pub fn summarize<'a>(
         rtt.merge(&outcome.rtt);
         client_seconds += outcome.played_for.as_secs_f64();
         if let Some(tick) = d.last_complete_tick
-            && newest.is_none_or(|(t, _)| tick > t)
+            && newest.is_none_or(|(t, _)| tick.is_after(t))
         {
             newest = Some((tick, d.entities_last_snapshot));
         }
@@ -484,7 +482,7 @@ mod tests {
             chunks_received: complete * 2,
             chunks_lost: (expected - complete) * 2,
             entities_last_snapshot: 10,
-            last_complete_tick: Some(expected as u32),
+            last_complete_tick: Some(Tick::new(expected as u32)),
         };
         for _ in 0..complete {
             o.latency.record(latency_us);
@@ -500,18 +498,18 @@ mod tests {
     fn ticks_after_a_stalled_clients_last_one_are_undelivered() {
         let mut totals = DeliveryTotals::default();
         let delivery = Delivery {
-            first_tick: Some(100),
-            last_tick: Some(129),
+            first_tick: Some(Tick::new(100)),
+            last_tick: Some(Tick::new(129)),
             complete: 30,
             ..Delivery::default()
         };
         totals.add(&delivery);
         assert_eq!(totals.ratio(), 1.0);
-        totals.add_unseen_tail(&delivery, 399);
+        totals.add_unseen_tail(&delivery, Tick::new(399));
         assert_eq!(totals.expected, 300);
         assert_eq!(totals.ratio(), 0.1);
         // A server tick estimate behind the last tick seen adds nothing.
-        totals.add_unseen_tail(&delivery, 120);
+        totals.add_unseen_tail(&delivery, Tick::new(120));
         assert_eq!(totals.expected, 300);
     }
 

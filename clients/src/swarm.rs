@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use quinn::SendDatagramError;
+use tickcast_shared::Tick;
 use tickcast_shared::msg::InputCmd;
 use tickcast_shared::token::{ConnectToken, TokenKey};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -712,7 +713,7 @@ async fn play(
                 }
                 let (move_x, move_y) = if behaviour.moves() { walk.direction } else { (0, 0) };
                 let cmd = InputCmd { move_x, move_y, ..Default::default() };
-                let ack = receiver.assembler().delivery().last_tick.unwrap_or(0);
+                let ack = receiver.assembler().delivery().last_tick.unwrap_or(Tick::ZERO);
                 match session.send_input(&history.push(cmd, ack)) {
                     Ok(()) => {}
                     Err(SendDatagramError::ConnectionLost(e)) => break Some(connection_error_key(&e)),
@@ -742,8 +743,8 @@ async fn play(
         let server_tick = session
             .welcome()
             .server_tick
-            .wrapping_add((elapsed * f64::from(tick_rate)) as u32)
-            .wrapping_sub(2);
+            .plus((elapsed * f64::from(tick_rate)) as u32)
+            .minus(2);
         outcome.delivery.add_unseen_tail(&delivery, server_tick);
     }
     outcome.latency.merge(receiver.latency());

@@ -6,6 +6,7 @@
 //! entity (which says where its view is) and every chunk of every occupied cell in the
 //! view have arrived; the directory and the per-cell chunk counts make that exact.
 
+use tickcast_shared::Tick;
 use tickcast_shared::chunk::{
     Chunk, ChunkError, Directory, EntityRecord, ServerDatagram, VIEW_ALL, ViewRect,
     datagram_messages,
@@ -64,7 +65,7 @@ struct CellState {
 
 #[derive(Debug, Clone, Default)]
 struct Slot {
-    tick: Option<u32>,
+    tick: Option<Tick>,
     /// The directory's grid and bitmap, once it arrived.
     grid: Option<(u16, u16)>,
     occupied: Vec<u8>,
@@ -87,7 +88,7 @@ struct Slot {
 }
 
 impl Slot {
-    fn reset(&mut self, tick: u32, server_time_us: u32) {
+    fn reset(&mut self, tick: Tick, server_time_us: u32) {
         self.tick = Some(tick);
         self.grid = None;
         self.occupied.clear();
@@ -194,7 +195,7 @@ pub enum ChunkOutcome {
     /// The datagram completed its tick; the tick had this many entities.
     Completed {
         /// The tick.
-        tick: u32,
+        tick: Tick,
         /// Entities received for it.
         entities: usize,
     },
@@ -214,9 +215,9 @@ pub enum ChunkOutcome {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Delivery {
     /// The first tick a datagram arrived for.
-    pub first_tick: Option<u32>,
+    pub first_tick: Option<Tick>,
     /// The newest tick a datagram arrived for.
-    pub last_tick: Option<u32>,
+    pub last_tick: Option<Tick>,
     /// Ticks received whole.
     pub complete: u64,
     /// Datagrams received, directories included (duplicates and stale ones excluded).
@@ -229,7 +230,7 @@ pub struct Delivery {
     /// Entities in the newest complete tick.
     pub entities_last_snapshot: usize,
     /// The newest complete tick.
-    pub last_complete_tick: Option<u32>,
+    pub last_complete_tick: Option<Tick>,
     /// The server's encode time of the newest complete tick (µs, wrapping; the chunk
     /// header's `server_time_us`).
     pub last_complete_server_time_us: Option<u32>,
@@ -239,7 +240,7 @@ impl Delivery {
     /// Ticks the server published between the first and the last tick seen.
     pub fn expected(&self) -> u64 {
         match (self.first_tick, self.last_tick) {
-            (Some(first), Some(last)) => u64::from(last.wrapping_sub(first)) + 1,
+            (Some(first), Some(last)) => u64::from(last.wrapping_since(first)) + 1,
             _ => 0,
         }
     }
@@ -382,11 +383,16 @@ impl TickAssembler {
     }
 
     /// The slot of `tick`, started if new; `Err(Stale)` for a tick too old to track.
-    fn slot_for(&mut self, tick: u32, server_time_us: u32) -> Result<usize, ChunkOutcome> {
+    fn slot_for(&mut self, tick: Tick, server_time_us: u32) -> Result<usize, ChunkOutcome> {
         let newest = self.delivery.last_tick;
+        // Taken: a tick after the newest, or one of the newest TICKS_IN_FLIGHT. Anything
+        // else is older, or (from a confused server) half the tick space away and so
+        // neither older nor newer: it would share a slot with a tick in flight.
         if let Some(newest) = newest
-            && newest.wrapping_sub(tick) < u32::MAX / 2
-            && newest - tick >= TICKS_IN_FLIGHT as u32
+            && !tick.is_after(newest)
+            && newest
+                .since(tick)
+                .is_none_or(|age| age >= TICKS_IN_FLIGHT as u32)
         {
             self.delivery.chunks_ignored += 1;
             return Err(ChunkOutcome::Stale);
@@ -396,14 +402,16 @@ impl TickAssembler {
         if self
             .delivery
             .first_tick
-            .is_none_or(|first| first.wrapping_sub(tick) < u32::MAX / 2 && first != tick)
+            .is_none_or(|first| tick.is_before(first))
         {
             self.delivery.first_tick = Some(tick);
         }
-        if newest.is_none_or(|n| tick.wrapping_sub(n) < u32::MAX / 2 && tick > n) {
+        if newest.is_none_or(|newest| tick.is_after(newest)) {
             self.delivery.last_tick = Some(tick);
         }
-        let index = tick as usize % TICKS_IN_FLIGHT;
+        // 2^32 is a multiple of TICKS_IN_FLIGHT, so consecutive ticks take consecutive
+        // slots across the wrap too.
+        let index = tick.get() as usize % TICKS_IN_FLIGHT;
         if self.slots[index].tick != Some(tick) {
             self.judge(index);
             self.slots[index].reset(tick, server_time_us);
@@ -424,7 +432,11 @@ impl TickAssembler {
         self.last_expected = slot.expected_datagrams(view).unwrap_or(self.last_expected);
         self.delivery.complete += 1;
         let (tick, entities) = (slot.tick.unwrap_or_default(), slot.entities);
-        if self.delivery.last_complete_tick.is_none_or(|t| tick > t) {
+        if self
+            .delivery
+            .last_complete_tick
+            .is_none_or(|newest| tick.is_after(newest))
+        {
             self.delivery.last_complete_tick = Some(tick);
             self.delivery.entities_last_snapshot = entities;
             self.delivery.last_complete_server_time_us = Some(slot.server_time_us);
@@ -441,10 +453,12 @@ impl TickAssembler {
         let Some(newest) = self.delivery.last_tick else {
             return self.delivery;
         };
-        let cutoff = newest.saturating_sub(grace);
+        let cutoff = newest.minus(grace);
         for index in 0..self.slots.len() {
             match self.slots[index].tick {
-                Some(tick) if tick <= cutoff => self.judge(index),
+                Some(tick) if newest.since(tick).is_none_or(|age| age >= grace) => {
+                    self.judge(index)
+                }
                 Some(_) => {
                     // In flight: drop it from the figures entirely.
                     let slot = &self.slots[index];
@@ -459,7 +473,7 @@ impl TickAssembler {
             }
         }
         if let Some(first) = self.delivery.first_tick {
-            self.delivery.last_tick = Some(cutoff.max(first));
+            self.delivery.last_tick = Some(first.latest(cutoff));
         }
         self.delivery()
     }
@@ -748,6 +762,7 @@ impl SnapshotReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use tickcast_shared::chunk::{
         CHUNK_HEADER_LEN, ChunkHeader, DirectoryHeader, ENTITY_RECORD_LEN, directory_len,
         write_directory, write_header, write_record,
@@ -757,7 +772,7 @@ mod tests {
     fn directory(tick: u32, columns: u16, rows: u16, occupied: &[u16]) -> Vec<u8> {
         let mut bytes = vec![0u8; directory_len(usize::from(columns) * usize::from(rows))];
         let header = DirectoryHeader {
-            tick,
+            tick: Tick::new(tick),
             server_time_us: 1_000,
             columns,
             rows,
@@ -770,7 +785,7 @@ mod tests {
     fn chunk(tick: u32, cell: u16, index: u16, count: u16, net_ids: &[u32]) -> Vec<u8> {
         let mut bytes = vec![0u8; CHUNK_HEADER_LEN + net_ids.len() * ENTITY_RECORD_LEN];
         let header = ChunkHeader {
-            tick,
+            tick: Tick::new(tick),
             index_in_cell: index,
             chunks_in_cell: count,
             cell,
@@ -828,7 +843,7 @@ mod tests {
         assert_eq!(
             feed(&mut a, &c1),
             ChunkOutcome::Completed {
-                tick: 10,
+                tick: Tick::new(10),
                 entities: 3
             }
         );
@@ -898,7 +913,7 @@ mod tests {
         assert_eq!(
             feed(&mut a, &chunk(1, 5, 0, 1, &[7, 21])),
             ChunkOutcome::Completed {
-                tick: 1,
+                tick: Tick::new(1),
                 entities: 3
             },
             "cell 3 is outside the view"
@@ -915,7 +930,7 @@ mod tests {
         feed(&mut a, &chunk(4, 10, 0, 1, &[7]));
         assert!(matches!(
             feed(&mut a, &chunk(4, 11, 0, 1, &[22])),
-            ChunkOutcome::Completed { tick: 4, .. }
+            ChunkOutcome::Completed { tick, .. } if tick == Tick::new(4)
         ));
         let d = a.finish(0);
         assert_eq!((d.complete, d.expected()), (2, 4));
@@ -991,10 +1006,20 @@ mod tests {
         assert_eq!(bucket_of(1 << TOP_EXPONENT), HISTOGRAM_BUCKETS - 1);
     }
 
-    fn valid_chunk() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
-        use proptest::prelude::*;
+    /// Where a run's ticks start: anywhere in the tick space, and often just before the
+    /// wrap so that a run of 40 ticks crosses it.
+    fn run_start() -> impl Strategy<Value = u32> {
+        prop_oneof![any::<u32>(), (u32::MAX - 40)..=u32::MAX, Just(0)]
+    }
+
+    /// A tick of the run starting at `start`: within 40 ticks of it, in any order.
+    fn tick_of_run(start: u32) -> impl Strategy<Value = u32> + Clone {
+        (0u32..40).prop_map(move |offset| start.wrapping_add(offset))
+    }
+
+    fn valid_chunk(ticks: impl Strategy<Value = u32>) -> impl Strategy<Value = Vec<u8>> {
         (
-            0u32..40,
+            ticks,
             1u16..6,
             0u16..6,
             proptest::collection::vec(any::<[u8; 14]>(), 0..4),
@@ -1002,7 +1027,7 @@ mod tests {
             .prop_map(|(tick, count, index, records)| {
                 let mut bytes = vec![0u8; CHUNK_HEADER_LEN];
                 let header = ChunkHeader {
-                    tick,
+                    tick: Tick::new(tick),
                     index_in_cell: index % count,
                     chunks_in_cell: count,
                     cell: index % 3,
@@ -1015,44 +1040,147 @@ mod tests {
             })
     }
 
-    proptest::proptest! {
-        /// Whatever the server sends, in whatever order, the receiver neither panics
-        /// nor loses count: every datagram is a chunk or counted as malformed, and the
-        /// world view stays within its bound.
+    /// Up to 60 server datagrams whose messages carry ticks drawn from `ticks`: garbage,
+    /// one or two chunks, or a directory of a 3 × 1 grid.
+    fn server_datagrams(
+        ticks: impl Strategy<Value = u32> + Clone,
+    ) -> impl Strategy<Value = Vec<Vec<u8>>> {
+        let one = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..80),
+            valid_chunk(ticks.clone()).prop_map(|c| datagram(&[&c])),
+            (valid_chunk(ticks.clone()), valid_chunk(ticks.clone()))
+                .prop_map(|(a, b)| datagram(&[&a, &b])),
+            (ticks, 0u8..8).prop_map(|(tick, bits)| {
+                let occupied: Vec<u16> = (0..3).filter(|c| bits & (1 << c) != 0).collect();
+                datagram(&[&directory(tick, 3, 1, &occupied)])
+            }),
+        ];
+        proptest::collection::vec(one, 0..60)
+    }
+
+    /// Feeds `datagrams` to a receiver (its settings drawn from `now`) and checks that
+    /// every datagram is counted and the world view stays within its bound.
+    fn receive_all(datagrams: &[Vec<u8>], now: u32) -> Result<SnapshotReceiver, TestCaseError> {
+        let update = if now.is_multiple_of(2) {
+            WorldUpdate::PerChunk
+        } else {
+            WorldUpdate::PerTick
+        };
+        let view = if now.is_multiple_of(3) {
+            View::ALL
+        } else {
+            View {
+                entity: Some(1),
+                radius: 1,
+            }
+        };
+        let mut r = SnapshotReceiver::with_world(view, WorldView::with_capacity(8), update);
+        let mut chunks = 0u64;
+        for bytes in datagrams {
+            if let DatagramOutcome::Chunk(_) = r.on_datagram(bytes, now) {
+                chunks += 1;
+            }
+        }
+        prop_assert_eq!(r.datagrams(), datagrams.len() as u64);
+        prop_assert_eq!(r.malformed() + chunks, datagrams.len() as u64);
+        prop_assert!(r.world().unwrap().len() <= 8);
+        Ok(r)
+    }
+
+    proptest! {
+        /// Whatever the server sends of a run of ticks — starting anywhere in the tick
+        /// space, across the wrap, in any order — the receiver neither panics nor loses
+        /// count, and never delivers more ticks than it expected.
         #[test]
         fn any_datagrams_are_counted_and_never_panic(
-            datagrams in proptest::collection::vec(
-                proptest::prop_oneof![
-                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
-                    proptest::strategy::Strategy::prop_map(valid_chunk(), |c| datagram(&[&c])),
-                    proptest::strategy::Strategy::prop_map(
-                        (valid_chunk(), valid_chunk()),
-                        |(a, b)| datagram(&[&a, &b]),
-                    ),
-                    proptest::strategy::Strategy::prop_map((0u32..40, 0u8..8), |(tick, bits)| {
-                        let occupied: Vec<u16> = (0..3).filter(|c| bits & (1 << c) != 0).collect();
-                        datagram(&[&directory(tick, 3, 1, &occupied)])
-                    }),
-                ],
-                0..60,
-            ),
-            now in proptest::prelude::any::<u32>(),
+            datagrams in run_start().prop_flat_map(|start| server_datagrams(tick_of_run(start))),
+            now in any::<u32>(),
         ) {
-            let update = if now % 2 == 0 { WorldUpdate::PerChunk } else { WorldUpdate::PerTick };
-            let view = if now % 3 == 0 { View::ALL } else { View { entity: Some(1), radius: 1 } };
-            let mut r = SnapshotReceiver::with_world(view, WorldView::with_capacity(8), update);
-            let mut chunks = 0u64;
-            for bytes in &datagrams {
-                if let DatagramOutcome::Chunk(_) = r.on_datagram(bytes, now) {
-                    chunks += 1;
+            let mut r = receive_all(&datagrams, now)?;
+            let d = r.finish(0);
+            prop_assert!(d.complete <= d.expected(), "{:?}", d);
+        }
+
+        /// A confused server whose ticks jump anywhere, half the tick space included:
+        /// nothing can order such ticks, so the delivery figures mean nothing, but the
+        /// receiver still never panics and keeps its bounds.
+        #[test]
+        fn ticks_from_anywhere_never_panic_the_receiver(
+            datagrams in server_datagrams(any::<u32>()),
+            now in any::<u32>(),
+        ) {
+            let mut r = receive_all(&datagrams, now)?;
+            r.finish(2);
+        }
+
+        /// Whole ticks in order from any start, across the wrap: every one is expected
+        /// and delivered, and the newest is the last one sent.
+        #[test]
+        fn consecutive_ticks_from_any_start_are_all_delivered(start in run_start(), count in 1u32..40) {
+            let mut a = TickAssembler::new(View::ALL, false);
+            for offset in 0..count {
+                for bytes in whole_tick(start.wrapping_add(offset)) {
+                    feed(&mut a, &bytes);
                 }
             }
-            proptest::prop_assert_eq!(r.datagrams(), datagrams.len() as u64);
-            proptest::prop_assert_eq!(r.malformed() + chunks, datagrams.len() as u64);
-            proptest::prop_assert!(r.world().unwrap().len() <= 8);
-            let d = r.finish(0);
-            proptest::prop_assert!(d.complete <= d.expected(), "{:?}", d);
+            let newest = Tick::new(start).plus(count - 1);
+            prop_assert_eq!(a.delivery().last_tick, Some(newest));
+            prop_assert_eq!(a.delivery().last_complete_tick, Some(newest));
+            let d = a.finish(0);
+            prop_assert_eq!((d.complete, d.expected(), d.chunks_lost), (u64::from(count), u64::from(count), 0));
         }
+    }
+
+    /// `slot_for` computed `newest - tick` after a wrapping check, so a tick just before
+    /// the wrap arriving after tick 0 overflowed (a debug build panicked).
+    #[test]
+    fn tick_zero_then_u32_max_does_not_panic() {
+        let mut a = TickAssembler::new(View::ALL, false);
+        assert!(matches!(
+            feed(&mut a, &directory(0, 1, 1, &[])),
+            ChunkOutcome::Completed { .. }
+        ));
+        assert!(matches!(
+            feed(&mut a, &directory(u32::MAX, 1, 1, &[])),
+            ChunkOutcome::Completed { tick, .. } if tick == Tick::new(u32::MAX)
+        ));
+        let d = a.finish(0);
+        assert_eq!(d.first_tick, Some(Tick::new(u32::MAX)));
+        assert_eq!(d.last_tick, Some(Tick::ZERO));
+        assert_eq!((d.complete, d.expected()), (2, 2));
+    }
+
+    /// `slot_for` checked the wrap and then compared `tick > newest`, so tick 0 after
+    /// `u32::MAX` never became the newest: the run stopped growing at the wrap and the
+    /// per-tick world view froze.
+    #[test]
+    fn the_newest_tick_advances_across_the_wrap() {
+        let mut r =
+            SnapshotReceiver::with_world(View::ALL, WorldView::default(), WorldUpdate::PerTick);
+        for tick in (u32::MAX - 2..=u32::MAX).chain(0..=3) {
+            r.on_datagram(&datagram(&[&directory(tick, 1, 1, &[0])]), 0);
+            r.on_datagram(&datagram(&[&chunk(tick, 0, 0, 1, &[1])]), 0);
+        }
+        let delivery = r.assembler().delivery();
+        assert_eq!(delivery.last_tick, Some(Tick::new(3)));
+        assert_eq!(delivery.last_complete_tick, Some(Tick::new(3)));
+        assert_eq!(
+            r.world().unwrap().newest_complete_tick(),
+            Some(Tick::new(3))
+        );
+        // x carries the tick's low 16 bits: the view shows tick 3, not u32::MAX.
+        assert_eq!(r.world().unwrap().get(1).map(|e| e.x), Some(3));
+        // Ten ticks before the newest, on the far side of the wrap: too old to track.
+        assert_eq!(
+            r.on_datagram(&datagram(&[&directory(u32::MAX - 6, 1, 1, &[])]), 0),
+            DatagramOutcome::Chunk(ChunkOutcome::Stale)
+        );
+        let d = r.finish(2);
+        assert_eq!(
+            (d.first_tick, d.last_tick),
+            (Some(Tick::new(u32::MAX - 2)), Some(Tick::new(1)))
+        );
+        assert_eq!((d.complete, d.expected(), d.chunks_lost), (5, 5, 0));
     }
 
     #[test]
@@ -1080,7 +1208,10 @@ mod tests {
             r.on_datagram(&datagram(&[&chunk(2, 1, 0, 1, &[2])]), 0);
             assert_eq!(x_of(r, 1), Some(3));
             assert_eq!(x_of(r, 2), None);
-            assert_eq!(r.world().unwrap().newest_complete_tick(), Some(3));
+            assert_eq!(
+                r.world().unwrap().newest_complete_tick(),
+                Some(Tick::new(3))
+            );
         }
     }
 
@@ -1103,7 +1234,7 @@ mod tests {
         assert_eq!(
             r.on_datagram(&datagram(&[&chunk(5, 0, 0, 1, &[])]), 1_250),
             DatagramOutcome::Chunk(ChunkOutcome::Completed {
-                tick: 5,
+                tick: Tick::new(5),
                 entities: 0
             })
         );
@@ -1111,7 +1242,7 @@ mod tests {
         let both = datagram(&[&directory(6, 1, 1, &[0]), &chunk(6, 0, 0, 1, &[])]);
         assert!(matches!(
             r.on_datagram(&both, 1_250),
-            DatagramOutcome::Chunk(ChunkOutcome::Completed { tick: 6, .. })
+            DatagramOutcome::Chunk(ChunkOutcome::Completed { tick, .. }) if tick == Tick::new(6)
         ));
         // A valid message followed by a torn frame: the first counts, the datagram is
         // malformed.
@@ -1120,7 +1251,10 @@ mod tests {
             r.on_datagram(torn, 1_250),
             DatagramOutcome::Malformed(ChunkError::TornFrame { .. })
         ));
-        assert_eq!(r.assembler().delivery().last_complete_tick, Some(7));
+        assert_eq!(
+            r.assembler().delivery().last_complete_tick,
+            Some(Tick::new(7))
+        );
         assert_eq!(r.malformed(), 3);
         assert_eq!(r.datagrams(), 6);
         assert_eq!(r.latency().count(), 4);

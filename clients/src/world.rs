@@ -4,21 +4,17 @@
 
 use std::collections::HashMap;
 
+use tickcast_shared::Tick;
 use tickcast_shared::chunk::{Chunk, EntityRecord};
 
 /// Default capacity: far above any world the server admits today (2,000 players plus
 /// NPCs and projectiles), small enough that a hostile server costs at most ~2 MB.
 pub const DEFAULT_WORLD_CAPACITY: usize = 65_536;
 
-/// `a` is the same tick as `b` or later, on a wrapping `u32` tick counter.
-fn at_or_after(a: u32, b: u32) -> bool {
-    a.wrapping_sub(b) < u32::MAX / 2
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     record: EntityRecord,
-    tick: u32,
+    tick: Tick,
 }
 
 /// The newest known record of every entity.
@@ -31,7 +27,7 @@ pub struct WorldView {
     entities: HashMap<u32, Seen>,
     capacity: usize,
     refused: u64,
-    newest_complete: Option<u32>,
+    newest_complete: Option<Tick>,
 }
 
 impl Default for WorldView {
@@ -57,7 +53,7 @@ impl WorldView {
         let tick = chunk.header.tick;
         if self
             .newest_complete
-            .is_some_and(|done| !at_or_after(tick, done))
+            .is_some_and(|done| tick.is_before(done))
         {
             // Older than a tick the view already holds whole.
             return;
@@ -67,11 +63,11 @@ impl WorldView {
         }
     }
 
-    fn upsert(&mut self, record: EntityRecord, tick: u32) {
+    fn upsert(&mut self, record: EntityRecord, tick: Tick) {
         let full = self.entities.len() >= self.capacity;
         match self.entities.get_mut(&record.net_id) {
             Some(seen) => {
-                if at_or_after(tick, seen.tick) {
+                if tick.is_at_or_after(seen.tick) {
                     *seen = Seen { record, tick };
                 }
             }
@@ -84,19 +80,20 @@ impl WorldView {
 
     /// Marks `tick` complete: every chunk of it was applied, so an entity last seen
     /// before it is no longer in the world.
-    pub fn complete_tick(&mut self, tick: u32) {
+    pub fn complete_tick(&mut self, tick: Tick) {
         if self
             .newest_complete
-            .is_some_and(|done| !at_or_after(tick, done))
+            .is_some_and(|done| tick.is_before(done))
         {
             return;
         }
         self.newest_complete = Some(tick);
-        self.entities.retain(|_, seen| at_or_after(seen.tick, tick));
+        self.entities
+            .retain(|_, seen| seen.tick.is_at_or_after(tick));
     }
 
     /// Replaces the view with one complete tick's records.
-    pub fn replace_with_tick(&mut self, tick: u32, records: &[EntityRecord]) {
+    pub fn replace_with_tick(&mut self, tick: Tick, records: &[EntityRecord]) {
         self.entities.clear();
         self.newest_complete = None;
         for record in records {
@@ -126,7 +123,7 @@ impl WorldView {
     }
 
     /// The newest tick applied whole.
-    pub fn newest_complete_tick(&self) -> Option<u32> {
+    pub fn newest_complete_tick(&self) -> Option<Tick> {
         self.newest_complete
     }
 
@@ -156,7 +153,7 @@ mod tests {
         let mut out = vec![0u8; CHUNK_HEADER_LEN + records.len() * ENTITY_RECORD_LEN];
         let (head, body) = out.split_at_mut(CHUNK_HEADER_LEN);
         let header = ChunkHeader {
-            tick,
+            tick: Tick::new(tick),
             index_in_cell: index,
             chunks_in_cell: count,
             record_count: records.len() as u16,
@@ -181,17 +178,17 @@ mod tests {
             &chunk_bytes(1, 0, 2, &[record(1, 10), record(2, 20)]),
         );
         apply(&mut view, &chunk_bytes(1, 1, 2, &[record(3, 30)]));
-        view.complete_tick(1);
+        view.complete_tick(Tick::new(1));
         assert_eq!(view.len(), 3);
         // Tick 2: entity 2 is gone, entity 1 moved; chunk 1 arrives before chunk 0.
         apply(&mut view, &chunk_bytes(2, 1, 2, &[record(3, 31)]));
         assert_eq!(view.get(3).unwrap().x, 31);
         apply(&mut view, &chunk_bytes(2, 0, 2, &[record(1, 11)]));
-        view.complete_tick(2);
+        view.complete_tick(Tick::new(2));
         assert_eq!(view.len(), 2);
         assert_eq!(view.get(1).unwrap().x, 11);
         assert!(view.get(2).is_none());
-        assert_eq!(view.newest_complete_tick(), Some(2));
+        assert_eq!(view.newest_complete_tick(), Some(Tick::new(2)));
     }
 
     #[test]
@@ -200,13 +197,13 @@ mod tests {
         apply(&mut view, &chunk_bytes(5, 0, 2, &[record(1, 50)]));
         apply(&mut view, &chunk_bytes(4, 0, 2, &[record(1, 40)]));
         assert_eq!(view.get(1).unwrap().x, 50);
-        view.complete_tick(5);
+        view.complete_tick(Tick::new(5));
         // Older than the newest complete tick: ignored whole.
         apply(&mut view, &chunk_bytes(3, 0, 1, &[record(9, 1)]));
         assert!(view.get(9).is_none());
         // Completing an older tick changes nothing.
-        view.complete_tick(4);
-        assert_eq!(view.newest_complete_tick(), Some(5));
+        view.complete_tick(Tick::new(4));
+        assert_eq!(view.newest_complete_tick(), Some(Tick::new(5)));
     }
 
     #[test]
@@ -217,7 +214,7 @@ mod tests {
         assert_eq!(view.len(), 2);
         assert_eq!(view.refused(), 3);
         // Known ids still update when full.
-        view.replace_with_tick(2, &[record(0, 7), record(1, 8), record(4, 9)]);
+        view.replace_with_tick(Tick::new(2), &[record(0, 7), record(1, 8), record(4, 9)]);
         assert_eq!(view.len(), 2);
         assert_eq!(view.get(0).unwrap().x, 7);
         assert_eq!(view.refused(), 4);
@@ -227,10 +224,10 @@ mod tests {
     fn ticks_wrap_around() {
         let mut view = WorldView::default();
         apply(&mut view, &chunk_bytes(u32::MAX, 0, 1, &[record(1, 1)]));
-        view.complete_tick(u32::MAX);
+        view.complete_tick(Tick::new(u32::MAX));
         apply(&mut view, &chunk_bytes(0, 0, 1, &[record(1, 2)]));
-        view.complete_tick(0);
+        view.complete_tick(Tick::ZERO);
         assert_eq!(view.get(1).unwrap().x, 2);
-        assert_eq!(view.newest_complete_tick(), Some(0));
+        assert_eq!(view.newest_complete_tick(), Some(Tick::ZERO));
     }
 }

@@ -14,10 +14,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tickcast_shared::PROTOCOL_VERSION;
 use tickcast_shared::chunk::TICK_FRAME_PREFIX_LEN;
 use tickcast_shared::msg::{Hello, RejectReason};
 use tickcast_shared::token::{TokenError, TokenKey};
+use tickcast_shared::{PROTOCOL_VERSION, Tick};
 
 use crate::nonce::{NonceCache, NonceVerdict};
 
@@ -252,7 +252,7 @@ impl HelloDeadline {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputAllowance {
     limit: u32,
-    tick: Option<u32>,
+    tick: Option<Tick>,
     used: u32,
 }
 
@@ -268,7 +268,7 @@ impl InputAllowance {
 
     /// Whether one more input datagram, arriving while `tick` is the newest tick, is
     /// within the allowance (and counts it).
-    pub fn admit(&mut self, tick: u32) -> bool {
+    pub fn admit(&mut self, tick: Tick) -> bool {
         if self.tick != Some(tick) {
             self.tick = Some(tick);
             self.used = 0;
@@ -585,16 +585,19 @@ mod tests {
     #[test]
     fn the_input_allowance_admits_its_limit_per_tick_and_starts_again_each_tick() {
         let mut allowance = InputAllowance::new(4);
-        let admitted = (0..6).filter(|_| allowance.admit(10)).count();
+        let admitted = (0..6).filter(|_| allowance.admit(Tick::new(10))).count();
         assert_eq!(admitted, 4);
-        assert!(allowance.admit(11), "a new tick, a new allowance");
+        assert!(
+            allowance.admit(Tick::new(11)),
+            "a new tick, a new allowance"
+        );
         // Ticks wrap: a change of tick is all that counts.
         let mut allowance = InputAllowance::new(1);
-        assert!(allowance.admit(u32::MAX));
-        assert!(!allowance.admit(u32::MAX));
-        assert!(allowance.admit(0));
+        assert!(allowance.admit(Tick::new(u32::MAX)));
+        assert!(!allowance.admit(Tick::new(u32::MAX)));
+        assert!(allowance.admit(Tick::ZERO));
         assert!(
-            !InputAllowance::new(0).admit(0),
+            !InputAllowance::new(0).admit(Tick::ZERO),
             "a limit of 0 admits nothing"
         );
     }

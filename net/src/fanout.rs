@@ -192,6 +192,7 @@ mod tests {
         drop(scope);
         assert!(!in_fan_out());
     }
+    use tickcast_shared::Tick;
     use tickcast_shared::chunk::{
         CHUNK_HEADER_LEN, ChunkHeader, DirectoryHeader, ENTITY_RECORD_LEN, EntityRecord, KIND_NPC,
         KIND_PLAYER, directory_len, write_directory, write_header, write_record,
@@ -202,7 +203,7 @@ mod tests {
         let mut out = Vec::new();
         let mut directory = vec![0u8; directory_len(12)];
         let header = DirectoryHeader {
-            tick: 5,
+            tick: Tick::new(5),
             server_time_us: 0,
             columns: 4,
             rows: 3,
@@ -218,7 +219,7 @@ mod tests {
             let mut chunk = [0u8; CHUNK_HEADER_LEN + ENTITY_RECORD_LEN];
             let (head, body) = chunk.split_at_mut(CHUNK_HEADER_LEN);
             let header = ChunkHeader {
-                tick: 5,
+                tick: Tick::new(5),
                 index_in_cell: 0,
                 chunks_in_cell: 1,
                 cell,

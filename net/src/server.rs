@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError};
@@ -17,7 +17,7 @@ use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_shared::msg::{Hello, InputDatagram, Reject, RejectReason, ServerMessage, Welcome};
 use tickcast_shared::token::TokenKey;
 use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
-use tickcast_shared::{PROTOCOL_VERSION, close};
+use tickcast_shared::{PROTOCOL_VERSION, Tick, close, unix_time};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::Instrument;
@@ -401,7 +401,7 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
         arena_height: state.config.arena.1,
         cell_size: state.config.cell_size,
         view_cells: state.config.view_cells,
-        server_tick: state.current_tick.load(Ordering::Relaxed),
+        server_tick: Tick::new(state.current_tick.load(Ordering::Relaxed)),
     });
     if write_message(&mut send, &welcome).await.is_err() {
         state.send_membership(PeerEvent::Left { client_id });
@@ -466,7 +466,7 @@ async fn serve_peer(state: &NetState, conn: &Connection, client_id: u64) {
                 return;
             }
         };
-        if !allowance.admit(state.current_tick.load(Ordering::Relaxed)) {
+        if !allowance.admit(Tick::new(state.current_tick.load(Ordering::Relaxed))) {
             state.count(|c| &c.inputs_dropped_rate);
             continue;
         }
@@ -534,19 +534,21 @@ async fn fan_out(state: Arc<NetState>, mut slot: watch::Receiver<Option<Publishe
         entry_cost: DATAGRAM_QUEUE_ENTRY_BYTES,
         bundle_limit: state.config.chunk_payload + TICK_FRAME_PREFIX_LEN,
     };
-    let mut last_tick: Option<u32> = None;
+    let mut last_tick: Option<Tick> = None;
     while slot.changed().await.is_ok() {
         let published = slot.borrow_and_update().clone();
         let Some(published) = published else { continue };
         if let Some(last) = last_tick {
-            let gap = published.tick.wrapping_sub(last).saturating_sub(1);
+            let gap = published.tick.wrapping_since(last).saturating_sub(1);
             state
                 .counters
                 .ticks_coalesced
                 .fetch_add(u64::from(gap), Ordering::Relaxed);
         }
         last_tick = Some(published.tick);
-        state.current_tick.store(published.tick, Ordering::Relaxed);
+        state
+            .current_tick
+            .store(published.tick.get(), Ordering::Relaxed);
         state.count(|c| &c.ticks_fanned_out);
 
         let fan_out_scope = FanOutScope::enter();
@@ -669,8 +671,5 @@ fn datagram_for_peer(tick: &Bytes, range: Range<usize>) -> Bytes {
 }
 
 fn unix_now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    unix_time::seconds(SystemTime::now())
 }

@@ -59,25 +59,17 @@ pub fn fingerprint(cert_der: &[u8]) -> [u8; 32] {
 
 /// Lower-case hex of a fingerprint, as the server prints it and clients accept it.
 pub fn fingerprint_hex(fingerprint: &[u8; 32]) -> String {
-    fingerprint.iter().map(|b| format!("{b:02x}")).collect()
+    tickcast_shared::hex::encode(fingerprint)
 }
 
 /// Parses a fingerprint from hex (colons allowed, case ignored).
 pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], NetError> {
-    let hex: String = text.chars().filter(|c| *c != ':').collect();
-    let bad = || {
+    let digits: String = text.chars().filter(|c| *c != ':').collect();
+    tickcast_shared::hex::decode_array(&digits).map_err(|_| {
         NetError::Config(format!(
             "'{text}' is not a SHA-256 fingerprint (64 hex digits)"
         ))
-    };
-    if hex.len() != 64 || !hex.is_ascii() {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    })
 }
 
 /// Loads the self-signed identity from `data_dir`, creating it (and the directory) on
@@ -342,6 +334,12 @@ mod tests {
         assert_eq!(parse_fingerprint(&with_colons).unwrap(), fp);
         assert!(parse_fingerprint("abc").is_err());
         assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
+    }
+
+    /// `u8::from_str_radix` took a sign: "+f" read as 0x0f.
+    #[test]
+    fn a_sign_in_a_fingerprint_is_not_a_hex_digit() {
+        assert!(parse_fingerprint(&format!("+f{}", "00".repeat(31))).is_err());
     }
 
     #[test]

@@ -35,7 +35,7 @@ fn encode_records(bencher: Bencher, entities: usize) {
             let mut at = 0;
             for (index, chunk) in records.chunks(80).enumerate() {
                 let header = ChunkHeader {
-                    tick: 1,
+                    tick: tickcast_shared::Tick::new(1),
                     index_in_cell: index as u16,
                     chunks_in_cell: chunks as u16,
                     cell: 0,

@@ -15,6 +15,7 @@
 
 use bincode::{Decode, Encode};
 
+use crate::Tick;
 use crate::wire::{self, WireError};
 
 /// Datagram kind byte of a snapshot chunk.
@@ -62,7 +63,7 @@ pub const KIND_PROJECTILE: u8 = 3;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Encode, Decode)]
 pub struct ChunkHeader {
     /// The tick this chunk belongs to.
-    pub tick: u32,
+    pub tick: Tick,
     /// This chunk's index among its cell's chunks, `0..chunks_in_cell`.
     pub index_in_cell: u16,
     /// How many chunks this cell has this tick.
@@ -232,7 +233,7 @@ pub fn records_per_chunk(payload: usize) -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Encode, Decode)]
 pub struct DirectoryHeader {
     /// The tick this directory describes.
-    pub tick: u32,
+    pub tick: Tick,
     /// The server's clock when it encoded the tick, as in [`ChunkHeader`].
     pub server_time_us: u32,
     /// Columns of the cell grid.
@@ -327,7 +328,7 @@ impl ServerDatagram<'_> {
     }
 
     /// The tick the message belongs to.
-    pub fn tick(&self) -> u32 {
+    pub fn tick(&self) -> Tick {
         match self {
             ServerDatagram::Chunk(chunk) => chunk.header.tick,
             ServerDatagram::Directory(directory) => directory.header.tick,
@@ -511,7 +512,7 @@ mod tests {
     #[test]
     fn the_layout_matches_the_protocol_doc() {
         let header = ChunkHeader {
-            tick: 0x0403_0201,
+            tick: Tick::new(0x0403_0201),
             index_in_cell: 1,
             chunks_in_cell: 2,
             cell: 0x0605,
@@ -559,7 +560,7 @@ mod tests {
     #[test]
     fn a_directory_round_trips_and_its_layout_matches_the_protocol_doc() {
         let header = DirectoryHeader {
-            tick: 0x0403_0201,
+            tick: Tick::new(0x0403_0201),
             server_time_us: 0x0807_0605,
             columns: 3,
             rows: 4,
@@ -608,7 +609,7 @@ mod tests {
     #[test]
     fn a_datagram_carries_consecutive_frames_and_a_torn_one_is_an_error() {
         let header = DirectoryHeader {
-            tick: 1,
+            tick: Tick::new(1),
             server_time_us: 0,
             columns: 1,
             rows: 1,
@@ -617,7 +618,7 @@ mod tests {
         write_directory(&header, |_| true, &mut directory);
         let chunk = encode_chunk(
             ChunkHeader {
-                tick: 1,
+                tick: Tick::new(1),
                 chunks_in_cell: 1,
                 record_count: 1,
                 ..ChunkHeader::default()
@@ -677,7 +678,7 @@ mod tests {
                                   seed in any::<u64>()) {
             let cells = usize::from(columns) * usize::from(rows);
             let occupied = |cell: usize| (seed.rotate_left(cell as u32 % 64) ^ cell as u64) & 1 == 1;
-            let header = DirectoryHeader { tick, server_time_us: 7, columns, rows };
+            let header = DirectoryHeader { tick: Tick::new(tick), server_time_us: 7, columns, rows };
             let mut out = vec![0u8; directory_len(cells)];
             write_directory(&header, occupied, &mut out);
             let parsed = parse_directory(&out).unwrap();
@@ -699,7 +700,7 @@ mod tests {
         #[test]
         fn chunks_round_trip(tick in any::<u32>(), count in 1u16..500, cell in any::<u16>(), t in any::<u32>(),
                              records in proptest::collection::vec(arb_record(), 0..80)) {
-            let header = ChunkHeader { tick, index_in_cell: count - 1, chunks_in_cell: count, cell,
+            let header = ChunkHeader { tick: Tick::new(tick), index_in_cell: count - 1, chunks_in_cell: count, cell,
                 record_count: records.len() as u16, server_time_us: t };
             let bytes = encode_chunk(header, &records);
             let chunk = parse_chunk(&bytes).unwrap();

@@ -1,6 +1,7 @@
 //! What the network thread and the simulation thread tell each other. These travel over
 //! bounded in-process channels, never over the wire.
 
+use crate::Tick;
 use crate::msg::InputDatagram;
 
 /// Network → simulation: something a peer did.
@@ -34,5 +35,5 @@ pub struct JoinAck {
     /// The `net_id` of the client's entity.
     pub entity: u32,
     /// The tick the entity was spawned before.
-    pub tick: u32,
+    pub tick: Tick,
 }

@@ -6,6 +6,7 @@
 
 use bincode::{Decode, Encode};
 
+use crate::Tick;
 use crate::token::ConnectToken;
 use crate::wire::{self, WireError};
 
@@ -42,7 +43,7 @@ pub struct Welcome {
     /// (Chebyshev distance); [`crate::chunk::VIEW_ALL`] for the whole world.
     pub view_cells: u16,
     /// The server's tick when the client was admitted.
-    pub server_tick: u32,
+    pub server_tick: Tick,
 }
 
 /// Why the server refused a client. The numeric code is part of the protocol.
@@ -189,7 +190,7 @@ pub struct InputCmd {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Encode, Decode)]
 pub struct InputDatagram {
     /// The newest snapshot tick the client has received any chunk of.
-    pub ack_tick: u32,
+    pub ack_tick: Tick,
     /// How many of `cmds` are meaningful, newest first; at most [`MAX_INPUTS_PER_DATAGRAM`].
     pub count: u8,
     /// The inputs, newest first; entries at and after `count` are zero.
@@ -201,7 +202,7 @@ pub const INPUT_DATAGRAM_LEN: usize = 1 + 4 + 1 + MAX_INPUTS_PER_DATAGRAM * 9;
 
 impl InputDatagram {
     /// A datagram carrying one input (no redundancy), acknowledging `ack_tick`.
-    pub fn single(cmd: InputCmd, ack_tick: u32) -> Self {
+    pub fn single(cmd: InputCmd, ack_tick: Tick) -> Self {
         let mut cmds = [InputCmd::default(); MAX_INPUTS_PER_DATAGRAM];
         cmds[0] = cmd;
         Self {
@@ -337,7 +338,7 @@ mod tests {
     #[test]
     fn input_datagram_rejects_wrong_kind_length_and_count() {
         let good = InputDatagram {
-            ack_tick: 3,
+            ack_tick: Tick::new(3),
             count: 1,
             ..Default::default()
         }
@@ -351,6 +352,54 @@ mod tests {
         let mut bad_count = good;
         bad_count[5] = 9;
         assert!(InputDatagram::decode(&bad_count).is_err());
+    }
+
+    /// The bytes of a Welcome and of an input datagram, pinned: the tick fields are
+    /// plain little-endian `u32`s (docs/PROTOCOL.md), whatever type carries them.
+    #[test]
+    fn welcome_and_input_datagram_bytes_are_pinned() {
+        let welcome = ServerMessage::Welcome(Welcome {
+            protocol_version: 2,
+            client_id: 0x0807_0605_0403_0201,
+            entity: 0x0c0b_0a09,
+            tick_rate: 30,
+            chunk_payload: 1150,
+            arena_width: 512,
+            arena_height: 256,
+            cell_size: 64,
+            view_cells: 1,
+            server_tick: Tick::new(0x1413_1211),
+        });
+        let mut buf = [0u8; 64];
+        let n = wire::encode_into(&welcome, &mut buf).unwrap();
+        assert_eq!(
+            buf[..n],
+            [
+                0, 0, 0, 0, // variant: Welcome
+                2, 0, // protocol_version
+                1, 2, 3, 4, 5, 6, 7, 8, // client_id
+                9, 10, 11, 12, // entity
+                30, 0, // tick_rate
+                0x7e, 0x04, // chunk_payload
+                0, 2, // arena_width
+                0, 1, // arena_height
+                64, 0, // cell_size
+                1, 0, // view_cells
+                0x11, 0x12, 0x13, 0x14, // server_tick
+            ]
+        );
+        let cmd = InputCmd {
+            seq: 0x2423_2221,
+            move_x: -1,
+            move_y: 2,
+            aim: 0x2625,
+            buttons: BUTTON_FIRE,
+        };
+        let datagram = InputDatagram::single(cmd, Tick::new(0xfffe_fdfc));
+        let mut expected = vec![INPUT_DATAGRAM_KIND, 0xfc, 0xfd, 0xfe, 0xff, 1];
+        expected.extend_from_slice(&[0x21, 0x22, 0x23, 0x24, 0xff, 2, 0x25, 0x26, 1]);
+        expected.extend_from_slice(&[0; 27]);
+        assert_eq!(datagram.encode()[..], expected[..]);
     }
 
     fn arb_cmd() -> impl Strategy<Value = InputCmd> {
@@ -373,7 +422,7 @@ mod tests {
     proptest! {
         #[test]
         fn input_datagram_round_trips(ack in any::<u32>(), count in 0u8..=4, cmds in proptest::array::uniform4(arb_cmd())) {
-            let d = InputDatagram { ack_tick: ack, count, cmds };
+            let d = InputDatagram { ack_tick: Tick::new(ack), count, cmds };
             prop_assert_eq!(InputDatagram::decode(&d.encode()).unwrap(), d);
         }
 
@@ -406,7 +455,7 @@ mod tests {
         fn welcome_round_trips(client_id in any::<u64>(), entity in any::<u32>(), tick in any::<u32>()) {
             let w = ServerMessage::Welcome(Welcome { protocol_version: 1, client_id, entity, tick_rate: 30,
                 chunk_payload: 1150, arena_width: 512, arena_height: 512, cell_size: 64, view_cells: 1,
-                server_tick: tick });
+                server_tick: Tick::new(tick) });
             frame_round_trip(&w);
         }
     }

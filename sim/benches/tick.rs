@@ -13,6 +13,7 @@
 use bevy_ecs::prelude::*;
 use bevy_ecs::schedule::SingleThreadedExecutor;
 use divan::Bencher;
+use tickcast_shared::Tick;
 use tickcast_shared::event::PeerEvent;
 use tickcast_shared::msg::{BUTTON_FIRE, InputCmd, InputDatagram};
 use tickcast_sim::record::{Recorder, RecordingHeader};
@@ -50,7 +51,7 @@ fn step(sim: &mut Sim) {
 }
 
 fn step_recorded(sim: &mut Sim, recorder: Option<&mut Recorder>) {
-    let tick = sim.tick();
+    let tick = sim.tick().get();
     let mut applied = recorder.as_ref().map(|r| r.event_buffer());
     for client in 0..PLAYERS {
         let cmd = InputCmd {
@@ -62,7 +63,7 @@ fn step_recorded(sim: &mut Sim, recorder: Option<&mut Recorder>) {
         };
         let event = PeerEvent::Input {
             client_id: client,
-            datagram: InputDatagram::single(cmd, tick),
+            datagram: InputDatagram::single(cmd, Tick::new(tick)),
         };
         if let Some(applied) = applied.as_mut() {
             applied.push(event.clone());

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use bevy_ecs::prelude::*;
+use tickcast_shared::Tick;
 use tickcast_shared::chunk::{KIND_NPC, KIND_PLAYER, KIND_PROJECTILE, POSITION_SCALE};
 use tickcast_shared::msg::{BUTTON_FIRE, InputCmd};
 
@@ -92,7 +93,7 @@ pub struct Settings(pub SimConfig);
 
 /// The tick being simulated: 0 during the first `step`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Resource)]
-pub struct CurrentTick(pub u32);
+pub struct CurrentTick(pub Tick);
 
 /// Hands out [`NetId`]s in order.
 #[derive(Debug, Clone, Default, Resource)]
@@ -299,7 +300,7 @@ pub fn wander_npcs(
     let max = config.max_position();
     for (id, mut npc, mut position, mut heading) in &mut npcs {
         if npc.ticks_left == 0 {
-            let draw = rng.keyed(u64::from(id.0), u64::from(tick.0));
+            let draw = rng.keyed(u64::from(id.0), u64::from(tick.0.get()));
             npc.direction = (draw % 8) as u8;
             npc.ticks_left = 15 + ((draw >> 8) % 60) as u16;
         }

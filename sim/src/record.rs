@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tickcast_shared::Tick;
 use tickcast_shared::event::PeerEvent;
 use tickcast_shared::msg::{INPUT_DATAGRAM_LEN, InputDatagram};
 
@@ -56,7 +57,7 @@ pub struct RecordingHeader {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TickRecord {
     /// The tick.
-    pub tick: u32,
+    pub tick: Tick,
     /// The state hash after the tick.
     pub state_hash: u64,
     /// How long the tick took on the server, microseconds.
@@ -79,19 +80,19 @@ pub enum Frame {
     /// Ticks `first..=last` were not recorded (the recorder fell behind).
     Gap {
         /// First missing tick.
-        first: u32,
+        first: Tick,
         /// Last missing tick.
-        last: u32,
+        last: Tick,
     },
     /// The snapshot of a tick (its tick buffer, `tickcast_shared::chunk` layout).
     Keyframe {
         /// The tick.
-        tick: u32,
+        tick: Tick,
         /// The tick buffer.
         buffer: Vec<u8>,
     },
     /// Written on a clean close: every keyframe's tick and file offset.
-    Index(Vec<(u32, u64)>),
+    Index(Vec<(Tick, u64)>),
 }
 
 /// Why a recording could not be read.
@@ -209,7 +210,7 @@ impl Recording {
     }
 
     /// The gaps, in file order.
-    pub fn gaps(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+    pub fn gaps(&self) -> impl Iterator<Item = (Tick, Tick)> + '_ {
         self.frames.iter().filter_map(|(_, frame)| match frame {
             Frame::Gap { first, last } => Some((*first, *last)),
             _ => None,
@@ -217,7 +218,7 @@ impl Recording {
     }
 
     /// The keyframe for `tick`, if one was recorded.
-    pub fn keyframe(&self, tick: u32) -> Option<&[u8]> {
+    pub fn keyframe(&self, tick: Tick) -> Option<&[u8]> {
         self.frames.iter().find_map(|(_, frame)| match frame {
             Frame::Keyframe { tick: t, buffer } if *t == tick => Some(buffer.as_slice()),
             _ => None,
@@ -241,14 +242,14 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
         Frame::Header(header) => framed(out, KIND_HEADER, |out| encode_header(header, out)),
         Frame::Tick(tick) => encode_tick_frame(tick, out),
         Frame::Gap { first, last } => framed(out, KIND_GAP, |out| {
-            out.extend_from_slice(&first.to_le_bytes());
-            out.extend_from_slice(&last.to_le_bytes());
+            out.extend_from_slice(&first.get().to_le_bytes());
+            out.extend_from_slice(&last.get().to_le_bytes());
         }),
         Frame::Keyframe { tick, buffer } => encode_keyframe(*tick, buffer, out),
         Frame::Index(entries) => framed(out, KIND_INDEX, |out| {
             out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
             for (tick, offset) in entries {
-                out.extend_from_slice(&tick.to_le_bytes());
+                out.extend_from_slice(&tick.get().to_le_bytes());
                 out.extend_from_slice(&offset.to_le_bytes());
             }
         }),
@@ -262,10 +263,10 @@ pub fn encode_tick_frame(tick: &TickRecord, out: &mut Vec<u8>) {
 }
 
 /// Appends a keyframe frame for `buffer` (a tick buffer), lz4-compressed.
-pub fn encode_keyframe(tick: u32, buffer: &[u8], out: &mut Vec<u8>) {
+pub fn encode_keyframe(tick: Tick, buffer: &[u8], out: &mut Vec<u8>) {
     framed(out, KIND_KEYFRAME | COMPRESSED, |out| {
         let mut plain = Vec::with_capacity(4 + buffer.len());
-        plain.extend_from_slice(&tick.to_le_bytes());
+        plain.extend_from_slice(&tick.get().to_le_bytes());
         plain.extend_from_slice(buffer);
         out.extend_from_slice(&lz4_flex::compress_prepend_size(&plain));
     });
@@ -312,7 +313,7 @@ fn encode_header(header: &RecordingHeader, out: &mut Vec<u8>) {
 }
 
 fn encode_tick(tick: &TickRecord, out: &mut Vec<u8>) {
-    out.extend_from_slice(&tick.tick.to_le_bytes());
+    out.extend_from_slice(&tick.tick.get().to_le_bytes());
     out.extend_from_slice(&tick.state_hash.to_le_bytes());
     out.extend_from_slice(&tick.duration_us.to_le_bytes());
     out.extend_from_slice(&tick.bytes_out.to_le_bytes());
@@ -430,7 +431,7 @@ fn decode_tick(payload: &[u8]) -> Result<TickRecord, FrameError> {
         bytes: payload,
         at: 0,
     };
-    let tick = c.u32()?;
+    let tick = Tick::new(c.u32()?);
     let state_hash = c.u64()?;
     let duration_us = c.u32()?;
     let bytes_out = c.u64()?;
@@ -515,8 +516,8 @@ fn decode_frame(kind: u8, payload: &[u8]) -> Result<Frame, FrameError> {
                 at: 0,
             };
             let frame = Frame::Gap {
-                first: c.u32()?,
-                last: c.u32()?,
+                first: Tick::new(c.u32()?),
+                last: Tick::new(c.u32()?),
             };
             c.finish()?;
             Ok(frame)
@@ -526,7 +527,7 @@ fn decode_frame(kind: u8, payload: &[u8]) -> Result<Frame, FrameError> {
                 bytes: payload,
                 at: 0,
             };
-            let tick = c.u32()?;
+            let tick = Tick::new(c.u32()?);
             Ok(Frame::Keyframe {
                 tick,
                 buffer: payload[4..].to_vec(),
@@ -546,7 +547,7 @@ fn decode_frame(kind: u8, payload: &[u8]) -> Result<Frame, FrameError> {
             }
             let mut entries = Vec::with_capacity(count);
             for _ in 0..count {
-                entries.push((c.u32()?, c.u64()?));
+                entries.push((Tick::new(c.u32()?), c.u64()?));
             }
             c.finish()?;
             Ok(Frame::Index(entries))
@@ -640,7 +641,7 @@ pub struct RecorderCounters {
 enum RecorderMessage {
     Tick {
         record: TickRecord,
-        missing_before: Option<(u32, u32)>,
+        missing_before: Option<(Tick, Tick)>,
         keyframe: Option<Bytes>,
     },
 }
@@ -650,7 +651,7 @@ pub struct Recorder {
     tx: Option<Sender<RecorderMessage>>,
     spare_events: Receiver<Vec<PeerEvent>>,
     counters: Arc<RecorderCounters>,
-    missing: Option<(u32, u32)>,
+    missing: Option<(Tick, Tick)>,
     keyframe_interval: u32,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
@@ -700,8 +701,8 @@ impl Recorder {
     }
 
     /// Whether `tick` gets a keyframe.
-    pub fn wants_keyframe(&self, tick: u32) -> bool {
-        self.keyframe_interval > 0 && tick.is_multiple_of(self.keyframe_interval)
+    pub fn wants_keyframe(&self, tick: Tick) -> bool {
+        self.keyframe_interval > 0 && tick.get().is_multiple_of(self.keyframe_interval)
     }
 
     /// Hands a tick to the writer. Never blocks: if the writer is behind, the tick is
@@ -737,7 +738,7 @@ impl Recorder {
         duration_us: u32,
         bytes_out: u64,
     ) {
-        let tick = sim.tick().wrapping_sub(1);
+        let tick = sim.tick().prev();
         let keyframe = if self.wants_keyframe(tick) {
             snapshot.cloned()
         } else {
@@ -878,7 +879,7 @@ mod tests {
                     PeerEvent::Input {
                         client_id,
                         datagram: InputDatagram {
-                            ack_tick,
+                            ack_tick: Tick::new(ack_tick),
                             count,
                             cmds: [InputCmd {
                                 seq: ack_tick,
@@ -905,7 +906,7 @@ mod tests {
                 .prop_map(
                     |(tick, state_hash, duration_us, bytes_out, clients, events)| {
                         Frame::Tick(TickRecord {
-                            tick,
+                            tick: Tick::new(tick),
                             state_hash,
                             duration_us,
                             bytes_out,
@@ -914,10 +915,24 @@ mod tests {
                         })
                     }
                 ),
-            (any::<u32>(), any::<u32>()).prop_map(|(first, last)| Frame::Gap { first, last }),
-            (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..500))
-                .prop_map(|(tick, buffer)| Frame::Keyframe { tick, buffer }),
-            proptest::collection::vec((any::<u32>(), any::<u64>()), 0..20).prop_map(Frame::Index),
+            (any::<u32>(), any::<u32>()).prop_map(|(first, last)| Frame::Gap {
+                first: Tick::new(first),
+                last: Tick::new(last),
+            }),
+            (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..500)).prop_map(
+                |(tick, buffer)| Frame::Keyframe {
+                    tick: Tick::new(tick),
+                    buffer
+                }
+            ),
+            proptest::collection::vec((any::<u32>(), any::<u64>()), 0..20).prop_map(|entries| {
+                Frame::Index(
+                    entries
+                        .into_iter()
+                        .map(|(t, o)| (Tick::new(t), o))
+                        .collect(),
+                )
+            }),
         ]
     }
 
@@ -1006,12 +1021,12 @@ mod tests {
         );
         // And a genuine compressed keyframe still reads.
         let mut out = Vec::new();
-        encode_keyframe(7, b"a tick buffer", &mut out);
+        encode_keyframe(Tick::new(7), b"a tick buffer", &mut out);
         let (frame, _) = next_frame(&out, 0).unwrap();
         assert_eq!(
             frame,
             Frame::Keyframe {
-                tick: 7,
+                tick: Tick::new(7),
                 buffer: b"a tick buffer".to_vec()
             }
         );
@@ -1037,18 +1052,19 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("unit.tcrec");
         let mut recorder = Recorder::start(&path, header()).unwrap();
-        for tick in 0..25u32 {
+        for n in 0..25u32 {
+            let tick = Tick::new(n);
             let mut events = recorder.event_buffer();
             events.push(PeerEvent::Joined {
-                client_id: u64::from(tick),
+                client_id: u64::from(n),
             });
             let keyframe = recorder
                 .wants_keyframe(tick)
-                .then(|| Bytes::from(vec![tick as u8; 8]));
+                .then(|| Bytes::from(vec![n as u8; 8]));
             recorder.submit(
                 TickRecord {
                     tick,
-                    state_hash: u64::from(tick) * 3,
+                    state_hash: u64::from(n) * 3,
                     events,
                     ..Default::default()
                 },
@@ -1057,10 +1073,10 @@ mod tests {
         }
         // Pretend the writer fell behind for ticks 25..=27: they are dropped and the next
         // submitted tick carries the gap.
-        recorder.missing = Some((25, 27));
+        recorder.missing = Some((Tick::new(25), Tick::new(27)));
         recorder.submit(
             TickRecord {
-                tick: 28,
+                tick: Tick::new(28),
                 ..Default::default()
             },
             None,
@@ -1068,10 +1084,13 @@ mod tests {
         recorder.finish();
         let recording = decode_recording(&std::fs::read(&path).unwrap()).unwrap();
         assert!(recording.torn.is_none());
-        let ticks: Vec<u32> = recording.ticks().map(|t| t.tick).collect();
+        let ticks: Vec<u32> = recording.ticks().map(|t| t.tick.get()).collect();
         assert_eq!(ticks, (0..25).chain([28]).collect::<Vec<_>>());
-        assert_eq!(recording.gaps().collect::<Vec<_>>(), vec![(25, 27)]);
-        assert_eq!(recording.keyframe(20), Some(&[20u8; 8][..]));
+        assert_eq!(
+            recording.gaps().collect::<Vec<_>>(),
+            vec![(Tick::new(25), Tick::new(27))]
+        );
+        assert_eq!(recording.keyframe(Tick::new(20)), Some(&[20u8; 8][..]));
         let index = recording
             .frames
             .iter()
@@ -1081,7 +1100,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(
-            index.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            index.iter().map(|(t, _)| t.get()).collect::<Vec<_>>(),
             vec![0, 10, 20]
         );
         for (tick, offset) in index {

@@ -7,6 +7,7 @@ use std::io::Write;
 
 use crate::record::{Frame, Recording};
 use crate::{Sim, SimConfig};
+use tickcast_shared::Tick;
 use tickcast_shared::chunk::{EntityRecord, parse_chunk, tick_frames};
 
 /// Summary of a recording.
@@ -15,13 +16,13 @@ pub struct Info {
     /// Ticks recorded.
     pub ticks: u64,
     /// First and last recorded tick.
-    pub span: Option<(u32, u32)>,
+    pub span: Option<(Tick, Tick)>,
     /// Distinct client ids that joined.
     pub distinct_clients: usize,
     /// Most clients connected at once.
     pub peak_clients: u32,
     /// Gaps (missing tick ranges).
-    pub gaps: Vec<(u32, u32)>,
+    pub gaps: Vec<(Tick, Tick)>,
     /// Ticks with a keyframe.
     pub keyframes: usize,
     /// Whether the file ended with the index a clean close writes.
@@ -31,7 +32,7 @@ pub struct Info {
 /// Summarizes `recording`.
 pub fn info(recording: &Recording) -> Info {
     let mut ticks = 0;
-    let mut span: Option<(u32, u32)> = None;
+    let mut span: Option<(Tick, Tick)> = None;
     let mut clients = BTreeSet::new();
     let mut peak = 0;
     let mut keyframes = 0;
@@ -81,14 +82,14 @@ pub struct Verification {
     /// Ticks re-simulated and compared.
     pub ticks_checked: u64,
     /// The first tick whose state hash differs.
-    pub first_divergence: Option<u32>,
+    pub first_divergence: Option<Tick>,
     /// At the first keyframe at or after the divergence: the tick, and the entities whose
     /// recorded and re-simulated records differ.
-    pub differing_entities: Option<(u32, Vec<EntityDifference>)>,
+    pub differing_entities: Option<(Tick, Vec<EntityDifference>)>,
     /// A gap verification could not cross.
-    pub stopped_at_gap: Option<(u32, u32)>,
+    pub stopped_at_gap: Option<(Tick, Tick)>,
     /// A tick frame out of sequence (the recording is not from one continuous run).
-    pub out_of_sequence: Option<(u32, u32)>,
+    pub out_of_sequence: Option<(Tick, Tick)>,
 }
 
 impl Verification {
@@ -142,7 +143,7 @@ pub fn verify(
     let mut sim = Sim::new(config)?;
     let total = recording.ticks().count() as u64;
     let mut result = Verification::default();
-    let mut last_snapshot: Option<(u32, bytes::Bytes)> = None;
+    let mut last_snapshot: Option<(Tick, bytes::Bytes)> = None;
     for (_, frame) in &recording.frames {
         match frame {
             Frame::Gap { first, last } => {
@@ -166,7 +167,9 @@ pub fn verify(
                 progress(result.ticks_checked, total);
             }
             Frame::Keyframe { tick, buffer } => {
-                let diverged = result.first_divergence.is_some_and(|first| first <= *tick);
+                let diverged = result
+                    .first_divergence
+                    .is_some_and(|first| tick.is_at_or_after(first));
                 if diverged
                     && result.differing_entities.is_none()
                     && let Some((snapshot_tick, replayed)) = &last_snapshot
@@ -194,24 +197,24 @@ pub enum EntitiesAtError {
     #[error("tick {tick} is not reachable: the recording jumps from {from} to {to}")]
     Unreachable {
         /// The tick asked for.
-        tick: u32,
+        tick: Tick,
         /// The last tick re-simulated.
-        from: u32,
+        from: Tick,
         /// The next tick recorded.
-        to: u32,
+        to: Tick,
     },
     /// The sim published no snapshot for the tick.
     #[error("no snapshot for tick {0}")]
-    NoSnapshot(u32),
+    NoSnapshot(Tick),
     /// The recording ends before the tick.
     #[error("tick {0} is not in the recording")]
-    NotRecorded(u32),
+    NotRecorded(Tick),
 }
 
 /// Re-simulates up to and including `tick`; returns the world's entities then, by id.
 pub fn entities_at(
     recording: &Recording,
-    tick: u32,
+    tick: Tick,
 ) -> Result<BTreeMap<u32, EntityRecord>, EntitiesAtError> {
     let mut sim = Sim::new(recording.header.config.clone())?;
     for frame in recording.ticks() {

@@ -3,6 +3,7 @@
 
 use bevy_ecs::prelude::*;
 use bevy_ecs::schedule::SingleThreadedExecutor;
+use tickcast_shared::Tick;
 use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_shared::msg::InputDatagram;
 
@@ -25,7 +26,7 @@ impl Sim {
         world.insert_resource(SimRng::new(config.seed));
         world.insert_resource(SnapshotState::new(&config));
         world.insert_resource(Settings(config.clone()));
-        world.insert_resource(CurrentTick(0));
+        world.insert_resource(CurrentTick(Tick::ZERO));
         world.insert_resource(NetIds::default());
         world.insert_resource(Clients::default());
         world.insert_resource(SimCounters::default());
@@ -62,7 +63,7 @@ impl Sim {
     }
 
     /// The tick the next [`Sim::step`] simulates (also how many steps have run).
-    pub fn tick(&self) -> u32 {
+    pub fn tick(&self) -> Tick {
         self.world.resource::<CurrentTick>().0
     }
 
@@ -121,7 +122,8 @@ impl Sim {
         // would pile up for the life of the server (a leak found by the zero-allocation
         // test). Clearing swaps their double buffer, reusing its capacity.
         self.world.clear_trackers();
-        self.world.resource_mut::<CurrentTick>().0 += 1;
+        let tick = &mut self.world.resource_mut::<CurrentTick>().0;
+        *tick = tick.next();
     }
 
     /// The last tick's tick buffer (see `tickcast_shared::chunk`) and its index, once;

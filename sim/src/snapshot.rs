@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bevy_ecs::prelude::*;
 use bytes::{Bytes, BytesMut};
+use tickcast_shared::Tick;
 use tickcast_shared::chunk::{
     CHUNK_HEADER_LEN, ChunkHeader, DirectoryHeader, ENTITY_RECORD_LEN, EntityRecord, KIND_PLAYER,
     TICK_FRAME_PREFIX_LEN, directory_len, records_per_chunk, write_directory, write_header,
@@ -313,7 +314,7 @@ pub fn build_snapshot(
         &mut state.cell_starts,
         config.cells(),
     );
-    state.hash = state_hash(tick.0, rng.state(), &state.sorted);
+    state.hash = state_hash(tick.0.get(), rng.state(), &state.sorted);
     state.entities = state.sorted.len();
 
     let grid = Grid {
@@ -436,7 +437,7 @@ fn encode_tick(
     rows: &[Row],
     cell_starts: &[u32],
     chunk_count: usize,
-    tick: u32,
+    tick: Tick,
     server_time_us: u32,
 ) {
     let total = encoded_len(grid, chunk_count, rows.len());
@@ -543,7 +544,7 @@ mod tests {
             &sorted,
             &starts,
             count,
-            9,
+            Tick::new(9),
             77,
         );
         assert_eq!(buffer.len(), encoded_len(&grid, count, rows.len()));
@@ -555,7 +556,7 @@ mod tests {
         }
         let mut frames = tick_frames(&bytes);
         let directory = parse_directory(&bytes[frames.next().unwrap()]).unwrap();
-        assert_eq!(directory.header.tick, 9);
+        assert_eq!(directory.header.tick, Tick::new(9));
         let occupied = (0..grid.cells() as u16)
             .filter(|&c| directory.occupied(c))
             .collect();
@@ -564,7 +565,7 @@ mod tests {
                 let chunk = parse_chunk(&bytes[r]).unwrap();
                 let ids: Vec<u32> = chunk.records().map(|r| r.net_id).collect();
                 let h = chunk.header;
-                assert_eq!((h.tick, h.server_time_us), (9, 77));
+                assert_eq!((h.tick, h.server_time_us), (Tick::new(9), 77));
                 (h.cell, h.index_in_cell, h.chunks_in_cell, ids)
             })
             .collect();

@@ -1,5 +1,6 @@
 //! The same seed and the same inputs give the same world, tick for tick.
 
+use tickcast_shared::Tick;
 use tickcast_shared::event::PeerEvent;
 use tickcast_shared::msg::{BUTTON_FIRE, InputCmd, InputDatagram};
 use tickcast_sim::{Sim, SimConfig};
@@ -53,7 +54,7 @@ fn script(tick: u32, tweak: Option<(u32, u64)>) -> Vec<PeerEvent> {
         }
         events.push(PeerEvent::Input {
             client_id: client,
-            datagram: InputDatagram::single(cmd, tick),
+            datagram: InputDatagram::single(cmd, Tick::new(tick)),
         });
     }
     events

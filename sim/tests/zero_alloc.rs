@@ -10,6 +10,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use tickcast_shared::Tick;
 use tickcast_shared::msg::{BUTTON_FIRE, InputCmd, InputDatagram};
 use tickcast_sim::{Sim, SimConfig};
 
@@ -80,13 +81,13 @@ fn input(tick: u32, client: u64) -> InputDatagram {
         aim: (phase >> 3) as u16,
         buttons: BUTTON_FIRE,
     };
-    InputDatagram::single(cmd, tick)
+    InputDatagram::single(cmd, Tick::new(tick))
 }
 
 /// One server tick as the loop runs it, with the network's copy of the previous tick
 /// released just before (as the net thread releases it after sending).
 fn tick(sim: &mut Sim, held: &mut Option<tickcast_sim::snapshot::Snapshot>) {
-    let tick = sim.tick();
+    let tick = sim.tick().get();
     for client in 0..PLAYERS {
         sim.apply_input(client, &input(tick, client));
     }

@@ -177,7 +177,7 @@ pub fn render(recording: &Recording) -> Canvas {
         colour,
         points: ticks
             .iter()
-            .map(|t| (f64::from(t.tick), value(t)))
+            .map(|t| (f64::from(t.tick.get()), value(t)))
             .collect(),
         from_zero: true,
     };

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use tickcast_shared::Tick;
 use tickcast_shared::event::PeerEvent;
 use tickcast_shared::msg::{InputCmd, InputDatagram};
 use tickcast_sim::record::{Recorder, RecordingHeader, decode_recording};
@@ -43,7 +44,7 @@ fn events(tick: u32) -> Vec<PeerEvent> {
             };
             events.push(PeerEvent::Input {
                 client_id: client,
-                datagram: InputDatagram::single(cmd, tick),
+                datagram: InputDatagram::single(cmd, Tick::new(tick)),
             });
         }
     }
@@ -99,11 +100,15 @@ fn a_recording_verifies_and_a_rule_change_diverges_where_players_first_move() {
     };
     let changed = replay::verify(&recording, Some(faster), |_, _| {}).unwrap();
     assert!(!changed.passed());
-    assert_eq!(changed.first_divergence, Some(WALK_FROM));
+    assert_eq!(changed.first_divergence, Some(Tick::new(WALK_FROM)));
     let (at, entities) = changed
         .differing_entities
         .expect("a keyframe follows the divergence");
-    assert_eq!(at, 150, "the first keyframe at or after tick {WALK_FROM}");
+    assert_eq!(
+        at,
+        Tick::new(150),
+        "the first keyframe at or after tick {WALK_FROM}"
+    );
     let players = replay::entities_at(&recording, at)
         .unwrap()
         .into_values()
@@ -123,16 +128,16 @@ fn info_inspect_and_export_read_what_was_recorded() {
     let recording = decode_recording(&std::fs::read(&path).unwrap()).unwrap();
     let info = replay::info(&recording);
     assert_eq!(info.ticks, u64::from(TICKS));
-    assert_eq!(info.span, Some((0, TICKS - 1)));
+    assert_eq!(info.span, Some((Tick::ZERO, Tick::new(TICKS - 1))));
     assert_eq!(info.distinct_clients, 4);
     assert_eq!(info.peak_clients, 4);
     assert_eq!(info.keyframes, 8);
     assert!(info.closed_cleanly);
 
-    let entities = replay::entities_at(&recording, 10).unwrap();
+    let entities = replay::entities_at(&recording, Tick::new(10)).unwrap();
     assert_eq!(entities.len(), 50 + 4);
     // Inspecting a keyframe tick by re-simulation gives the recorded snapshot.
-    let keyframe = recording.keyframe(100).unwrap();
+    let keyframe = recording.keyframe(Tick::new(100)).unwrap();
     let recorded: Vec<_> = tickcast_shared::chunk::tick_frames(keyframe)
         .skip(1) // the tick directory
         .flat_map(|r| {
@@ -142,7 +147,7 @@ fn info_inspect_and_export_read_what_was_recorded() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let inspected = replay::entities_at(&recording, 100).unwrap();
+    let inspected = replay::entities_at(&recording, Tick::new(100)).unwrap();
     assert_eq!(recorded.len(), inspected.len());
     for record in recorded {
         assert_eq!(inspected[&record.net_id], record);
@@ -301,7 +306,10 @@ fn serve_plays_the_recording_to_real_clients_as_spectators() {
     for ticks in views {
         // 1.5 s at 2 × 30 Hz is about 90 ticks.
         assert!(ticks.len() >= 30, "only {} complete ticks", ticks.len());
-        assert!(ticks.windows(2).all(|w| w[0].0 < w[1].0), "ticks in order");
+        assert!(
+            ticks.windows(2).all(|w| w[1].0.is_after(w[0].0)),
+            "ticks in order"
+        );
         let recording = decode_recording(&std::fs::read(&path).unwrap()).unwrap();
         for &(tick, entities) in ticks.iter().step_by(10) {
             let recorded = replay::entities_at(&recording, tick).unwrap();

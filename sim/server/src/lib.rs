@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use tickcast_net::{MemoryPlan, NetConfig, NetCounters, NetHandle, budget};
@@ -506,7 +506,7 @@ impl StatusWindow {
                 .checked_div(spread.1 - self.spread.1)
                 .unwrap_or(0),
             fanout_spread_max_us: counters.fanout_spread_us_max.swap(0, Ordering::Relaxed),
-            tick: sim.tick(),
+            tick: sim.tick().get(),
             clients: sim.players(),
             entities: sim.snapshot_entities(),
             tick_time_p99_us: self.times.p99_and_reset(),
@@ -637,7 +637,7 @@ fn run_loop(
             }
         });
         sim.step(server_time_us());
-        let tick = sim.tick() - 1;
+        let tick = sim.tick().prev();
         let snapshot = sim.take_snapshot();
         if let (Some(recording), Some(applied)) = (recording.as_mut(), applied) {
             recording.record(&sim, applied, snapshot.as_ref(), began.elapsed(), &counters);
@@ -665,7 +665,7 @@ fn run_loop(
         // rather than running a burst of catch-up ticks; `FixedStep` counts it as late.
         pacing.sleep_until_next();
     }
-    tracing::info!(tick = sim.tick(), "stopping");
+    tracing::info!(tick = sim.tick().get(), "stopping");
     if let Some(recording) = recording {
         recording.finish();
     }
@@ -674,10 +674,7 @@ fn run_loop(
 
 /// The wall clock in microseconds since the Unix epoch, modulo 2^32, for chunk headers.
 fn server_time_us() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u32)
-        .unwrap_or(0)
+    tickcast_shared::unix_time::micros_wrapping(SystemTime::now())
 }
 
 /// This process's resident set size from `/proc/self/status` (Linux); 0 elsewhere.

@@ -21,7 +21,7 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -287,7 +287,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Inspect { file, tick } => {
             let recording = read(&file)?;
-            let entities = replay::entities_at(&recording, tick)?;
+            let entities = replay::entities_at(&recording, tickcast_shared::Tick::new(tick))?;
             outln!("tick {tick}: {} entities", entities.len());
             outln!(
                 "{:>8} {:>5} {:>9} {:>9} {:>6} {:>6} {:>6}",
@@ -427,10 +427,7 @@ fn serve(
                 for event in &tick.events {
                     sim.handle(event.clone());
                 }
-                let now_us = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_micros() as u32)
-                    .unwrap_or(0);
+                let now_us = tickcast_shared::unix_time::micros_wrapping(SystemTime::now());
                 sim.step(now_us);
                 if let Some(snapshot) = sim.take_snapshot() {
                     publisher.publish(tick.tick, snapshot.bytes, snapshot.index);

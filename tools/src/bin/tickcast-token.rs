@@ -4,11 +4,12 @@
 #![allow(clippy::print_stdout)] // A command-line tool: the token goes to stdout.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
 use tickcast_net::tls::{self, TOKEN_KEY_FILE};
+use tickcast_shared::{hex, unix_time};
 
 /// Mint a tickcast connect token.
 #[derive(Debug, Parser)]
@@ -40,18 +41,13 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("loading the token key from {}", path.display()))?;
     let mut nonce = [0u8; 16];
     tls::fill_random(&mut nonce)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let now = unix_time::seconds(SystemTime::now());
     let token = key.mint(
         args.client_id,
         now + args.ttl.as_secs().max(1),
         nonce,
         args.room,
     );
-    let hex: String = token
-        .to_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    println!("{hex}");
+    println!("{}", hex::encode(&token.to_bytes()));
     Ok(())
 }

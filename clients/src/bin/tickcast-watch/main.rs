@@ -25,6 +25,7 @@ use tickcast_clients::world::WorldView;
 use tickcast_clients::{
     InputHistory, client_endpoint, connect, connection_error_key, mint_token, now_us_wrapping,
 };
+use tickcast_shared::Tick;
 use tickcast_shared::msg::{BUTTON_FIRE, InputCmd, Welcome};
 use tickcast_shared::token::ConnectToken;
 
@@ -274,7 +275,7 @@ fn play(
                         buttons: if intent { BUTTON_FIRE } else { 0 },
                         ..Default::default()
                     };
-                    let ack = state.receiver.assembler().delivery().last_tick.unwrap_or(0);
+                    let ack = state.receiver.assembler().delivery().last_tick.unwrap_or(Tick::ZERO);
                     state.rtt = Some(session.rtt());
                     drop(state);
                     let _ = session.send_input(&history.push(cmd, ack));

@@ -6,6 +6,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph};
+use tickcast_shared::Tick;
 use tickcast_shared::chunk::{
     EntityRecord, KIND_NPC, KIND_PLAYER, KIND_PROJECTILE, POSITION_SCALE,
 };
@@ -29,7 +30,7 @@ pub struct ViewModel {
     /// Entities to draw.
     pub entities: Vec<EntityRecord>,
     /// The newest complete tick.
-    pub tick: Option<u32>,
+    pub tick: Option<Tick>,
     /// Complete ÷ expected ticks so far.
     pub delivery: Option<f64>,
     /// QUIC RTT in milliseconds.
@@ -183,7 +184,7 @@ mod tests {
                 entity(20, KIND_NPC, 50, 24),
                 entity(30, KIND_PROJECTILE, 10, 40),
             ],
-            tick: Some(1234),
+            tick: Some(Tick::new(1234)),
             delivery: Some(0.998),
             rtt_ms: Some(0.42),
             age_ms: Some(3.0),

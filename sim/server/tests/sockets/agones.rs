@@ -11,6 +11,7 @@ use tickcast_clients::{Session, client_endpoint, connect, mint_token};
 use tickcast_net::tls::{TOKEN_KEY_FILE, fingerprint_hex, load_token_key};
 use tickcast_server::Server;
 use tickcast_server::agones::{AgonesConfig, GameServerState};
+use tickcast_shared::Tick;
 use tickcast_shared::chunk::datagram_messages;
 use tickcast_tools::fake_agones::{Behaviour, FakeSidecar, GameServerModel, RecordedCall};
 
@@ -183,7 +184,7 @@ fn the_players_counter_follows_clients_joining_and_leaving() {
 }
 
 /// Reads datagrams for `run_for`; returns the ticks completed, in order of completion.
-async fn completed_ticks(session: Arc<Session>, run_for: Duration) -> Vec<u32> {
+async fn completed_ticks(session: Arc<Session>, run_for: Duration) -> Vec<Tick> {
     let mut assembler = TickAssembler::new(View::from_welcome(session.welcome()), true);
     let mut ticks = Vec::new();
     let end = tokio::time::Instant::now() + run_for;
@@ -234,7 +235,7 @@ fn a_sidecar_that_answers_500_or_hangs_costs_the_players_nothing() {
         });
         for (client, ticks) in seen.iter().enumerate() {
             let (first, last) = (ticks[0], *ticks.last().unwrap());
-            let span = (last - first + 1) as usize;
+            let span = last.wrapping_since(first) as usize + 1;
             assert!(
                 ticks.len() * 100 >= span * 95,
                 "{behaviour:?}, client {client}: {} of {span} ticks complete",

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tickcast_clients::track::{ChunkOutcome, TickAssembler, View};
 use tickcast_clients::{InputHistory, Session, client_endpoint, connect, mint_token};
 use tickcast_net::tls::{TOKEN_KEY_FILE, load_token_key};
+use tickcast_shared::Tick;
 use tickcast_shared::chunk::{KIND_PLAYER, datagram_messages};
 use tickcast_shared::msg::InputCmd;
 
@@ -16,7 +17,7 @@ use tickcast_server::Server;
 /// One complete tick as a client saw it: the players and their x positions.
 #[derive(Debug, Clone)]
 struct SeenTick {
-    tick: u32,
+    tick: Tick,
     players: BTreeMap<u32, u16>,
 }
 
@@ -40,7 +41,7 @@ async fn run_client(session: Arc<Session>, walks: bool, run_for: Duration) -> Ve
                     move_x = if *x < middle { 127 } else { -127 };
                 }
                 let cmd = InputCmd { move_x, ..Default::default() };
-                let ack = assembler.delivery().last_tick.unwrap_or(0);
+                let ack = assembler.delivery().last_tick.unwrap_or(Tick::ZERO);
                 session.send_input(&history.push(cmd, ack)).expect("input datagram sent");
             }
             datagram = session.next_datagram() => {
@@ -61,7 +62,7 @@ async fn run_client(session: Arc<Session>, walks: bool, run_for: Duration) -> Ve
 }
 
 /// Feeds every message of one server datagram to `assembler`; the tick it completed.
-fn completed_tick(assembler: &mut TickAssembler, bytes: &[u8]) -> Option<u32> {
+fn completed_tick(assembler: &mut TickAssembler, bytes: &[u8]) -> Option<Tick> {
     let mut completed = None;
     for message in datagram_messages(bytes) {
         let message = message.expect("server datagrams parse");
@@ -81,11 +82,11 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn longest_consecutive_run(ticks: &[u32]) -> usize {
+fn longest_consecutive_run(ticks: &[Tick]) -> usize {
     let mut best = 0;
     let mut run = 0;
     for (i, tick) in ticks.iter().enumerate() {
-        run = if i > 0 && *tick == ticks[i - 1] + 1 {
+        run = if i > 0 && *tick == ticks[i - 1].next() {
             run + 1
         } else {
             1
@@ -119,7 +120,7 @@ fn three_clients_receive_every_player_and_see_each_others_moves() {
         let last_welcome_tick = sessions
             .iter()
             .map(|s| s.welcome().server_tick)
-            .max()
+            .reduce(Tick::latest)
             .unwrap();
 
         // Client A walks; B and C stand still.
@@ -143,16 +144,16 @@ fn three_clients_receive_every_player_and_see_each_others_moves() {
     });
 
     for (client, view) in views.iter().enumerate() {
-        let ticks: Vec<u32> = view.iter().map(|t| t.tick).collect();
+        let ticks: Vec<Tick> = view.iter().map(|t| t.tick).collect();
         assert!(
-            ticks.windows(2).all(|w| w[0] < w[1]),
+            ticks.windows(2).all(|w| w[1].is_after(w[0])),
             "client {client}: ticks in order"
         );
         assert!(
             longest_consecutive_run(&ticks) >= 45,
             "client {client} received too few consecutive ticks: {ticks:?}"
         );
-        for seen in view.iter().filter(|t| t.tick > last_welcome_tick) {
+        for seen in view.iter().filter(|t| t.tick.is_after(last_welcome_tick)) {
             for entity in &entities {
                 assert!(
                     seen.players.contains_key(entity),
@@ -170,7 +171,7 @@ fn three_clients_receive_every_player_and_see_each_others_moves() {
     let first_x = i32::from(
         b_view
             .iter()
-            .find(|t| t.tick > last_welcome_tick)
+            .find(|t| t.tick.is_after(last_welcome_tick))
             .unwrap()
             .players[&a],
     );
@@ -185,7 +186,7 @@ fn three_clients_receive_every_player_and_see_each_others_moves() {
     let c = entities[2];
     let c_first = b_view
         .iter()
-        .find(|t| t.tick > last_welcome_tick)
+        .find(|t| t.tick.is_after(last_welcome_tick))
         .unwrap()
         .players[&c];
     assert_eq!(
@@ -278,7 +279,7 @@ fn each_client_is_sent_the_cells_around_its_own_player_and_nothing_else() {
     });
     let world = 600 + 4;
     for (client, (seen, delivery)) in views.iter().enumerate() {
-        let ticks: Vec<u32> = seen.iter().map(|(tick, _)| *tick).collect();
+        let ticks: Vec<Tick> = seen.iter().map(|(tick, _)| *tick).collect();
         assert!(
             longest_consecutive_run(&ticks) >= 30,
             "client {client}: too few consecutive complete ticks: {delivery:?}"

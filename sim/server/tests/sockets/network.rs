@@ -176,7 +176,7 @@ async fn assert_still_served(observer: &Session, after: Tick) {
                 .next_datagram()
                 .await
                 .expect("the well-behaved client stays connected");
-            if first_tick(&bytes) > after + 5 {
+            if first_tick(&bytes).is_after(after.plus(5)) {
                 break;
             }
         }
@@ -454,10 +454,10 @@ fn a_stalled_client_holds_at_most_its_send_buffer_and_the_others_keep_every_tick
                     }
                 };
                 read_for(FREEZE_AFTER).await;
-                let frozen_at = live_tick.load(Ordering::Relaxed);
+                let frozen_at = Tick::new(live_tick.load(Ordering::Relaxed));
                 // Deliberately blocking: the whole client stops, like a suspended process.
                 std::thread::sleep(FREEZE);
-                let resumed_at = live_tick.load(Ordering::Relaxed);
+                let resumed_at = Tick::new(live_tick.load(Ordering::Relaxed));
                 let after = read_for(STALL - FREEZE_AFTER - FREEZE).await;
                 let connected = session.connection().close_reason().is_none();
                 session.close();
@@ -483,7 +483,8 @@ fn a_stalled_client_holds_at_most_its_send_buffer_and_the_others_keep_every_tick
                     let bytes = datagram.expect("readers stay connected");
                     for message in datagram_messages(&bytes) {
                         let message = message.unwrap();
-                        live_tick.fetch_max(message.tick(), Ordering::Relaxed);
+                        // A plain maximum: the server starts at tick 0 and runs seconds.
+                        live_tick.fetch_max(message.tick().get(), Ordering::Relaxed);
                         assembler.on_message(&message);
                     }
                 }
@@ -499,12 +500,12 @@ fn a_stalled_client_holds_at_most_its_send_buffer_and_the_others_keep_every_tick
         // The stalled client, still connected, finally reads what its own buffer kept,
         // up to where the readers stopped (the server is still sending it new ticks).
         let stalled_connected = stalled.connection().close_reason().is_none();
-        let readers_stopped_at = live_tick.load(Ordering::Relaxed);
+        let readers_stopped_at = Tick::new(live_tick.load(Ordering::Relaxed));
         let mut assembler = TickAssembler::new(View::from_welcome(stalled.welcome()), false);
         within("the stalled client reading its backlog", async {
             loop {
                 let bytes = stalled.next_datagram().await.expect("still connected");
-                if first_tick(&bytes) > readers_stopped_at {
+                if first_tick(&bytes).is_after(readers_stopped_at) {
                     break;
                 }
                 for message in datagram_messages(&bytes) {
@@ -549,7 +550,7 @@ fn a_stalled_client_holds_at_most_its_send_buffer_and_the_others_keep_every_tick
     let errors = NetCounters::get(&counters.peer_ticks_send_errors);
     let fanned_out = NetCounters::get(&counters.ticks_fanned_out);
     let queue_peak = NetCounters::get(&counters.peer_send_queue_peak_bytes);
-    let frozen_ticks = resumed_at - frozen_at;
+    let frozen_ticks = resumed_at.wrapping_since(frozen_at);
     assert!(frozen_connected, "the frozen client survives a 5 s freeze");
     assert!(
         frozen_ticks >= 60,
@@ -571,10 +572,10 @@ fn a_stalled_client_holds_at_most_its_send_buffer_and_the_others_keep_every_tick
 
     // When it wakes, the frozen client gets what was in flight and what its queue held
     // (the oldest ticks of the freeze), then live ticks: never the whole freeze's backlog.
-    let stale: std::collections::BTreeSet<Tick> = frozen_after
+    let stale: std::collections::BTreeSet<u32> = frozen_after
         .iter()
-        .copied()
-        .filter(|tick| *tick < resumed_at)
+        .filter(|tick| tick.is_before(resumed_at))
+        .map(|tick| tick.get())
         .collect();
     eprintln!(
         "stall: frozen {frozen_ticks} ticks, {skipped} skipped, {} stale after, queue peak \
@@ -590,7 +591,9 @@ fn a_stalled_client_holds_at_most_its_send_buffer_and_the_others_keep_every_tick
         stale.len()
     );
     assert!(
-        frozen_after.iter().any(|tick| *tick > resumed_at + 5),
+        frozen_after
+            .iter()
+            .any(|tick| tick.is_after(resumed_at.plus(5))),
         "live ticks again after the freeze"
     );
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tickcast_clients::{InputHistory, client_endpoint, connect, mint_token};
 use tickcast_net::tls::{TOKEN_KEY_FILE, fingerprint_from_data_dir, load_token_key};
+use tickcast_shared::Tick;
 use tickcast_shared::msg::{BUTTON_FIRE, InputCmd};
 use tickcast_sim::record::{Frame, decode_recording};
 use tickcast_sim::replay;
@@ -98,7 +99,7 @@ fn play(dir: &Path, addr: std::net::SocketAddr, play: Duration) {
                     buttons: if n.is_multiple_of(4) { BUTTON_FIRE } else { 0 },
                     ..Default::default()
                 };
-                let _ = session.send_input(&history.push(cmd, n));
+                let _ = session.send_input(&history.push(cmd, Tick::new(n)));
             }
             n += 1;
             tokio::time::sleep(Duration::from_millis(33)).await;
