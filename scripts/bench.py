@@ -636,7 +636,7 @@ def cargo(*args):
 
 
 def build(modes):
-    if not cargo("build", "--release", "-p", "tickcast-server", "-p", "tickcast-clients", "--bins"):
+    if not cargo("build", "--release", "-p", "tickcast-server", "-p", "tickcast-bots", "--bins"):
         raise BenchError("building the release server and bots failed (output above)")
     if "soak" in modes and not cargo("build", "--release", "-p", "tickcast-tools", "--bin", "tickcast-chart"):
         raise BenchError("building tickcast-chart failed (output above)")

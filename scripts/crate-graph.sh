@@ -17,4 +17,7 @@ forbid() { # package, then the crates it must not link (normal dependencies)
   done
 }
 forbid tickcast-sim quinn quinn-proto tokio tickcast-net
+# The library a game developer imports: no command line, report, terminal UI or
+# logging setup (those are tickcast-bots'), and no server.
+forbid tickcast-clients clap ratatui crossterm serde serde_json tracing-subscriber anyhow humantime tickcast-bots tickcast-sim
 exit "$fail"

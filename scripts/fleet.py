@@ -142,7 +142,7 @@ def allocate(members):
 def build():
     cmd = ["flock", bench.CARGO_LOCK, "cargo", "build", "--release", "--locked",
            "-p", "tickcast-server", "--bin", "tickcast-server",
-           "-p", "tickcast-clients", "--bin", "tickcast-bots",
+           "-p", "tickcast-bots", "--bin", "tickcast-bots",
            "-p", "tickcast-tools", "--bin", "tickcast-fake-agones"]
     print("$ " + " ".join(cmd), file=sys.stderr)
     if subprocess.run(cmd, cwd=ROOT).returncode != 0:

@@ -4,7 +4,7 @@
 # Loopback only; the server is stopped (SIGTERM) before the script exits.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-cargo build --release --locked -p tickcast-server -p tickcast-clients --bins
+cargo build --release --locked -p tickcast-server -p tickcast-bots --bins
 work="$(mktemp -d)"
 server_pid=""
 cleanup() {

@@ -1,13 +1,13 @@
-//! The bot swarm (`tickcast_clients::swarm`) against a real server (sim + net) on
+//! The bot swarm (`tickcast_bots::swarm`) against a real server (sim + net) on
 //! 127.0.0.1: every behaviour of a mix plays, the report groups them, and the gates
 //! give the exit codes `tickcast-bots` returns. Bounded: about 10 s in all.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tickcast_bots::report::{Gates, Report, Verdict};
+use tickcast_bots::swarm::{LiveCounters, SwarmConfig, TokenSource, run_swarm};
 use tickcast_clients::mint_token;
-use tickcast_clients::report::{Gates, Report, Verdict};
-use tickcast_clients::swarm::{LiveCounters, SwarmConfig, TokenSource, run_swarm};
 use tickcast_net::tls::{TOKEN_KEY_FILE, load_token_key};
 
 use crate::common::{start_server, temp_data_dir};

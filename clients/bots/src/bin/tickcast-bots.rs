@@ -5,8 +5,8 @@
 //! Exit codes: 0 ran and every gate passed, 1 a gate failed (named on stderr), 2 could
 //! not run (bad flags, no certificate or token key, no client connected).
 //!
-//! The work is `tickcast_clients::swarm`; this binary parses flags, shows progress on
-//! stderr, prints the report (`tickcast_clients::report`) and maps it to an exit code.
+//! The work is `tickcast_bots::swarm`; this binary parses flags, shows progress on
+//! stderr, prints the report (`tickcast_bots::report`) and maps it to an exit code.
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report goes to stdout.
 
@@ -18,9 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use tickcast_clients::cli::{ServerArgs, random_u32};
-use tickcast_clients::report::{Gates, Report, Summary, Verdict};
-use tickcast_clients::swarm::{Behaviour, LiveCounters, Mix, SwarmConfig, TokenSource, run_swarm};
+use tickcast_bots::behaviour::Behaviour;
+use tickcast_bots::cli::{ServerArgs, random_u32};
+use tickcast_bots::mix::Mix;
+use tickcast_bots::report::{Gates, Report, Summary, Verdict};
+use tickcast_bots::swarm::{LiveCounters, SwarmConfig, TokenSource, run_swarm};
 
 /// Load generator and judge for a tickcast server.
 #[derive(Debug, Parser)]

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-use tickcast_clients::cli::{ServerArgs, random_u32};
+use tickcast_bots::cli::{ServerArgs, random_u32};
 use tickcast_clients::track::{SnapshotReceiver, View, WorldUpdate};
 use tickcast_clients::world::WorldView;
 use tickcast_clients::{

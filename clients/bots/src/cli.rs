@@ -1,14 +1,14 @@
-//! Command-line pieces the client binaries share: where the server is, which certificate
-//! to pin, and where connect tokens come from. Flatten [`ServerArgs`] into a binary's
-//! clap arguments.
+//! Command-line pieces the two binaries share: where the server is, which certificate
+//! to pin, and where connect tokens come from (minted with a key, or read from a token
+//! file). Flatten [`ServerArgs`] into a binary's clap arguments.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use tickcast_clients::ClientError;
 use tickcast_net::tls::{self, TOKEN_KEY_FILE};
-use tickcast_shared::token::{ConnectToken, TokenKey};
-
-use crate::{ClientError, parse_token_file};
+use tickcast_shared::hex;
+use tickcast_shared::token::{ConnectToken, TOKEN_LEN, TokenKey};
 
 /// The server to join and how to be admitted.
 #[derive(Debug, Clone, clap::Args)]
@@ -91,4 +91,88 @@ pub fn random_u32() -> Result<u32, ClientError> {
     let mut bytes = [0u8; 4];
     tls::fill_random(&mut bytes).map_err(|e| ClientError::Setup(with_causes(&e)))?;
     Ok(u32::from_le_bytes(bytes))
+}
+
+/// Why a token file could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenFileError {
+    /// A line that is not one token in hex.
+    #[error("line {line}: {problem}")]
+    BadLine {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// No token in the file.
+    #[error("no token in the file (one hex token per line, as tickcast-token prints)")]
+    Empty,
+}
+
+/// Parses a token file: one token per line in hex (the 69-byte encoding, 138 hex
+/// digits, as `tickcast-token` prints it). Blank lines and lines starting with `#` are
+/// skipped; anything else that is not exactly one token is an error naming its line.
+pub fn parse_token_file(text: &str) -> Result<Vec<ConnectToken>, TokenFileError> {
+    let mut tokens = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |problem: String| TokenFileError::BadLine {
+            line: index + 1,
+            problem,
+        };
+        let bytes: [u8; TOKEN_LEN] = hex::decode_array(line).map_err(|e| bad(e.to_string()))?;
+        let token = ConnectToken::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+        tokens.push(token);
+    }
+    if tokens.is_empty() {
+        return Err(TokenFileError::Empty);
+    }
+    Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_file_reads_one_token_per_line_as_tickcast_token_prints_them() {
+        let key = TokenKey::from_bytes(&[7; 32]);
+        let a = key.mint(1, 2_000_000_000, [1; 16], 0);
+        let b = key.mint(2, 2_000_000_000, [2; 16], 3);
+        let text = format!(
+            "# minted for the load test\n{}\n\n  {}  \r\n",
+            hex::encode(&a.to_bytes()),
+            hex::encode(&b.to_bytes()).to_uppercase()
+        );
+        let tokens = parse_token_file(&text).unwrap();
+        assert_eq!(tokens, vec![a, b]);
+        assert!(key.verify(&tokens[1], 1_000).is_ok());
+    }
+
+    #[test]
+    fn a_bad_token_file_names_the_line() {
+        let key = TokenKey::from_bytes(&[7; 32]);
+        let good = hex::encode(&key.mint(1, 2_000_000_000, [1; 16], 0).to_bytes());
+        let short = format!("{good}\n{}\n", &good[..136]);
+        assert_eq!(
+            parse_token_file(&short),
+            Err(TokenFileError::BadLine {
+                line: 2,
+                problem: "expected 138 hex digits, found 136 characters".into()
+            })
+        );
+        let mut not_hex = good.clone();
+        not_hex.replace_range(10..11, "g");
+        assert_eq!(
+            parse_token_file(&not_hex).unwrap_err().to_string(),
+            "line 1: not a hex digit at column 11"
+        );
+        assert_eq!(
+            parse_token_file("\n# nothing\n"),
+            Err(TokenFileError::Empty)
+        );
+    }
 }
