@@ -60,7 +60,20 @@ pub enum NetError {
     Tls(String),
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] NetConfigError),
+    /// A key or certificate file holds something other than what it must.
+    #[error("{0}")]
+    BadFile(String),
+}
+
+/// A `NetConfig` value the network layer cannot run with: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct NetConfigError {
+    /// The `NetConfig` field at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
 }
 
 /// How the network layer runs. Every field has a default that says why it is that value.
@@ -161,28 +174,39 @@ impl Default for NetConfig {
 impl NetConfig {
     /// Checks values that would make the server misbehave.
     pub fn validate(&self) -> Result<(), NetError> {
-        let bad = |msg: String| Err(NetError::Config(msg));
+        let bad = |field: &'static str, reason: String| {
+            Err(NetError::Config(NetConfigError { field, reason }))
+        };
         if self.max_clients == 0 {
-            return bad("max_clients must be at least 1".into());
+            return bad("max_clients", "must be at least 1".into());
         }
         use tickcast_shared::chunk::{MAX_CHUNK_PAYLOAD, MIN_CHUNK_PAYLOAD};
         if !(MIN_CHUNK_PAYLOAD..=MAX_CHUNK_PAYLOAD).contains(&self.chunk_payload) {
-            return bad(format!(
-                "chunk_payload {} must be between {MIN_CHUNK_PAYLOAD} and {MAX_CHUNK_PAYLOAD}",
-                self.chunk_payload,
-            ));
+            return bad(
+                "chunk_payload",
+                format!(
+                    "{} must be between {MIN_CHUNK_PAYLOAD} and {MAX_CHUNK_PAYLOAD}",
+                    self.chunk_payload
+                ),
+            );
         }
         if self.datagram_send_buffer < self.chunk_payload {
-            return bad("datagram_send_buffer must hold at least one chunk".into());
+            return bad(
+                "datagram_send_buffer",
+                "must hold at least one chunk".into(),
+            );
         }
         if self.tick_rate == 0 {
-            return bad("tick_rate must be at least 1".into());
+            return bad("tick_rate", "must be at least 1".into());
         }
         if self.cert_file.is_some() != self.key_file.is_some() {
-            return bad("cert_file and key_file go together: give both or neither".into());
+            return bad(
+                "cert_file",
+                "cert_file and key_file go together: give both or neither".into(),
+            );
         }
         if self.memory_budget == Some(0) {
-            return bad("memory_budget must be more than zero".into());
+            return bad("memory_budget", "must be more than zero".into());
         }
         Ok(())
     }

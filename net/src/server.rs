@@ -160,8 +160,12 @@ pub(crate) fn quinn_server_config(
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .map_err(|e| NetError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
-        .map_err(|_| NetError::Config("idle_timeout is too large".into()))?;
+    let idle = quinn::IdleTimeout::try_from(config.idle_timeout).map_err(|_| {
+        NetError::Config(crate::NetConfigError {
+            field: "idle_timeout",
+            reason: "is too large for QUIC".into(),
+        })
+    })?;
     let mut transport = quinn::TransportConfig::default();
     transport
         // One control stream, nothing else: a peer cannot make us hold stream state.

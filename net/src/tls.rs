@@ -66,7 +66,7 @@ pub fn fingerprint_hex(fingerprint: &[u8; 32]) -> String {
 pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], NetError> {
     let digits: String = text.chars().filter(|c| *c != ':').collect();
     tickcast_shared::hex::decode_array(&digits).map_err(|_| {
-        NetError::Config(format!(
+        NetError::BadFile(format!(
             "'{text}' is not a SHA-256 fingerprint (64 hex digits)"
         ))
     })
@@ -177,7 +177,7 @@ pub fn load_or_create_token_key(path: &Path) -> Result<TokenKey, NetError> {
 pub fn load_token_key(path: &Path) -> Result<TokenKey, NetError> {
     let bytes = read(path)?;
     let key: [u8; TOKEN_KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
-        NetError::Config(format!(
+        NetError::BadFile(format!(
             "{} holds {} bytes; a token key is exactly {TOKEN_KEY_LEN}",
             path.display(),
             bytes.len()

@@ -82,58 +82,75 @@ impl Default for SimConfig {
     }
 }
 
-/// A configuration value the simulation cannot run with.
+/// A configuration value the simulation cannot run with: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid simulation config: {0}")]
-pub struct ConfigError(pub String);
+#[error("invalid simulation config: {reason}")]
+pub struct ConfigError {
+    /// The `SimConfig` field at fault (a front end maps it to its flag or key).
+    pub field: &'static str,
+    /// What is wrong with it, naming the value and the allowed range.
+    pub reason: String,
+}
 
 impl SimConfig {
     /// Checks every field; returns the first problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |msg: String| Err(ConfigError(msg));
+        let bad = |field: &'static str, reason: String| Err(ConfigError { field, reason });
         if !(1..=240).contains(&self.tick_rate) {
-            return bad(format!("tick_rate {} must be 1 to 240", self.tick_rate));
+            return bad(
+                "tick_rate",
+                format!("tick_rate {} must be 1 to 240", self.tick_rate),
+            );
         }
         for (name, side) in [
             ("arena_width", self.arena_width),
             ("arena_height", self.arena_height),
         ] {
             if !(1..=1023).contains(&side) {
-                return bad(format!("{name} {side} must be 1 to 1023 world units"));
+                return bad(name, format!("{name} {side} must be 1 to 1023 world units"));
             }
         }
         if self.cell_size == 0 {
-            return bad("cell_size must be at least 1".into());
+            return bad("cell_size", "cell_size must be at least 1".into());
         }
         // quinn allows datagrams of 1,162 bytes on a fresh path (the 1,200-byte QUIC
         // minimum less its headers), and a datagram is a chunk plus a 2-byte prefix.
         if !(MIN_CHUNK_PAYLOAD..=MAX_CHUNK_PAYLOAD).contains(&self.chunk_payload) {
-            return bad(format!(
-                "chunk_payload {} must be {MIN_CHUNK_PAYLOAD} to {MAX_CHUNK_PAYLOAD}",
-                self.chunk_payload
-            ));
+            return bad(
+                "chunk_payload",
+                format!(
+                    "chunk_payload {} must be {MIN_CHUNK_PAYLOAD} to {MAX_CHUNK_PAYLOAD}",
+                    self.chunk_payload
+                ),
+            );
         }
         // The tick directory has one bit per cell and is one datagram.
         if directory_len(self.cells()) > self.chunk_payload {
-            return bad(format!(
-                "cell_size {} makes {} cells, too many for one tick directory of at most \
+            return bad(
+                "cell_size",
+                format!(
+                    "cell_size {} makes {} cells, too many for one tick directory of at most \
                  {} bytes; use larger cells",
-                self.cell_size,
-                self.cells(),
-                self.chunk_payload
-            ));
+                    self.cell_size,
+                    self.cells(),
+                    self.chunk_payload
+                ),
+            );
         }
         if self.snapshot_buffers < 2 {
-            return bad("snapshot_buffers must be at least 2".into());
+            return bad(
+                "snapshot_buffers",
+                "snapshot_buffers must be at least 2".into(),
+            );
         }
         if self.hit_radius == 0 || self.hit_radius > 64 {
-            return bad(format!(
-                "hit_radius {} must be 1 to 64 world units",
-                self.hit_radius
-            ));
+            return bad(
+                "hit_radius",
+                format!("hit_radius {} must be 1 to 64 world units", self.hit_radius),
+            );
         }
         if self.npcs > 1_000_000 {
-            return bad(format!("npcs {} exceeds 1,000,000", self.npcs));
+            return bad("npcs", format!("npcs {} exceeds 1,000,000", self.npcs));
         }
         Ok(())
     }
