@@ -1,8 +1,9 @@
 //! The memory budget (design rule 4): how many bytes this server may use, where that
 //! figure came from, and how many clients fit in it.
 //!
-//! The budget is, in order: the configured value (`--memory-budget`), else the container's
-//! limit (cgroup v2 `memory.max`, else cgroup v1 `memory.limit_in_bytes`), else the host's
+//! The budget is, in order: the configured value (`--memory-budget`), else the smallest
+//! memory limit on this process's own cgroup and its ancestors (cgroup v2 `memory.max` and
+//! `memory.high`, cgroup v1 `memory.limit_in_bytes`; see [`cgroup`]), else the host's
 //! total memory — and never more than the host has. The server measures its own resident
 //! set once at start (the world, the pools and the channels are allocated by then) and
 //! admits `(budget − baseline − headroom) / per-client cost` clients.
@@ -10,25 +11,19 @@
 //! Everything that interprets a file is a pure function over its text, tested with the
 //! text; [`detect_budget`] and [`resident_set_bytes`] are the only readers of the files.
 
+pub mod cgroup;
+
 use std::fmt;
 use std::path::Path;
 
+pub use cgroup::{CgroupLimit, CgroupVersion, find_cgroup_limit};
+
 use crate::SOCKET_BUFFER_BYTES;
 
-/// cgroup v2: the memory limit of this process's cgroup (as seen from inside a container
-/// with its own cgroup namespace). `max` means unlimited.
-pub const CGROUP_V2_MEMORY_MAX: &str = "/sys/fs/cgroup/memory.max";
-/// cgroup v1: the memory controller's limit. An unlimited group reads as a huge number
-/// (`PAGE_COUNTER_MAX` × page size, 9,223,372,036,854,771,712 on x86-64).
-pub const CGROUP_V1_LIMIT_IN_BYTES: &str = "/sys/fs/cgroup/memory/memory.limit_in_bytes";
 /// The host's memory (`MemTotal`).
 pub const PROC_MEMINFO: &str = "/proc/meminfo";
 /// This process's resident set (`VmRSS`).
 pub const PROC_SELF_STATUS: &str = "/proc/self/status";
-
-/// A cgroup v1 limit at or above this is "unlimited": no machine has 2^60 bytes, and the
-/// kernel's unlimited value depends on the page size.
-pub const CGROUP_V1_UNLIMITED: u64 = 1 << 60;
 
 /// Server memory per connected client besides its datagram buffers: the quinn connection
 /// (congestion and loss state, packet space, the rustls session), the connection's tokio
@@ -60,25 +55,6 @@ pub enum Limit {
     Unlimited,
     /// At most this many bytes.
     Bytes(u64),
-}
-
-/// Parses cgroup v2 `memory.max`: a byte count, or `max` for none.
-pub fn parse_cgroup_v2_memory_max(text: &str) -> Option<Limit> {
-    match text.trim() {
-        "max" => Some(Limit::Unlimited),
-        number => number.parse().ok().map(Limit::Bytes),
-    }
-}
-
-/// Parses cgroup v1 `memory.limit_in_bytes`: a byte count, [`CGROUP_V1_UNLIMITED`] or more
-/// meaning none.
-pub fn parse_cgroup_v1_limit_in_bytes(text: &str) -> Option<Limit> {
-    let bytes: u64 = text.trim().parse().ok()?;
-    Some(if bytes >= CGROUP_V1_UNLIMITED {
-        Limit::Unlimited
-    } else {
-        Limit::Bytes(bytes)
-    })
 }
 
 /// `MemTotal` from `/proc/meminfo`, in bytes.
@@ -171,32 +147,52 @@ pub fn format_bytes(bytes: u64) -> String {
 }
 
 /// Where the budget came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BudgetSource {
     /// `--memory-budget` / `NetConfig::memory_budget`.
     Configured,
-    /// The cgroup v2 `memory.max`.
-    CgroupV2,
-    /// The cgroup v1 `memory.limit_in_bytes`.
-    CgroupV1,
-    /// The host's total memory (no container limit, or one above what the host has).
+    /// The smallest limit on this process's cgroup and its ancestors: which file of which
+    /// group.
+    Cgroup(CgroupLimit),
+    /// The host's total memory (no cgroup limit, or one above what the host has).
     HostMemory,
 }
 
 impl BudgetSource {
-    /// A short name for logs.
-    pub fn name(self) -> &'static str {
+    /// A short stable name for a metrics label: `configured`, `cgroup_v1`, `cgroup_v2` or
+    /// `host`.
+    pub fn kind(&self) -> &'static str {
         match self {
             BudgetSource::Configured => "configured",
-            BudgetSource::CgroupV2 => "cgroup v2 memory.max",
-            BudgetSource::CgroupV1 => "cgroup v1 memory.limit_in_bytes",
-            BudgetSource::HostMemory => "host MemTotal",
+            BudgetSource::Cgroup(limit) => match limit.version {
+                CgroupVersion::V1 => "cgroup_v1",
+                CgroupVersion::V2 => "cgroup_v2",
+            },
+            BudgetSource::HostMemory => "host",
+        }
+    }
+
+    /// The cgroup limit, when the budget is one.
+    pub fn cgroup(&self) -> Option<&CgroupLimit> {
+        match self {
+            BudgetSource::Cgroup(limit) => Some(limit),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for BudgetSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BudgetSource::Configured => f.write_str("configured"),
+            BudgetSource::Cgroup(limit) => limit.fmt(f),
+            BudgetSource::HostMemory => f.write_str("host MemTotal: no cgroup limits this process"),
         }
     }
 }
 
 /// The memory this server may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryBudget {
     /// Bytes.
     pub bytes: u64,
@@ -216,25 +212,10 @@ pub fn detect_budget_with(
     configured: Option<u64>,
     read: impl Fn(&Path) -> Option<String>,
 ) -> Option<MemoryBudget> {
-    let container = [
-        (
-            BudgetSource::CgroupV2,
-            CGROUP_V2_MEMORY_MAX,
-            parse_cgroup_v2_memory_max as fn(&str) -> Option<Limit>,
-        ),
-        (
-            BudgetSource::CgroupV1,
-            CGROUP_V1_LIMIT_IN_BYTES,
-            parse_cgroup_v1_limit_in_bytes,
-        ),
-    ]
-    .into_iter()
-    .find_map(
-        |(source, path, parse)| match read(Path::new(path)).as_deref().and_then(parse) {
-            Some(Limit::Bytes(bytes)) => Some(MemoryBudget { bytes, source }),
-            Some(Limit::Unlimited) | None => None,
-        },
-    );
+    let container = find_cgroup_limit(&read).map(|limit| MemoryBudget {
+        bytes: limit.bytes,
+        source: BudgetSource::Cgroup(limit),
+    });
     let host = read(Path::new(PROC_MEMINFO))
         .as_deref()
         .and_then(parse_meminfo_total)
@@ -242,7 +223,7 @@ pub fn detect_budget_with(
             bytes,
             source: BudgetSource::HostMemory,
         });
-    // A container limit above the host's memory cannot be reached: the host is the limit.
+    // A cgroup limit above the host's memory cannot be reached: the host is the limit.
     let detected = match (container, host) {
         (Some(container), Some(host)) if host.bytes < container.bytes => Some(host),
         (Some(container), _) => Some(container),
@@ -257,7 +238,7 @@ pub fn detect_budget_with(
                     "the configured memory budget {} is above the {} of {}; the kernel will \
                      enforce the smaller one",
                     format_bytes(bytes),
-                    detected.source.name(),
+                    detected.source,
                     format_bytes(detected.bytes)
                 );
             }
@@ -280,7 +261,7 @@ pub fn resident_set_bytes() -> u64 {
 }
 
 /// How the budget is shared out: fixed at start, logged, and checked at every admission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryPlan {
     /// The budget, if one is known.
     pub budget: Option<MemoryBudget>,
@@ -319,7 +300,7 @@ impl MemoryPlan {
             connection_overhead: CONNECTION_OVERHEAD_BYTES,
             clients: usize::MAX,
         };
-        if let Some(budget) = budget {
+        if let Some(budget) = &plan.budget {
             let room = budget
                 .bytes
                 .saturating_sub(baseline_rss)
@@ -346,7 +327,7 @@ impl MemoryPlan {
 
 impl fmt::Display for MemoryPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Some(budget) = self.budget else {
+        let Some(budget) = &self.budget else {
             return write!(
                 f,
                 "no memory budget known (no cgroup limit, no /proc/meminfo); baseline RSS {}, \
@@ -360,7 +341,7 @@ impl fmt::Display for MemoryPlan {
             "memory budget {} ({}): baseline RSS {}, headroom {}, {} per client \
              (2 × send buffer {} + receive buffer {} + connection {}): room for {} clients",
             format_bytes(budget.bytes),
-            budget.source.name(),
+            budget.source,
             format_bytes(self.baseline_rss),
             format_bytes(self.headroom),
             format_bytes(self.per_client()),
@@ -379,35 +360,6 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1 << 20;
-
-    #[test]
-    fn cgroup_v2_max_is_unlimited_and_a_number_is_a_limit() {
-        assert_eq!(parse_cgroup_v2_memory_max("max\n"), Some(Limit::Unlimited));
-        assert_eq!(
-            parse_cgroup_v2_memory_max("536870912\n"),
-            Some(Limit::Bytes(512 * MIB))
-        );
-        assert_eq!(parse_cgroup_v2_memory_max(""), None);
-        assert_eq!(parse_cgroup_v2_memory_max("lots"), None);
-    }
-
-    #[test]
-    fn cgroup_v1_huge_limits_mean_unlimited() {
-        // What an unlimited v1 group reads on x86-64 with 4 KiB pages (this machine).
-        assert_eq!(
-            parse_cgroup_v1_limit_in_bytes("9223372036854771712\n"),
-            Some(Limit::Unlimited)
-        );
-        assert_eq!(
-            parse_cgroup_v1_limit_in_bytes("1152921504606846976"),
-            Some(Limit::Unlimited)
-        );
-        assert_eq!(
-            parse_cgroup_v1_limit_in_bytes("1073741824\n"),
-            Some(Limit::Bytes(1024 * MIB))
-        );
-        assert_eq!(parse_cgroup_v1_limit_in_bytes("-1"), None);
-    }
 
     #[test]
     fn procfs_kib_fields_parse_to_bytes() {
@@ -443,64 +395,109 @@ mod tests {
         }
     }
 
-    /// A reader over a fake filesystem.
-    fn files(entries: &[(&str, &str)]) -> impl Fn(&Path) -> Option<String> {
-        let map: HashMap<String, String> = entries
-            .iter()
-            .map(|(path, text)| (path.to_string(), text.to_string()))
-            .collect();
+    const HOST_24_GIB: &str = "MemTotal:       25165824 kB\n";
+
+    /// This machine's layout (cgroup v1, a v2 tree without controllers) with the process
+    /// in `/job/child` and `limits` as (group directory below the memory mount, value).
+    fn v1_machine(limits: &[(&'static str, &'static str)]) -> Vec<(String, String)> {
+        let mut entries = vec![
+            (
+                cgroup::PROC_SELF_CGROUP.to_owned(),
+                "4:memory:/job/child\n1:cpu:/\n0::/\n".to_owned(),
+            ),
+            (
+                cgroup::PROC_SELF_MOUNTINFO.to_owned(),
+                "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"
+                    .to_owned(),
+            ),
+            (PROC_MEMINFO.to_owned(), HOST_24_GIB.to_owned()),
+        ];
+        for (group, value) in limits {
+            entries.push((
+                format!("/sys/fs/cgroup/memory{group}/memory.limit_in_bytes"),
+                (*value).to_owned(),
+            ));
+        }
+        entries
+    }
+
+    fn reader(entries: Vec<(String, String)>) -> impl Fn(&Path) -> Option<String> {
+        let map: HashMap<String, String> = entries.into_iter().collect();
         move |path| map.get(path.to_str()?).cloned()
     }
 
-    const HOST_24_GIB: &str = "MemTotal:       25165824 kB\n";
-
     #[test]
-    fn the_budget_is_config_then_cgroup_v2_then_v1_then_host() {
+    fn the_budget_is_config_then_the_smallest_cgroup_limit_then_the_host() {
+        const UNLIMITED: &str = "9223372036854771712\n";
         let gib = 1024 * MIB;
-        let v2 = (CGROUP_V2_MEMORY_MAX, "1073741824\n");
-        let v1 = (CGROUP_V1_LIMIT_IN_BYTES, "2147483648\n");
-        let host = (PROC_MEMINFO, HOST_24_GIB);
-        let budget = |bytes, source| Some(MemoryBudget { bytes, source });
+        let nested = || {
+            reader(v1_machine(&[
+                ("", UNLIMITED),
+                ("/job", "100663296\n"),
+                ("/job/child", UNLIMITED),
+            ]))
+        };
 
+        let configured = detect_budget_with(Some(512 * MIB), nested()).unwrap();
         assert_eq!(
-            detect_budget_with(Some(512 * MIB), files(&[v2, v1, host])),
-            budget(512 * MIB, BudgetSource::Configured)
+            configured,
+            MemoryBudget {
+                bytes: 512 * MIB,
+                source: BudgetSource::Configured
+            }
         );
+        let detected = detect_budget_with(None, nested()).unwrap();
+        assert_eq!(detected.bytes, 96 * MIB);
+        let limit = detected.source.cgroup().expect("from the cgroup");
+        assert_eq!(detected.source.kind(), "cgroup_v1");
+        assert_eq!(limit.process_group, "/job/child");
+        assert_eq!(limit.limiting_group, "/job");
         assert_eq!(
-            detect_budget_with(None, files(&[v2, v1, host])),
-            budget(gib, BudgetSource::CgroupV2)
+            limit.file,
+            Path::new("/sys/fs/cgroup/memory/job/memory.limit_in_bytes")
         );
+
+        // This machine with no limit anywhere: the host.
+        let host = detect_budget_with(
+            None,
+            reader(v1_machine(&[
+                ("", UNLIMITED),
+                ("/job", UNLIMITED),
+                ("/job/child", UNLIMITED),
+            ])),
+        )
+        .unwrap();
         assert_eq!(
-            detect_budget_with(None, files(&[v1, host])),
-            budget(2 * gib, BudgetSource::CgroupV1)
+            host,
+            MemoryBudget {
+                bytes: 24 * gib,
+                source: BudgetSource::HostMemory
+            }
         );
-        // An unlimited v2 group falls through to v1, then to the host.
+        assert_eq!(host.source.kind(), "host");
+
+        // A cgroup limit above the host's memory is the host's memory.
         assert_eq!(
-            detect_budget_with(None, files(&[(CGROUP_V2_MEMORY_MAX, "max\n"), v1, host])),
-            budget(2 * gib, BudgetSource::CgroupV1)
-        );
-        // This machine: cgroup v1 with no limit.
-        assert_eq!(
-            detect_budget_with(
-                None,
-                files(&[(CGROUP_V1_LIMIT_IN_BYTES, "9223372036854771712\n"), host])
-            ),
-            budget(24 * gib, BudgetSource::HostMemory)
-        );
-        // A container limit above the host's memory is the host's memory.
-        assert_eq!(
-            detect_budget_with(None, files(&[(CGROUP_V2_MEMORY_MAX, "107374182400"), host])),
-            budget(24 * gib, BudgetSource::HostMemory)
+            detect_budget_with(None, reader(v1_machine(&[("/job", "107374182400")])))
+                .unwrap()
+                .source,
+            BudgetSource::HostMemory
         );
         // Unreadable limit files are skipped, not fatal.
         assert_eq!(
-            detect_budget_with(None, files(&[(CGROUP_V2_MEMORY_MAX, "garbage"), host])),
-            budget(24 * gib, BudgetSource::HostMemory)
+            detect_budget_with(None, reader(v1_machine(&[("/job/child", "garbage")])))
+                .unwrap()
+                .source,
+            BudgetSource::HostMemory
         );
-        assert_eq!(detect_budget_with(None, files(&[])), None);
+        assert_eq!(detect_budget_with(None, reader(Vec::new())), None);
         assert_eq!(
-            detect_budget_with(Some(gib), files(&[])),
-            budget(gib, BudgetSource::Configured)
+            detect_budget_with(Some(gib), reader(Vec::new())).unwrap(),
+            MemoryBudget {
+                bytes: gib,
+                source: BudgetSource::Configured
+            }
         );
     }
 

@@ -338,7 +338,7 @@ impl NetHandle {
 
     /// How the memory budget was shared out at start.
     pub fn memory_plan(&self) -> MemoryPlan {
-        self.memory_plan
+        self.memory_plan.clone()
     }
 
     /// The drain flag: once set, every Hello is refused with `draining`, and the close at
@@ -489,7 +489,7 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
     }
     let state = server::NetState::new(
         config,
-        memory_plan,
+        memory_plan.clone(),
         token_key,
         counters.clone(),
         membership_tx,

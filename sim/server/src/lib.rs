@@ -251,7 +251,7 @@ impl Server {
                 .context("the Agones settings")?;
             // The Counter's capacity: the clients this server admits, whichever of the
             // client limit and the memory budget is lower.
-            let capacity = config.net.max_clients.min(memory_plan.clients) as u64;
+            let capacity = config.net.max_clients.min(server.memory_plan.clients) as u64;
             let inputs = agones::AgonesInputs {
                 progress: server.progress.clone(),
                 net_counters: server.net_counters.clone(),
@@ -279,7 +279,7 @@ impl Server {
     /// How the memory budget was shared out at start: the budget, the baseline RSS, the
     /// per-client cost and how many clients fit.
     pub fn memory_plan(&self) -> MemoryPlan {
-        self.memory_plan
+        self.memory_plan.clone()
     }
 
     /// Setting this flag stops the server after the current tick.
