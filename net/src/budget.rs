@@ -25,28 +25,53 @@ pub const PROC_MEMINFO: &str = "/proc/meminfo";
 /// This process's resident set (`VmRSS`).
 pub const PROC_SELF_STATUS: &str = "/proc/self/status";
 
-/// Server memory per connected client besides its datagram buffers: the quinn connection
-/// (congestion and loss state, packet space, the rustls session), the connection's tokio
-/// task, the peer-map entry and the player's entity. Measured, not derived: a release
-/// `tickcast-server` (20 NPCs) went from 8.2 to 22.0 MiB of RSS with 300 connected
-/// `tickcast-bots` at 5 Hz (tiny ticks, so the datagram queues stayed empty): 47 KiB a
-/// client; 100 bots at 30 Hz gave 49 KiB. Rounded to 48 KiB.
+/// Server memory per connected client besides the tick buffers its send queue keeps
+/// alive: the quinn connection (congestion and loss state, packet space, the rustls
+/// session, its datagram queues' bookkeeping), the connection's tokio task, the peer-map
+/// entry and the player's entity. Measured, not derived: a release `tickcast-server` (20
+/// NPCs) went from 8.2 to 22.0 MiB of RSS with 300 connected `tickcast-bots` at 5 Hz
+/// (tiny ticks, so the datagram queues stayed empty): 47 KiB a client; 100 bots at 30 Hz
+/// gave 49 KiB. Rounded to 48 KiB.
 pub const CONNECTION_OVERHEAD_BYTES: u64 = 48 * 1024;
+
+/// Whole tick buffers one stalled peer can keep alive. A queued datagram is a slice of
+/// the sim's tick buffer, and a slice keeps the *whole* buffer allocated, not just its
+/// own bytes; the fan-out hands a peer a tick only while nothing older than its last tick
+/// is still queued ([`crate::fanout::decide_tick_for_peer`]), so a peer that stops
+/// acknowledging holds at most its last two ticks. Peers that stall at the same moment
+/// share those buffers; peers that stall at different moments each hold their own.
+pub const TICKS_A_STALLED_PEER_PINS: u64 = 2;
 
 /// Connections allowed in the handshake beyond the clients the budget admits, so a client
 /// over the budget still completes TLS and reads an `over_memory_budget` Reject instead of
-/// a bare refusal. More than that are refused before TLS. Their cost is in [`HEADROOM_BYTES`].
+/// a bare refusal. More than that are refused before TLS. Their cost is in the headroom.
 pub const HANDSHAKES_BEYOND_BUDGET: usize = 32;
 
-/// Memory kept out of the clients' share:
-/// * the server socket's kernel buffers (2 × [`SOCKET_BUFFER_BYTES`]): a memory cgroup
-///   charges socket memory to the container, but it is not in the process's RSS;
-/// * 8 MiB for what grows without a client to pin it on: allocator fragmentation, the
-///   snapshot pool growing by 14 bytes a player, logging, rustls and tokio scratch;
+/// Slack kept out of the clients' share for what grows without a client to pin it on:
+/// allocator fragmentation, logging, rustls and tokio scratch.
+pub const SLACK_BYTES: u64 = 8 * 1024 * 1024;
+
+/// How long a measured resident set stands for the current one at admission: a connect
+/// storm reads `/proc/self/status` at most ten times a second, and in 100 ms the server
+/// admits few enough clients that the charge of those in flight covers them.
+pub const RSS_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Memory kept out of the clients' share under a budget from `source`:
+/// * the server socket's kernel buffers (2 × [`SOCKET_BUFFER_BYTES`]), which are not in
+///   the process's RSS. A cgroup v2 limit (and a configured budget, which may stand for
+///   one) charges them to the group; cgroup v1 does not charge UDP socket memory (only
+///   TCP's, and only once `memory.kmem.tcp.limit_in_bytes` is set — measured: 3.6 MB
+///   queued on a UDP socket inside a v1 group left its `memory.usage_in_bytes`
+///   unchanged), so under a v1 limit they are left out;
+/// * [`SLACK_BYTES`];
 /// * the connections in the handshake ([`HANDSHAKES_BEYOND_BUDGET`]).
-pub const HEADROOM_BYTES: u64 = 2 * SOCKET_BUFFER_BYTES as u64
-    + 8 * 1024 * 1024
-    + HANDSHAKES_BEYOND_BUDGET as u64 * CONNECTION_OVERHEAD_BYTES;
+pub fn headroom_bytes(source: &BudgetSource) -> u64 {
+    let sockets = match source {
+        BudgetSource::Cgroup(limit) if limit.version == CgroupVersion::V1 => 0,
+        _ => 2 * SOCKET_BUFFER_BYTES as u64,
+    };
+    sockets + SLACK_BYTES + HANDSHAKES_BEYOND_BUDGET as u64 * CONNECTION_OVERHEAD_BYTES
+}
 
 /// What a limit file says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,68 +285,282 @@ pub fn resident_set_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+/// How big the sim's tick buffers get, as a function of the players in the world: the
+/// unit of memory a stalled peer keeps alive ([`TICKS_A_STALLED_PEER_PINS`] of them).
+/// An upper bound the server derives from its simulation's config (cells, chunk size,
+/// NPCs, the snapshot pool's growth); the network layer only evaluates it.
+///
+/// Projectiles are not in it: a player can have several in flight (7 at the default
+/// fire rate and range), and a world where every player fires without pause makes
+/// ticks several times larger than this. Charging every client for that would refuse
+/// most of the clients that fit in every other world; the measured check at admission
+/// ([`MemoryPlan::admits`]) sees such a world's memory instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TickBufferSize {
+    /// Bytes of a tick buffer in a world without players.
+    pub without_players: u64,
+    /// Bytes each player adds.
+    pub per_player: u64,
+    /// The smallest buffer the pool holds, whatever the world (it starts sized for more
+    /// players than a small world has).
+    pub least: u64,
+}
+
+impl TickBufferSize {
+    /// The largest tick buffer of a world with `players` players.
+    pub fn with_players(&self, players: usize) -> u64 {
+        self.per_player
+            .saturating_mul(players as u64)
+            .saturating_add(self.without_players)
+            .max(self.least)
+    }
+}
+
+/// The measured part of admission: this process's resident set, read at most once per
+/// [`RSS_SAMPLE_INTERVAL`]. The clock and the reader are passed in.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RssSample {
+    last: Option<(std::time::Instant, u64)>,
+}
+
+impl RssSample {
+    /// The resident set as of `now`: the last reading if it is recent enough, else
+    /// `read()`.
+    pub fn bytes(&mut self, now: std::time::Instant, read: impl FnOnce() -> u64) -> u64 {
+        match self.last {
+            Some((at, bytes)) if now.saturating_duration_since(at) < RSS_SAMPLE_INTERVAL => bytes,
+            _ => {
+                let bytes = read();
+                self.last = Some((now, bytes));
+                bytes
+            }
+        }
+    }
+}
+
+/// Why the memory budget refuses a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverBudget {
+    /// The plan's clients are all admitted or being admitted.
+    Planned {
+        /// Clients the plan has room for.
+        clients: usize,
+    },
+    /// Measured: the resident set, the headroom and the charge of the clients being
+    /// admitted, this one included, would pass the budget.
+    Measured {
+        /// The resident set read.
+        rss: u64,
+        /// Clients being admitted besides this one.
+        in_flight: usize,
+    },
+}
+
+impl fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OverBudget::Planned { clients } => {
+                write!(
+                    f,
+                    "the server's memory budget has room for {clients} clients"
+                )
+            }
+            OverBudget::Measured { rss, in_flight } => write!(
+                f,
+                "the server's memory is {} and {in_flight} clients are joining: one more \
+                 would pass its memory budget",
+                format_bytes(*rss)
+            ),
+        }
+    }
+}
+
 /// How the budget is shared out: fixed at start, logged, and checked at every admission.
+///
+/// A client is charged what it can keep allocated at worst: its connection
+/// ([`CONNECTION_OVERHEAD_BYTES`]), its datagram receive buffer, and the
+/// [`TICKS_A_STALLED_PEER_PINS`] whole tick buffers its send queue keeps alive when it
+/// stops acknowledging, sized for the world with as many players as the plan admits. The
+/// plan admits the most clients whose charges fit in `budget − baseline RSS − headroom`.
+/// At each admission the resident set is also measured ([`MemoryPlan::admits`]), so a
+/// server that costs more than planned stops admitting before it passes the budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryPlan {
     /// The budget, if one is known.
     pub budget: Option<MemoryBudget>,
     /// Resident set measured when the network layer started, before any client.
     pub baseline_rss: u64,
-    /// Kept out of the clients' share ([`HEADROOM_BYTES`]).
+    /// Kept out of the clients' share ([`headroom_bytes`]).
     pub headroom: u64,
-    /// The most a peer's datagram send queue holds (`NetConfig::datagram_send_buffer`).
-    /// A stuck peer can also keep alive the rest of one partly sent tick, which is never
-    /// larger than the buffer (the fan-out hands a peer only ticks that fit), so a client
-    /// is charged twice this.
+    /// The tick buffer model the charge is sized with.
+    pub tick_buffer: TickBufferSize,
+    /// quinn's cap on a peer's datagram send queue (`NetConfig::datagram_send_buffer`).
+    /// Not charged: the fan-out keeps a queue to two of the peer's ticks, whose bytes are
+    /// inside the tick buffers already charged; the cap only has to hold them.
     pub datagram_send_buffer: u64,
     /// The most a peer's datagram receive queue holds.
     pub datagram_receive_buffer: u64,
     /// Everything else a client costs ([`CONNECTION_OVERHEAD_BYTES`]).
     pub connection_overhead: u64,
-    /// Clients the budget admits; `usize::MAX` without a budget.
+    /// Clients the budget admits (at most the client limit); `usize::MAX` without a
+    /// budget.
     pub clients: usize,
 }
 
 impl MemoryPlan {
-    /// Shares `budget` out: `(budget − baseline − headroom) / per-client cost` clients, 0
-    /// if the baseline and headroom already exceed it.
+    /// Shares `budget` out: the most clients, up to `max_clients`, whose charges (sized
+    /// for a world of that many players) fit in `budget − baseline − headroom`; 0 if the
+    /// baseline and headroom already exceed it.
     pub fn new(
         budget: Option<MemoryBudget>,
         baseline_rss: u64,
+        tick_buffer: TickBufferSize,
         datagram_send_buffer: u64,
         datagram_receive_buffer: u64,
+        max_clients: usize,
     ) -> Self {
+        let headroom = budget
+            .as_ref()
+            .map_or(0, |budget| headroom_bytes(&budget.source));
         let mut plan = Self {
             budget,
             baseline_rss,
-            headroom: HEADROOM_BYTES,
+            headroom,
+            tick_buffer,
             datagram_send_buffer,
             datagram_receive_buffer,
             connection_overhead: CONNECTION_OVERHEAD_BYTES,
             clients: usize::MAX,
         };
-        if let Some(budget) = &plan.budget {
-            let room = budget
-                .bytes
-                .saturating_sub(baseline_rss)
-                .saturating_sub(plan.headroom);
-            plan.clients = usize::try_from(room / plan.per_client().max(1)).unwrap_or(usize::MAX);
+        if let Some(room) = plan.room_for_clients() {
+            // The charge grows with the players (bigger ticks), so the clients that fit
+            // are the largest n with n × charge(n) ≤ room: a binary search, as
+            // n × charge(n) only grows with n.
+            let fits = |n: usize| (n as u64).saturating_mul(plan.per_client_at(n)) <= room;
+            let (mut low, mut high) = (0usize, max_clients);
+            while low < high {
+                let mid = low + (high - low).div_ceil(2);
+                if fits(mid) {
+                    low = mid;
+                } else {
+                    high = mid - 1;
+                }
+            }
+            plan.clients = low;
         }
         plan
     }
 
-    /// What one more client may cost at most.
-    pub fn per_client(&self) -> u64 {
-        self.datagram_send_buffer
-            .saturating_mul(2)
+    /// `budget − baseline − headroom`, if there is a budget.
+    fn room_for_clients(&self) -> Option<u64> {
+        let budget = self.budget.as_ref()?;
+        Some(
+            budget
+                .bytes
+                .saturating_sub(self.baseline_rss)
+                .saturating_sub(self.headroom),
+        )
+    }
+
+    /// The budget in bytes, if one is known.
+    pub fn budget_bytes(&self) -> Option<u64> {
+        self.budget.as_ref().map(|budget| budget.bytes)
+    }
+
+    /// Where the budget came from, if one is known.
+    pub fn source(&self) -> Option<&BudgetSource> {
+        self.budget.as_ref().map(|budget| &budget.source)
+    }
+
+    /// What a stalled client can keep alive of the tick buffers in a world of `players`
+    /// players.
+    pub fn stalled_peer_pin_at(&self, players: usize) -> u64 {
+        self.tick_buffer
+            .with_players(players)
+            .saturating_mul(TICKS_A_STALLED_PEER_PINS)
+    }
+
+    /// A client's charge in a world of `players` players.
+    pub fn per_client_at(&self, players: usize) -> u64 {
+        self.stalled_peer_pin_at(players)
             .saturating_add(self.datagram_receive_buffer)
             .saturating_add(self.connection_overhead)
+    }
+
+    /// A client's charge with as many players as the plan admits: the most one more
+    /// client may cost. Without a budget, the charge in an empty world.
+    pub fn per_client(&self) -> u64 {
+        self.per_client_at(if self.budget.is_some() {
+            self.clients
+        } else {
+            0
+        })
     }
 
     /// Connections (admitted or in the handshake) beyond which new ones are refused before
     /// TLS.
     pub fn connection_limit(&self) -> usize {
         self.clients.saturating_add(HANDSHAKES_BEYOND_BUDGET)
+    }
+
+    /// The measured half of admission as plain numbers, for the Hello checks
+    /// (`admission::Limits`); `None` without a budget.
+    pub fn measured(&self) -> Option<MeasuredBudget> {
+        Some(MeasuredBudget {
+            budget: self.budget_bytes()?,
+            headroom: self.headroom,
+            per_client: self.per_client(),
+        })
+    }
+
+    /// Whether the budget admits one more client, with `admitted` clients in (or being
+    /// admitted, the replaced connection of a client not counted), `in_flight` of them
+    /// still being admitted, and `rss` a reader of the resident set (called only when the
+    /// plan has room): the plan's count, then [`MeasuredBudget::admits`].
+    pub fn admits(
+        &self,
+        admitted: usize,
+        in_flight: usize,
+        rss: impl FnOnce() -> u64,
+    ) -> Result<(), OverBudget> {
+        let Some(measured) = self.measured() else {
+            return Ok(());
+        };
+        if admitted >= self.clients {
+            return Err(OverBudget::Planned {
+                clients: self.clients,
+            });
+        }
+        measured.admits(in_flight, rss())
+    }
+}
+
+/// The measured check at admission: the budget, the headroom and a client's charge
+/// ([`MemoryPlan::measured`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeasuredBudget {
+    /// The budget in bytes.
+    pub budget: u64,
+    /// Kept out of the clients' share.
+    pub headroom: u64,
+    /// A client's charge ([`MemoryPlan::per_client`]).
+    pub per_client: u64,
+}
+
+impl MeasuredBudget {
+    /// Refuses when `rss + headroom + (in_flight + 1) × charge` would pass the budget:
+    /// the clients still joining (`in_flight`) and this one are charged on top of the
+    /// resident set measured now, which does not hold their memory yet. The margin that
+    /// catches a server costing more than its plan assumed.
+    pub fn admits(&self, in_flight: usize, rss: u64) -> Result<(), OverBudget> {
+        let joining = (in_flight as u64).saturating_add(1);
+        let projected = rss
+            .saturating_add(self.headroom)
+            .saturating_add(joining.saturating_mul(self.per_client));
+        if projected > self.budget {
+            return Err(OverBudget::Measured { rss, in_flight });
+        }
+        Ok(())
     }
 }
 
@@ -339,13 +578,15 @@ impl fmt::Display for MemoryPlan {
         write!(
             f,
             "memory budget {} ({}): baseline RSS {}, headroom {}, {} per client \
-             (2 × send buffer {} + receive buffer {} + connection {}): room for {} clients",
+             ({} × tick buffer {} a stalled client can keep alive + receive buffer {} + \
+             connection {}): room for {} clients",
             format_bytes(budget.bytes),
             budget.source,
             format_bytes(self.baseline_rss),
             format_bytes(self.headroom),
             format_bytes(self.per_client()),
-            format_bytes(self.datagram_send_buffer),
+            TICKS_A_STALLED_PEER_PINS,
+            format_bytes(self.tick_buffer.with_players(self.clients)),
             format_bytes(self.datagram_receive_buffer),
             format_bytes(self.connection_overhead),
             self.clients
@@ -501,40 +742,188 @@ mod tests {
         );
     }
 
+    const TICKS: TickBufferSize = TickBufferSize {
+        without_players: 10_000,
+        per_player: 100,
+        least: 12_000,
+    };
+
+    fn configured(bytes: u64) -> Option<MemoryBudget> {
+        Some(MemoryBudget {
+            bytes,
+            source: BudgetSource::Configured,
+        })
+    }
+
     #[test]
-    fn the_plan_admits_what_fits_after_baseline_and_headroom() {
-        let budget = |bytes| {
-            Some(MemoryBudget {
-                bytes,
-                source: BudgetSource::Configured,
-            })
-        };
-        let send = 64 * 1024;
+    fn the_tick_buffer_grows_with_the_players_above_the_pools_least() {
+        assert_eq!(TICKS.with_players(0), 12_000, "the pool's least");
+        assert_eq!(TICKS.with_players(20), 12_000);
+        assert_eq!(TICKS.with_players(100), 20_000);
+        assert_eq!(TICKS.with_players(usize::MAX), u64::MAX, "saturates");
+    }
+
+    #[test]
+    fn the_plan_admits_the_most_clients_whose_charges_fit() {
         let receive = 1024;
-        let per_client = 2 * send + receive + CONNECTION_OVERHEAD_BYTES;
         let baseline = 30 * MIB;
+        let headroom = headroom_bytes(&BudgetSource::Configured);
+        // A client's charge: connection, receive buffer, two whole tick buffers of the
+        // world with that many players.
+        let charge =
+            |n: u64| CONNECTION_OVERHEAD_BYTES + receive + 2 * (10_000 + 100 * n).max(12_000);
+        assert_eq!(charge(3), 49 * 1024 + 24_000);
 
         let plan = MemoryPlan::new(
-            budget(baseline + HEADROOM_BYTES + 3 * per_client + per_client / 2),
+            configured(baseline + headroom + 3 * charge(3) + charge(3) / 2),
             baseline,
-            send,
+            TICKS,
+            64 * 1024,
             receive,
+            2000,
         );
-        assert_eq!(plan.per_client(), per_client);
+        assert_eq!(plan.headroom, headroom);
         assert_eq!(plan.clients, 3);
+        assert_eq!(plan.per_client(), charge(3));
+        assert_eq!(plan.per_client_at(200), charge(200));
         assert_eq!(plan.connection_limit(), 3 + HANDSHAKES_BEYOND_BUDGET);
+        assert!(plan.to_string().contains("room for 3 clients"), "{plan}");
+
+        // Bigger: the charge grows with the players, so the answer is the fixed point
+        // n × charge(n) ≤ room < (n + 1) × charge(n + 1), not room ÷ charge(0).
+        let room = 96 * MIB;
+        let plan = MemoryPlan::new(
+            configured(baseline + headroom + room),
+            baseline,
+            TICKS,
+            64 * 1024,
+            receive,
+            100_000,
+        );
+        let n = plan.clients as u64;
+        assert!(
+            n * charge(n) <= room && (n + 1) * charge(n + 1) > room,
+            "{n}"
+        );
+        assert!(n < room / charge(0));
+        // The client limit caps it.
+        let capped = MemoryPlan::new(
+            configured(baseline + headroom + room),
+            baseline,
+            TICKS,
+            64 * 1024,
+            receive,
+            100,
+        );
+        assert_eq!(capped.clients, 100);
 
         // Baseline and headroom alone over the budget: nobody fits, nothing underflows.
         assert_eq!(
-            MemoryPlan::new(budget(MIB), baseline, send, receive).clients,
+            MemoryPlan::new(configured(MIB), baseline, TICKS, 64 * 1024, receive, 2000).clients,
             0
         );
         // No budget known: the client limit alone decides.
+        let unbudgeted = MemoryPlan::new(None, baseline, TICKS, 64 * 1024, receive, 2000);
+        assert_eq!(unbudgeted.clients, usize::MAX);
+        assert_eq!(unbudgeted.admits(1_000_000, 0, || unreachable!()), Ok(()));
+    }
+
+    #[test]
+    fn a_v1_limit_leaves_the_socket_buffers_out_of_the_headroom() {
+        let v1 = BudgetSource::Cgroup(CgroupLimit {
+            bytes: 128 * MIB,
+            version: CgroupVersion::V1,
+            process_group: "/a".into(),
+            limiting_group: "/a".into(),
+            file: "/sys/fs/cgroup/memory/a/memory.limit_in_bytes".into(),
+        });
+        let v2 = BudgetSource::Cgroup(CgroupLimit {
+            version: CgroupVersion::V2,
+            file: "/sys/fs/cgroup/a/memory.max".into(),
+            ..v1.cgroup().unwrap().clone()
+        });
+        let handshakes = HANDSHAKES_BEYOND_BUDGET as u64 * CONNECTION_OVERHEAD_BYTES;
+        assert_eq!(headroom_bytes(&v1), SLACK_BYTES + handshakes);
+        for charged in [v2, BudgetSource::Configured, BudgetSource::HostMemory] {
+            assert_eq!(
+                headroom_bytes(&charged),
+                2 * SOCKET_BUFFER_BYTES as u64 + SLACK_BYTES + handshakes,
+                "{charged}"
+            );
+        }
+    }
+
+    #[test]
+    fn admission_stops_at_the_plan_and_when_measured_memory_leaves_no_room() {
+        let baseline = 20 * MIB;
+        let budget = 64 * MIB;
+        let plan = MemoryPlan::new(configured(budget), baseline, TICKS, 64 * 1024, 1024, 2000);
+        let charge = plan.per_client();
+        assert!(plan.clients > 10, "{plan}");
+
+        // As planned: RSS at the baseline plus what the admitted clients really cost.
+        let rss_with = |clients: usize| baseline + clients as u64 * 45 * 1024;
+        assert_eq!(plan.admits(0, 0, || rss_with(0)), Ok(()));
+        assert_eq!(plan.admits(10, 2, || rss_with(10)), Ok(()));
+        let last = plan.clients - 1;
+        assert_eq!(plan.admits(last, 0, || rss_with(last)), Ok(()));
         assert_eq!(
-            MemoryPlan::new(None, baseline, send, receive).clients,
-            usize::MAX
+            plan.admits(plan.clients, 0, || unreachable!("not read past the plan")),
+            Err(OverBudget::Planned {
+                clients: plan.clients
+            })
         );
-        assert!(plan.to_string().contains("room for 3 clients"), "{plan}");
+
+        // The server costs more than planned (a world full of projectiles, a leak): the
+        // measured resident set refuses before the plan would.
+        let room_for_one = budget - plan.headroom - charge;
+        assert_eq!(plan.admits(5, 0, || room_for_one), Ok(()));
+        assert_eq!(
+            plan.admits(5, 0, || room_for_one + 1),
+            Err(OverBudget::Measured {
+                rss: room_for_one + 1,
+                in_flight: 0
+            })
+        );
+        // Clients still joining are charged too: their memory is not all in RSS yet.
+        assert_eq!(
+            plan.admits(5, 3, || room_for_one - 2 * charge),
+            Err(OverBudget::Measured {
+                rss: room_for_one - 2 * charge,
+                in_flight: 3
+            })
+        );
+        assert_eq!(plan.admits(5, 3, || room_for_one - 3 * charge), Ok(()));
+        assert!(
+            OverBudget::Measured {
+                rss: 60 * MIB,
+                in_flight: 2
+            }
+            .to_string()
+            .contains("60.0MiB")
+        );
+    }
+
+    #[test]
+    fn the_resident_set_is_read_at_most_once_per_interval() {
+        let start = std::time::Instant::now();
+        let mut sample = RssSample::default();
+        let reads = std::cell::Cell::new(0);
+        let read = |bytes| {
+            let reads = &reads;
+            move || {
+                reads.set(reads.get() + 1);
+                bytes
+            }
+        };
+        assert_eq!(sample.bytes(start, read(100)), 100);
+        assert_eq!(
+            sample.bytes(start + RSS_SAMPLE_INTERVAL / 2, read(200)),
+            100
+        );
+        assert_eq!(reads.get(), 1);
+        assert_eq!(sample.bytes(start + RSS_SAMPLE_INTERVAL, read(300)), 300);
+        assert_eq!(reads.get(), 2);
     }
 
     #[test]
