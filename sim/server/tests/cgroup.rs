@@ -178,16 +178,17 @@ fn a_server_in_a_nested_memory_cgroup_budgets_its_parents_limit() {
         .arg(&data_dir)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("starting sh");
-    let stdout = server.stdout.take().expect("piped stdout");
+    // The server logs to stderr.
+    let log_pipe = server.stderr.take().expect("piped stderr");
     let pid = server.id();
     groups.server = Some(server);
     let (lines_tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in BufReader::new(log_pipe).lines().map_while(Result::ok) {
             if lines_tx.send(plain(&line)).is_err() {
                 break;
             }
