@@ -43,8 +43,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = os.path.join(ROOT, "target", "release", "tickcast-server")
 BOTS = os.path.join(ROOT, "target", "release", "tickcast-bots")
 MIB = 1024 * 1024
-STATUS = re.compile(r"clients=(\d+) .*rss=([\d.]+)(B|KiB|MiB|GiB)")
-PLAN = re.compile(r"room for (\d+) clients")
+# The server's once-a-second status line (docs/OPERATIONS.md): `clients=N tick=…`.
+STATUS = re.compile(r"tickcast::status: clients=(\d+) ")
 UNITS = {"B": 1, "KiB": 1024, "MiB": MIB, "GiB": 1024 * MIB}
 
 
@@ -127,7 +127,8 @@ def vm_rss(pid):
 
 class ServerInGroup:
     """tickcast-server started inside `group` (the shell writes its own pid into
-    cgroup.procs, then execs the server), its log piped out and read on a thread."""
+    cgroup.procs, then execs the server), its log (stderr) piped out and read on a
+    thread."""
 
     def __init__(self, group, work, args):
         self.addr = f"127.0.0.1:{free_udp_port()}"
@@ -150,7 +151,7 @@ class ServerInGroup:
                 log.flush()
                 self.lines.append(line)
                 status = STATUS.search(line)
-                if status and "tickcast::status" in line:
+                if status:
                     self.clients.append((time.monotonic(), int(status.group(1))))
 
     def wait_ready(self, timeout=30):
