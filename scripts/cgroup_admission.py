@@ -214,12 +214,17 @@ def run(args):
                 time.sleep(0.5)
 
         sample("ramp", args.ramp + args.settle)
+        died_in = "ramp" if server.proc.poll() is not None else None
         admitted_before_stop = server.admitted()
-        usage_before_stop = read_int(os.path.join(group, "memory.usage_in_bytes"))
-        rss_before_stop = vm_rss(server.proc.pid)
-        bots.send_signal(signal.SIGSTOP)
-        sample("frozen", args.hold)
-        alive = server.proc.poll() is None
+        ramp_samples = [row for row in samples if row[0] == "ramp"]
+        usage_before_stop = ramp_samples[-1][2] if ramp_samples else None
+        rss_before_stop = ramp_samples[-1][3] if ramp_samples else None
+        if died_in is None:
+            bots.send_signal(signal.SIGSTOP)
+            sample("frozen", args.hold)
+            if server.proc.poll() is not None:
+                died_in = "freeze"
+        alive = died_in is None
         bots.send_signal(signal.SIGCONT)
         try:
             report_text, _ = bots.communicate(timeout=bot_duration + 60)
@@ -239,10 +244,11 @@ def run(args):
             "usage_before_freeze": usage_before_stop,
             "rss_before_freeze": rss_before_stop,
             "peak_usage": read_int(os.path.join(group, "memory.max_usage_in_bytes")),
-            "peak_rss_frozen": max((s[3] or 0 for s in samples if s[0] == "frozen"), default=0),
+            "peak_rss_frozen": max((s[3] or 0 for s in samples if s[0] == "frozen"), default=None),
             "failcnt": read_int(os.path.join(group, "memory.failcnt")),
             "oom_kills": oom_kills(group),
             "server_alive_after_hold": alive,
+            "server_died_in": died_in,
             "server_exit": server.proc.poll(),
         }
     finally:
@@ -314,7 +320,7 @@ def main(argv):
           f"{mib(r['usage_before_freeze'])} | {mib(r['peak_usage'])} | "
           f"{mib(r['rss_before_freeze'])} / {mib(r['peak_rss_frozen'])} | {r['failcnt']} | "
           f"{'—' if r['oom_kills'] is None else r['oom_kills']} | "
-          f"{'yes' if r['server_alive_after_hold'] else 'NO'} |")
+          f"{'yes' if r['server_alive_after_hold'] else 'NO: died in the ' + r['server_died_in']} |")
     return 0 if r["server_alive_after_hold"] or r["mode"] == "fits" else 1
 
 
