@@ -6,7 +6,8 @@
 //! `memory.high`, cgroup v1 `memory.limit_in_bytes`; see [`cgroup`]), else the host's
 //! total memory — and never more than the host has. The server measures its own resident
 //! set once at start (the world, the pools and the channels are allocated by then) and
-//! admits `(budget − baseline − headroom) / per-client cost` clients.
+//! plans for the most clients whose charges fit in `budget − baseline − headroom`
+//! ([`MemoryPlan`]); at each admission it measures again ([`MeasuredBudget`]).
 //!
 //! Everything that interprets a file is a pure function over its text, tested with the
 //! text; [`detect_budget`] and [`resident_set_bytes`] are the only readers of the files.
@@ -294,7 +295,7 @@ pub fn resident_set_bytes() -> u64 {
 /// fire rate and range), and a world where every player fires without pause makes
 /// ticks several times larger than this. Charging every client for that would refuse
 /// most of the clients that fit in every other world; the measured check at admission
-/// ([`MemoryPlan::admits`]) sees such a world's memory instead.
+/// ([`MeasuredBudget::admits`]) sees such a world's memory instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TickBufferSize {
     /// Bytes of a tick buffer in a world without players.
@@ -338,40 +339,25 @@ impl RssSample {
     }
 }
 
-/// Why the memory budget refuses a client.
+/// The measured check's refusal: the resident set, the headroom and the charge of the
+/// clients joining, this one included, would pass the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OverBudget {
-    /// The plan's clients are all admitted or being admitted.
-    Planned {
-        /// Clients the plan has room for.
-        clients: usize,
-    },
-    /// Measured: the resident set, the headroom and the charge of the clients being
-    /// admitted, this one included, would pass the budget.
-    Measured {
-        /// The resident set read.
-        rss: u64,
-        /// Clients being admitted besides this one.
-        in_flight: usize,
-    },
+pub struct OverBudget {
+    /// The resident set read.
+    pub rss: u64,
+    /// Clients being admitted besides this one.
+    pub in_flight: usize,
 }
 
 impl fmt::Display for OverBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OverBudget::Planned { clients } => {
-                write!(
-                    f,
-                    "the server's memory budget has room for {clients} clients"
-                )
-            }
-            OverBudget::Measured { rss, in_flight } => write!(
-                f,
-                "the server's memory is {} and {in_flight} clients are joining: one more \
-                 would pass its memory budget",
-                format_bytes(*rss)
-            ),
-        }
+        write!(
+            f,
+            "the server's memory is {} and {} clients are joining: one more would pass its \
+             memory budget",
+            format_bytes(self.rss),
+            self.in_flight
+        )
     }
 }
 
@@ -382,7 +368,7 @@ impl fmt::Display for OverBudget {
 /// [`TICKS_A_STALLED_PEER_PINS`] whole tick buffers its send queue keeps alive when it
 /// stops acknowledging, sized for the world with as many players as the plan admits. The
 /// plan admits the most clients whose charges fit in `budget − baseline RSS − headroom`.
-/// At each admission the resident set is also measured ([`MemoryPlan::admits`]), so a
+/// At each admission the resident set is also measured ([`MeasuredBudget::admits`]), so a
 /// server that costs more than planned stops admitting before it passes the budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryPlan {
@@ -512,27 +498,6 @@ impl MemoryPlan {
             per_client: self.per_client(),
         })
     }
-
-    /// Whether the budget admits one more client, with `admitted` clients in (or being
-    /// admitted, the replaced connection of a client not counted), `in_flight` of them
-    /// still being admitted, and `rss` a reader of the resident set (called only when the
-    /// plan has room): the plan's count, then [`MeasuredBudget::admits`].
-    pub fn admits(
-        &self,
-        admitted: usize,
-        in_flight: usize,
-        rss: impl FnOnce() -> u64,
-    ) -> Result<(), OverBudget> {
-        let Some(measured) = self.measured() else {
-            return Ok(());
-        };
-        if admitted >= self.clients {
-            return Err(OverBudget::Planned {
-                clients: self.clients,
-            });
-        }
-        measured.admits(in_flight, rss())
-    }
 }
 
 /// The measured check at admission: the budget, the headroom and a client's charge
@@ -558,7 +523,7 @@ impl MeasuredBudget {
             .saturating_add(self.headroom)
             .saturating_add(joining.saturating_mul(self.per_client));
         if projected > self.budget {
-            return Err(OverBudget::Measured { rss, in_flight });
+            return Err(OverBudget { rss, in_flight });
         }
         Ok(())
     }
@@ -825,7 +790,7 @@ mod tests {
         // No budget known: the client limit alone decides.
         let unbudgeted = MemoryPlan::new(None, baseline, TICKS, 64 * 1024, receive, 2000);
         assert_eq!(unbudgeted.clients, usize::MAX);
-        assert_eq!(unbudgeted.admits(1_000_000, 0, || unreachable!()), Ok(()));
+        assert_eq!(unbudgeted.measured(), None, "nothing to measure against");
     }
 
     #[test]
@@ -854,48 +819,47 @@ mod tests {
     }
 
     #[test]
-    fn admission_stops_at_the_plan_and_when_measured_memory_leaves_no_room() {
+    fn the_measured_check_refuses_when_rss_and_the_clients_joining_leave_no_room() {
         let baseline = 20 * MIB;
         let budget = 64 * MIB;
         let plan = MemoryPlan::new(configured(budget), baseline, TICKS, 64 * 1024, 1024, 2000);
+        let measured = plan.measured().expect("a budget");
         let charge = plan.per_client();
-        assert!(plan.clients > 10, "{plan}");
-
-        // As planned: RSS at the baseline plus what the admitted clients really cost.
-        let rss_with = |clients: usize| baseline + clients as u64 * 45 * 1024;
-        assert_eq!(plan.admits(0, 0, || rss_with(0)), Ok(()));
-        assert_eq!(plan.admits(10, 2, || rss_with(10)), Ok(()));
-        let last = plan.clients - 1;
-        assert_eq!(plan.admits(last, 0, || rss_with(last)), Ok(()));
         assert_eq!(
-            plan.admits(plan.clients, 0, || unreachable!("not read past the plan")),
-            Err(OverBudget::Planned {
-                clients: plan.clients
-            })
+            measured,
+            MeasuredBudget {
+                budget,
+                headroom: plan.headroom,
+                per_client: charge
+            }
         );
 
-        // The server costs more than planned (a world full of projectiles, a leak): the
-        // measured resident set refuses before the plan would.
+        // As planned: RSS at the baseline plus what admitted clients really cost (~45
+        // KiB each, under the charge): the measured check never refuses within the plan.
+        for admitted in [0, 10, plan.clients - 1] {
+            assert_eq!(
+                measured.admits(0, baseline + admitted as u64 * 45 * 1024),
+                Ok(()),
+                "{admitted}"
+            );
+        }
+
+        // The server costs more than planned (a world full of projectiles, stalled
+        // clients pinning ticks): the resident set leaves room for exactly one more.
         let room_for_one = budget - plan.headroom - charge;
-        assert_eq!(plan.admits(5, 0, || room_for_one), Ok(()));
+        assert_eq!(measured.admits(0, room_for_one), Ok(()));
         assert_eq!(
-            plan.admits(5, 0, || room_for_one + 1),
-            Err(OverBudget::Measured {
+            measured.admits(0, room_for_one + 1),
+            Err(OverBudget {
                 rss: room_for_one + 1,
                 in_flight: 0
             })
         );
         // Clients still joining are charged too: their memory is not all in RSS yet.
-        assert_eq!(
-            plan.admits(5, 3, || room_for_one - 2 * charge),
-            Err(OverBudget::Measured {
-                rss: room_for_one - 2 * charge,
-                in_flight: 3
-            })
-        );
-        assert_eq!(plan.admits(5, 3, || room_for_one - 3 * charge), Ok(()));
+        assert!(measured.admits(3, room_for_one - 2 * charge).is_err());
+        assert_eq!(measured.admits(3, room_for_one - 3 * charge), Ok(()));
         assert!(
-            OverBudget::Measured {
+            OverBudget {
                 rss: 60 * MIB,
                 in_flight: 2
             }

@@ -6,7 +6,7 @@
 //!
 //! This process hosts the clients as well as the server, so its resident set grows with
 //! both ends of every connection and with the clients' runtime, and the budget's measured
-//! check (`MemoryPlan::admits`: resident set + headroom + the charge of clients joining)
+//! check (`MeasuredBudget::admits`: resident set + headroom + the charge of clients joining)
 //! would count the clients' side too. A ballast held while the server measures its
 //! baseline, and freed before the first client, stands for that: the plan's count is what
 //! this test is about. The measured check is tested in `tickcast-net`'s unit tests and,
