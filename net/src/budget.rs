@@ -388,15 +388,20 @@ pub struct MemoryPlan {
     pub datagram_receive_buffer: u64,
     /// Everything else a client costs ([`CONNECTION_OVERHEAD_BYTES`]).
     pub connection_overhead: u64,
-    /// Clients the budget admits (at most the client limit); `usize::MAX` without a
-    /// budget.
+    /// Clients the budget admits (the client limit may admit fewer); `usize::MAX`
+    /// without a budget.
     pub clients: usize,
+    /// Players the charge's world is sized for: the budget's clients, at most the client
+    /// limit; 0 without a budget.
+    pub world_players: usize,
 }
 
 impl MemoryPlan {
-    /// Shares `budget` out: the most clients, up to `max_clients`, whose charges (sized
-    /// for a world of that many players) fit in `budget − baseline − headroom`; 0 if the
-    /// baseline and headroom already exceed it.
+    /// Shares `budget` out: the most clients whose charges fit in `budget − baseline −
+    /// headroom`, each charged for a world of that many players (never more than
+    /// `max_clients`, the most the world can have); 0 if the baseline and headroom already
+    /// exceed the budget. The count may pass `max_clients`: it says what the memory holds,
+    /// and the client limit is checked on its own.
     pub fn new(
         budget: Option<MemoryBudget>,
         baseline_rss: u64,
@@ -417,13 +422,19 @@ impl MemoryPlan {
             datagram_receive_buffer,
             connection_overhead: CONNECTION_OVERHEAD_BYTES,
             clients: usize::MAX,
+            world_players: 0,
         };
         if let Some(room) = plan.room_for_clients() {
             // The charge grows with the players (bigger ticks), so the clients that fit
             // are the largest n with n × charge(n) ≤ room: a binary search, as
-            // n × charge(n) only grows with n.
-            let fits = |n: usize| (n as u64).saturating_mul(plan.per_client_at(n)) <= room;
-            let (mut low, mut high) = (0usize, max_clients);
+            // n × charge(n) only grows with n, and the answer is at most room ÷ the
+            // smallest charge.
+            let charge = |n: usize| plan.per_client_at(n.min(max_clients));
+            let fits = |n: usize| (n as u64).saturating_mul(charge(n)) <= room;
+            let (mut low, mut high) = (
+                0usize,
+                usize::try_from(room / charge(0).max(1)).unwrap_or(usize::MAX),
+            );
             while low < high {
                 let mid = low + (high - low).div_ceil(2);
                 if fits(mid) {
@@ -433,6 +444,7 @@ impl MemoryPlan {
                 }
             }
             plan.clients = low;
+            plan.world_players = low.min(max_clients);
         }
         plan
     }
@@ -473,14 +485,10 @@ impl MemoryPlan {
             .saturating_add(self.connection_overhead)
     }
 
-    /// A client's charge with as many players as the plan admits: the most one more
-    /// client may cost. Without a budget, the charge in an empty world.
+    /// A client's charge in the largest world the plan admits ([`Self::world_players`]):
+    /// the most one more client may cost.
     pub fn per_client(&self) -> u64 {
-        self.per_client_at(if self.budget.is_some() {
-            self.clients
-        } else {
-            0
-        })
+        self.per_client_at(self.world_players)
     }
 
     /// Connections (admitted or in the handshake) beyond which new ones are refused before
@@ -551,7 +559,7 @@ impl fmt::Display for MemoryPlan {
             format_bytes(self.headroom),
             format_bytes(self.per_client()),
             TICKS_A_STALLED_PEER_PINS,
-            format_bytes(self.tick_buffer.with_players(self.clients)),
+            format_bytes(self.tick_buffer.with_players(self.world_players)),
             format_bytes(self.datagram_receive_buffer),
             format_bytes(self.connection_overhead),
             self.clients
@@ -771,8 +779,9 @@ mod tests {
             "{n}"
         );
         assert!(n < room / charge(0));
-        // The client limit caps it.
-        let capped = MemoryPlan::new(
+        // With a client limit below that, the world never has more players than the
+        // limit: each client is charged for that world, and more fit.
+        let limited = MemoryPlan::new(
             configured(baseline + headroom + room),
             baseline,
             TICKS,
@@ -780,7 +789,10 @@ mod tests {
             receive,
             100,
         );
-        assert_eq!(capped.clients, 100);
+        assert_eq!(limited.world_players, 100);
+        assert_eq!(limited.per_client(), charge(100));
+        assert_eq!(limited.clients as u64, room / charge(100));
+        assert!(limited.clients > plan.clients);
 
         // Baseline and headroom alone over the budget: nobody fits, nothing underflows.
         assert_eq!(
