@@ -19,6 +19,7 @@ use tickcast_shared::msg::{Hello, RejectReason};
 use tickcast_shared::token::{TokenError, TokenKey};
 use tickcast_shared::{PROTOCOL_VERSION, Tick};
 
+use crate::budget::MeasuredBudget;
 use crate::nonce::{NonceCache, NonceVerdict};
 
 /// Bytes a QUIC DATAGRAM frame adds to its payload beyond what quinn's
@@ -56,6 +57,9 @@ pub struct Limits {
     pub connection_limit: usize,
     /// The largest datagram the server sends: a chunk plus its length prefix.
     pub largest_datagram: usize,
+    /// The memory budget's measured check (`MemoryPlan::measured`): `None` without a
+    /// budget.
+    pub measured_budget: Option<MeasuredBudget>,
 }
 
 impl Limits {
@@ -71,6 +75,15 @@ impl Limits {
             memory_clients,
             connection_limit,
             largest_datagram: chunk_payload + TICK_FRAME_PREFIX_LEN,
+            measured_budget: None,
+        }
+    }
+
+    /// These limits with the memory budget's measured check.
+    pub fn with_measured_budget(self, measured_budget: Option<MeasuredBudget>) -> Self {
+        Self {
+            measured_budget,
+            ..self
         }
     }
 }
@@ -101,6 +114,12 @@ pub struct Occupancy {
     /// Whether the Hello's client id is already connected: its new connection replaces
     /// the old and takes no new room.
     pub replaces_own: bool,
+    /// Of `admitted`, the clients still joining: their memory is not all in the
+    /// resident set yet.
+    pub joining: usize,
+    /// The server's resident set now, in bytes (read by the caller, at most every
+    /// `budget::RSS_SAMPLE_INTERVAL`).
+    pub resident_set: u64,
 }
 
 /// The Hello checks: version, token, datagram size, limits, then the nonce.
@@ -201,6 +220,14 @@ impl Gate {
                         "the server's memory budget has room for {} clients",
                         self.limits.memory_clients
                     ),
+                ));
+            }
+            if let Some(measured) = self.limits.measured_budget
+                && let Err(over) = measured.admits(occupancy.joining, occupancy.resident_set)
+            {
+                return Err(Refusal::new(
+                    RejectReason::OverMemoryBudget,
+                    over.to_string(),
                 ));
             }
         }
@@ -317,6 +344,8 @@ impl<P> PeerTable<P> {
         Occupancy {
             admitted: self.peers.len() + self.admitting,
             replaces_own: self.peers.contains_key(&client_id),
+            joining: self.admitting,
+            resident_set: 0,
         }
     }
 
@@ -516,7 +545,7 @@ mod tests {
         let mut gate = gate();
         let full = Occupancy {
             admitted: 3,
-            replaces_own: false,
+            ..Occupancy::default()
         };
         assert_eq!(
             reason(gate.check_hello(&hello(1, 1, NOW + 60), ROOM, full, NOW)),
@@ -524,7 +553,7 @@ mod tests {
         );
         let over_budget = Occupancy {
             admitted: 2,
-            replaces_own: false,
+            ..Occupancy::default()
         };
         assert_eq!(
             reason(gate.check_hello(&hello(1, 2, NOW + 60), ROOM, over_budget, NOW)),
@@ -533,11 +562,53 @@ mod tests {
         let reconnect = Occupancy {
             admitted: 3,
             replaces_own: true,
+            ..Occupancy::default()
         };
         assert!(
             gate.check_hello(&hello(1, 3, NOW + 60), ROOM, reconnect, NOW)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn the_measured_memory_budget_refuses_when_the_resident_set_leaves_no_room() {
+        const MIB: u64 = 1 << 20;
+        let measured = MeasuredBudget {
+            budget: 100 * MIB,
+            headroom: 10 * MIB,
+            per_client: MIB,
+        };
+        let mut gate = Gate::new(
+            Limits::new(100, 50, 50 + 16, 1160).with_measured_budget(Some(measured)),
+            TokenKey::from_bytes(&KEY),
+            100,
+        );
+        let at = |resident_set, joining| Occupancy {
+            admitted: 10,
+            joining,
+            resident_set,
+            ..Occupancy::default()
+        };
+        // 89 MiB + 10 MiB headroom + 1 MiB for this client: exactly the budget.
+        assert!(
+            gate.check_hello(&hello(1, 1, NOW + 60), ROOM, at(89 * MIB, 0), NOW)
+                .is_ok()
+        );
+        // A byte more, or a client still joining, and there is no room.
+        let refused = gate.check_hello(&hello(1, 2, NOW + 60), ROOM, at(89 * MIB + 1, 0), NOW);
+        assert_eq!(reason(refused), RejectReason::OverMemoryBudget);
+        let refused = gate.check_hello(&hello(1, 3, NOW + 60), ROOM, at(89 * MIB, 1), NOW);
+        assert_eq!(reason(refused), RejectReason::OverMemoryBudget);
+        // A reconnect takes no new room: not refused.
+        let reconnect = Occupancy {
+            replaces_own: true,
+            ..at(99 * MIB, 0)
+        };
+        assert!(
+            gate.check_hello(&hello(1, 4, NOW + 60), ROOM, reconnect, NOW)
+                .is_ok()
+        );
+        assert_eq!(gate.nonces_remembered(), 2, "refused Hellos burn no nonce");
     }
 
     #[test]
@@ -620,7 +691,9 @@ mod tests {
             table.occupancy(9),
             Occupancy {
                 admitted: 2,
-                replaces_own: false
+                replaces_own: false,
+                joining: 2,
+                resident_set: 0,
             }
         );
         table.abandon();
@@ -631,7 +704,9 @@ mod tests {
             table.occupancy(9),
             Occupancy {
                 admitted: 1,
-                replaces_own: true
+                replaces_own: true,
+                joining: 0,
+                resident_set: 0,
             }
         );
         assert!(table.disconnect(9, generation));

@@ -152,25 +152,37 @@ pub struct PeerSendState {
     pub ticks_skipped: u64,
     /// Ticks skipped in a row, reset by a send.
     pub consecutive_skips: u32,
+    /// What the last tick sent cost in the peer's send buffer.
+    pub last_tick_bytes: usize,
 }
 
 /// Decides whether a peer gets its part of a tick, `tick_bytes` long, and updates its
 /// state. `queued` bytes are still waiting in its send queue and `buffer_space` more fit.
 ///
-/// A peer is sent a tick only while at most one tick of its own size is still queued, so
-/// its queue holds about two of its ticks at most. The send buffer is sized for the
-/// largest tick (the whole world), but under interest management a peer's tick is its
-/// view, often a few percent of that: the buffer alone would let a congested peer queue
-/// dozens of stale ticks.
+/// A peer is sent a tick only while everything still queued belongs to the last tick it
+/// was sent, and that is no more than one tick of the new tick's size; so its queue holds
+/// at most two of its own ticks. The send buffer is sized for the largest tick (the whole
+/// world), but under interest management a peer's tick is its view, often a few percent
+/// of that: the buffer alone would let a congested peer queue dozens of stale ticks.
+///
+/// Two ticks is also a memory bound. A queued datagram is a slice of the sim's tick
+/// buffer and keeps that whole buffer allocated, so what a stalled peer costs is the
+/// number of *distinct* ticks in its queue, not its bytes: the queue is first in, first
+/// out, so `queued <= last_tick_bytes` means no byte of an older tick is left, and after
+/// this send the queue touches two ticks at most. (Without it, a peer whose view grows
+/// from one tick to the next could hold the tail of a third.) The memory budget charges
+/// each client for two tick buffers (`budget::TICKS_A_STALLED_PEER_PINS`).
 pub fn decide_tick_for_peer(
     state: &mut PeerSendState,
     buffer_space: usize,
     queued: usize,
     tick_bytes: usize,
 ) -> SendDecision {
-    if buffer_space >= tick_bytes && queued <= tick_bytes {
+    let only_the_last_tick_queued = queued <= state.last_tick_bytes;
+    if buffer_space >= tick_bytes && queued <= tick_bytes && only_the_last_tick_queued {
         state.ticks_sent += 1;
         state.consecutive_skips = 0;
+        state.last_tick_bytes = tick_bytes;
         SendDecision::Send
     } else {
         state.ticks_skipped += 1;
@@ -402,7 +414,8 @@ mod tests {
             PeerSendState {
                 ticks_sent: 2,
                 ticks_skipped: 2,
-                consecutive_skips: 0
+                consecutive_skips: 0,
+                last_tick_bytes: 1000,
             }
         );
     }
@@ -415,5 +428,32 @@ mod tests {
             SendDecision::Skip
         );
         assert_eq!(state.ticks_skipped, 1);
+    }
+
+    #[test]
+    fn a_peer_still_holding_an_older_tick_skips_so_its_queue_touches_two_ticks_at_most() {
+        let mut state = PeerSendState::default();
+        assert_eq!(
+            decide_tick_for_peer(&mut state, 60_000, 0, 400),
+            SendDecision::Send
+        );
+        // 300 of that 400-byte tick still queued: the queue holds only the last tick.
+        assert_eq!(
+            decide_tick_for_peer(&mut state, 60_000, 300, 400),
+            SendDecision::Send
+        );
+        // 500 queued, the last tick was 400: 100 bytes of the tick before are still there.
+        // The new tick is larger (the view grew), so "at most one tick queued" alone would
+        // send it, and the queue would touch three ticks.
+        assert_eq!(
+            decide_tick_for_peer(&mut state, 60_000, 500, 1000),
+            SendDecision::Skip
+        );
+        // Once the older tick has left the queue, the peer is sent again.
+        assert_eq!(
+            decide_tick_for_peer(&mut state, 60_000, 400, 1000),
+            SendDecision::Send
+        );
+        assert_eq!(state.last_tick_bytes, 1000);
     }
 }

@@ -37,7 +37,7 @@ use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_shared::index::TickIndex;
 use tickcast_shared::msg::RejectReason;
 
-pub use budget::MemoryPlan;
+pub use budget::{BudgetSource, MemoryPlan};
 pub use fanout::{
     DatagramShape, PeerSendState, SendDecision, decide_tick_for_peer, plan_tick_for_peer,
 };
@@ -93,9 +93,10 @@ pub struct NetConfig {
     pub cert_file: Option<PathBuf>,
     /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`. Default `None`.
     pub key_file: Option<PathBuf>,
-    /// Bytes this server may use (design rule 4). Default `None`: the container's cgroup
-    /// limit (v2, else v1), else the host's memory — see [`budget`]. Clients beyond what
-    /// fits are refused with `over_memory_budget`.
+    /// Bytes this server may use (design rule 4). Default `None`: the smallest memory
+    /// limit on this process's own cgroup and its ancestors (v2 `memory.max` and
+    /// `memory.high`, v1 `memory.limit_in_bytes`), else the host's memory — see
+    /// [`budget`]. Clients beyond what fits are refused with `over_memory_budget`.
     pub memory_budget: Option<u64>,
     /// Most clients admitted at once. Default 2,000: above the ~1,400 one core can serve
     /// at 30 Hz with stock quinn, so the memory budget, not this, is usually the limit.
@@ -110,10 +111,18 @@ pub struct NetConfig {
     pub idle_timeout: Duration,
     /// Largest chunk the server sends. Default 1,150 bytes (see `tickcast_shared::chunk`).
     pub chunk_payload: usize,
-    /// Per-peer datagram send buffer in bytes. Default 64 KiB; the server binary sizes it
-    /// to about two ticks of its world. quinn's own default is 1 MiB, ~900 stale
-    /// snapshots for a stalled peer.
+    /// Per-peer datagram send buffer in bytes: quinn's cap on the peer's queue, which must
+    /// hold two of the largest ticks a peer can be sent (the fan-out keeps the queue to two
+    /// of the peer's own ticks, so the cap is not what bounds its memory). Default 64 KiB;
+    /// the server binary sizes it to two ticks of its largest world. quinn's own default
+    /// is 1 MiB.
     pub datagram_send_buffer: usize,
+    /// How big the sim's tick buffers get with a given number of players: what the memory
+    /// budget charges each client for, as the whole tick buffers a stalled client's queue
+    /// keeps alive (see [`budget::TickBufferSize`]). Default: the default world's (200
+    /// NPCs, 16 × 16 cells, 1,150-byte chunks, the snapshot pool's 5/4 growth); the server
+    /// binary derives it from its simulation's config.
+    pub tick_buffer: budget::TickBufferSize,
     /// Per-peer buffer for received input datagrams. Default 1 KiB: about 20 inputs; the
     /// sim applies a few per tick, so more would only be older inputs.
     pub datagram_receive_buffer: usize,
@@ -159,6 +168,11 @@ impl Default for NetConfig {
             idle_timeout: Duration::from_secs(10),
             chunk_payload: DEFAULT_CHUNK_PAYLOAD,
             datagram_send_buffer: 64 * 1024,
+            tick_buffer: budget::TickBufferSize {
+                without_players: 10_235,
+                per_player: 19,
+                least: 11_672,
+            },
             datagram_receive_buffer: 1024,
             max_inputs_per_tick: 4,
             input_channel_capacity: 16_384,
@@ -362,7 +376,7 @@ impl NetHandle {
 
     /// How the memory budget was shared out at start.
     pub fn memory_plan(&self) -> MemoryPlan {
-        self.memory_plan
+        self.memory_plan.clone()
     }
 
     /// The drain flag: once set, every Hello is refused with `draining`, and the close at
@@ -495,10 +509,19 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
     let memory_plan = MemoryPlan::new(
         budget::detect_budget(config.memory_budget),
         budget::resident_set_bytes(),
+        config.tick_buffer,
         config.datagram_send_buffer as u64,
         config.datagram_receive_buffer as u64,
+        config.max_clients,
     );
-    tracing::info!("{memory_plan}");
+    tracing::info!(
+        budget_bytes = memory_plan.budget_bytes(),
+        budget_source = memory_plan.source().map(BudgetSource::kind),
+        baseline_rss_bytes = memory_plan.baseline_rss,
+        per_client_bytes = memory_plan.per_client(),
+        clients = memory_plan.clients,
+        "{memory_plan}"
+    );
     if memory_plan.clients == 0 {
         tracing::warn!(
             "the memory budget leaves no room for a single client: every client will be \
@@ -513,7 +536,7 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
     }
     let state = server::NetState::new(
         config,
-        memory_plan,
+        memory_plan.clone(),
         token_key,
         counters.clone(),
         membership_tx,

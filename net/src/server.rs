@@ -23,8 +23,9 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::Instrument;
 
 use crate::admission::{
-    Gate, HelloDeadline, InputAllowance, Limits, PeerTable, Refusal, admit_connection,
+    Gate, HelloDeadline, InputAllowance, Limits, Occupancy, PeerTable, Refusal, admit_connection,
 };
+use crate::budget::{self, RssSample};
 use crate::fanout::{DatagramShape, FanOutScope, PeerSendState, SendDecision, plan_tick_for_peer};
 use crate::{MemoryPlan, NetConfig, NetCounters, NetError, PublishedTick, tls};
 
@@ -62,6 +63,8 @@ pub(crate) struct NetState {
     pending_joins: Mutex<HashMap<u64, oneshot::Sender<JoinAck>>>,
     /// The Hello checks, with the nonces seen.
     gate: Mutex<Gate>,
+    /// The resident set the memory budget's measured check last read.
+    rss: Mutex<RssSample>,
     /// The newest tick fanned out: the Welcome's `server_tick`, and the tick the peers'
     /// input allowances count against.
     current_tick: AtomicU32,
@@ -85,7 +88,8 @@ impl NetState {
             memory_plan.clients,
             memory_plan.connection_limit(),
             config.chunk_payload,
-        );
+        )
+        .with_measured_budget(memory_plan.measured());
         let gate = Gate::new(limits, token_key, config.nonce_capacity);
         Self {
             config,
@@ -95,6 +99,7 @@ impl NetState {
             peers: Mutex::new(PeerTable::default()),
             pending_joins: Mutex::new(HashMap::new()),
             gate: Mutex::new(gate),
+            rss: Mutex::new(RssSample::default()),
             current_tick: AtomicU32::new(0),
             draining,
         }
@@ -138,7 +143,14 @@ impl NetState {
             });
         }
         let mut peers = self.peers();
-        let occupancy = peers.occupancy(hello.token.client_id);
+        let occupancy = Occupancy {
+            resident_set: self
+                .rss
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .bytes(std::time::Instant::now(), budget::resident_set_bytes),
+            ..peers.occupancy(hello.token.client_id)
+        };
         let admitted = self
             .gate
             .lock()
@@ -569,7 +581,11 @@ async fn fan_out(state: Arc<NetState>, mut slot: watch::Receiver<Option<Publishe
         let mut sent_bytes = 0u64;
         for peer in state.peers().peers_mut() {
             let space = peer.conn.datagram_send_buffer_space();
-            let queued = send_buffer.saturating_sub(space);
+            // quinn's space keeps one entry back for the next datagram; without it, an
+            // empty queue would read as one entry queued.
+            let queued = send_buffer
+                .saturating_sub(space)
+                .saturating_sub(DATAGRAM_QUEUE_ENTRY_BYTES);
             let (decision, view_bytes) = plan_tick_for_peer(
                 &published.index,
                 peer.entity,

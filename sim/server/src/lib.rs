@@ -29,7 +29,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use tickcast_net::budget::TickBufferSize;
 use tickcast_net::{MemoryPlan, NetConfig, NetCounters, NetHandle, budget};
+use tickcast_shared::chunk::{
+    CHUNK_HEADER_LEN, ENTITY_RECORD_LEN, TICK_FRAME_PREFIX_LEN, directory_len, records_per_chunk,
+};
 
 use tickcast_shared::event::PeerEvent;
 use tickcast_sim::game::SimCounters;
@@ -79,8 +83,9 @@ impl RecordConfig {
 
 impl ServerConfig {
     /// Makes the network settings agree with the world: the Welcome announces the sim's
-    /// tick rate, arena and chunk size, and each peer's datagram send buffer holds about
-    /// two ticks of the largest world this server admits.
+    /// tick rate, arena and chunk size; each peer's datagram send buffer holds two of the
+    /// largest ticks the world can produce; and the memory budget charges each client for
+    /// the tick buffers of this world (see [`tick_buffer_size`]).
     fn reconciled(mut self) -> Self {
         self.net.tick_rate = self.sim.tick_rate;
         self.net.arena = (self.sim.arena_width, self.sim.arena_height);
@@ -88,10 +93,44 @@ impl ServerConfig {
         self.net.chunk_payload = self.sim.chunk_payload;
         self.net.max_inputs_per_tick = u32::from(self.sim.max_inputs_per_tick);
         self.sim.max_players = u32::try_from(self.net.max_clients).unwrap_or(u32::MAX);
-        let entities = self.sim.npcs as usize + self.net.max_clients;
+        // A peer is sent at most its whole view, and a view can be the whole world: under
+        // `--view-cells all`, or when everyone crowds into one view. The buffer is only
+        // quinn's cap (the fan-out keeps a queue to two of the peer's own ticks), so it is
+        // sized for the worst world — every NPC, player and projectile in flight — at no
+        // cost: a peer that could never fit one tick would never be sent one.
+        let entities = self.sim.npcs as usize + self.net.max_clients + self.sim.max_projectiles();
         self.net.datagram_send_buffer =
             (2 * tick_buffer_len(entities, &self.sim)).max(4 * self.sim.chunk_payload);
+        self.net.tick_buffer = tick_buffer_size(&self.sim);
         self
+    }
+}
+
+/// How big the snapshot pool's tick buffers get in this world with a given number of
+/// players: what the memory budget charges a stalled client for
+/// ([`tickcast_net::budget::TickBufferSize`]). An upper bound of the pool's allocations:
+/// [`tick_buffer_len`] with every cell occupied and each entity taking its share of a
+/// full chunk's header, then the pool's growth of a buffer to 5/4 of the tick that
+/// outgrew it; never below the pool's first buffers, sized for the NPCs and 256 players
+/// (`SimConfig::expected_entities`).
+pub fn tick_buffer_size(sim: &SimConfig) -> TickBufferSize {
+    let frame = (TICK_FRAME_PREFIX_LEN + CHUNK_HEADER_LEN) as u64;
+    let records = records_per_chunk(sim.chunk_payload).max(1) as u64;
+    let per_entity = ENTITY_RECORD_LEN as u64 + frame.div_ceil(records);
+    // The directory, a partly filled chunk in every cell, and one for the rounding up of
+    // the full ones.
+    let fixed = (TICK_FRAME_PREFIX_LEN + directory_len(sim.cells())) as u64
+        + (sim.cells() as u64 + 1) * frame;
+    let grown = |bytes: u64| bytes + bytes.div_ceil(4);
+    let expected = if sim.expected_entities > 0 {
+        sim.expected_entities
+    } else {
+        sim.npcs as usize + 256
+    };
+    TickBufferSize {
+        without_players: grown(fixed + per_entity * u64::from(sim.npcs)),
+        per_player: grown(per_entity),
+        least: tick_buffer_len(expected, sim) as u64,
     }
 }
 
@@ -251,7 +290,7 @@ impl Server {
                 .context("the Agones settings")?;
             // The Counter's capacity: the clients this server admits, whichever of the
             // client limit and the memory budget is lower.
-            let capacity = config.net.max_clients.min(memory_plan.clients) as u64;
+            let capacity = config.net.max_clients.min(server.memory_plan.clients) as u64;
             let inputs = agones::AgonesInputs {
                 progress: server.progress.clone(),
                 net_counters: server.net_counters.clone(),
@@ -279,7 +318,7 @@ impl Server {
     /// How the memory budget was shared out at start: the budget, the baseline RSS, the
     /// per-client cost and how many clients fit.
     pub fn memory_plan(&self) -> MemoryPlan {
-        self.memory_plan
+        self.memory_plan.clone()
     }
 
     /// Setting this flag stops the server after the current tick.
@@ -709,6 +748,58 @@ mod tests {
         let config = config.reconciled();
         assert_eq!(config.net.max_inputs_per_tick, 2);
         assert!(config.net.validate().is_ok());
+    }
+
+    #[test]
+    fn the_default_net_config_charges_for_the_default_world() {
+        assert_eq!(
+            tick_buffer_size(&SimConfig::default()),
+            NetConfig::default().tick_buffer
+        );
+    }
+
+    #[test]
+    fn the_tick_buffer_model_bounds_the_pools_buffers_closely() {
+        for sim in [
+            SimConfig::default(),
+            SimConfig {
+                npcs: 10_000,
+                cell_size: 16,
+                chunk_payload: 200,
+                ..SimConfig::default()
+            },
+            SimConfig {
+                npcs: 0,
+                arena_width: 100,
+                arena_height: 100,
+                ..SimConfig::default()
+            },
+        ] {
+            let model = tick_buffer_size(&sim);
+            for players in [0usize, 1, 100, 256, 1000, 5000] {
+                let entities = sim.npcs as usize + players;
+                // What the pool allocates at most: 5/4 of the tick that outgrew a buffer.
+                let pool = (tick_buffer_len(entities, &sim) as u64 * 5).div_ceil(4);
+                let bound = model.with_players(players);
+                assert!(bound >= pool, "{players} players: {bound} < {pool}");
+                // And not much more once the world fills its cells (and outgrows the
+                // pool's first buffers).
+                if entities >= sim.cells() * 4 && bound > model.least {
+                    assert!(
+                        bound <= pool + pool / 10,
+                        "{players} players: {bound} vs {pool}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_send_buffer_holds_two_of_the_largest_ticks_even_with_every_projectile() {
+        let config = ServerConfig::default().reconciled();
+        let largest =
+            config.sim.npcs as usize + config.net.max_clients + config.sim.max_projectiles();
+        assert!(config.net.datagram_send_buffer >= 2 * tick_buffer_len(largest, &config.sim));
     }
 
     #[test]

@@ -89,9 +89,9 @@ pub struct Settings {
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
-    /// Memory the server may use, e.g. 512MiB or 2GiB (default: the container's cgroup
-    /// limit, else the host's memory). Clients beyond what fits are refused with
-    /// over_memory_budget.
+    /// Memory the server may use, e.g. 512MiB or 2GiB (default: the smallest memory limit
+    /// on this process's own cgroup and its ancestors, v2 or v1, else the host's memory).
+    /// Clients beyond what fits are refused with over_memory_budget.
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_budget: Option<ByteSize>,

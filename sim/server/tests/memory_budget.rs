@@ -3,6 +3,14 @@
 //!
 //! A test binary of its own: the server sizes its budget from this process's resident
 //! set, which other tests running beside it would move by megabytes.
+//!
+//! This process hosts the clients as well as the server, so its resident set grows with
+//! both ends of every connection and with the clients' runtime, and the budget's measured
+//! check (`MeasuredBudget::admits`: resident set + headroom + the charge of clients joining)
+//! would count the clients' side too. A ballast held while the server measures its
+//! baseline, and freed before the first client, stands for that: the plan's count is what
+//! this test is about. The measured check is tested in `tickcast-net`'s unit tests and,
+//! with the server in a real memory cgroup of its own, in `tests/cgroup.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,8 +25,15 @@ use tickcast_sim::SimConfig;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
+/// More than glibc's largest dynamic mmap threshold (32 MiB), so the allocation is always
+/// its own mapping and freeing it gives the pages back to the system at once.
+const BALLAST_BYTES: usize = 64 << 20;
+
 fn start(data_dir: &Path, memory_budget: Option<u64>) -> Server {
-    Server::start(ServerConfig {
+    // Resident while the server starts (see the module doc); non-zero bytes, as zeroed
+    // pages would not be.
+    let ballast = vec![1u8; BALLAST_BYTES];
+    let server = Server::start(ServerConfig {
         net: NetConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.to_path_buf(),
@@ -32,7 +47,10 @@ fn start(data_dir: &Path, memory_budget: Option<u64>) -> Server {
         record: None,
         ..ServerConfig::default()
     })
-    .expect("server starts")
+    .expect("server starts");
+    // Freed only now that the server has measured its baseline.
+    drop(std::hint::black_box(ballast));
+    server
 }
 
 /// A server whose budget has room for 2 to 4 clients. The server measures its baseline
