@@ -14,6 +14,11 @@ Modes (default: all three; `--soak 10m` alone runs the soak):
   soak      500 clients (10 % stalled) for --soak (default 10m): server RSS every
             second, its least-squares slope after a warm-up, tick time; soak.csv and a
             PNG chart (drawn by tickcast-chart, no matplotlib needed).
+  scrape    (only when named) the cost of the metrics endpoint: the same load at 1,000
+            clients (--counts) twice, the server started with --metrics-listen both
+            times, a scraper polling GET /metrics every --scrape-every (default 1s) in
+            the second run only; server CPU µs per client-tick of each and their ratio,
+            and the metrics thread's own CPU.
 
   --quick   every mode with small counts and short windows: finishes in under 2 min.
   --baseline-server PATH
@@ -25,6 +30,7 @@ Modes (default: all three; `--soak 10m` alone runs the soak):
     python3 scripts/bench.py --quick
     python3 scripts/bench.py ab capacity --out bench-out
     python3 scripts/bench.py --soak 10m
+    python3 scripts/bench.py scrape --scrape-every 1s
 
 The driver builds what it runs (each cargo call under `flock /tmp/tickcast-cargo.lock`):
 the shipped binaries in target/release, A in target/bench-encode-once and B in
@@ -56,6 +62,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TICK_RATE = 30  # the server's default, which every run uses
 NET_THREAD = "tickcast-net"
+METRICS_THREAD = "tickcast-metrics"
 CARGO_LOCK = os.environ.get("TICKCAST_CARGO_LOCK", "/tmp/tickcast-cargo.lock")
 MIB = 1024 * 1024
 
@@ -236,6 +243,27 @@ def memory(pid):
     return values.get("VmRSS", 0), values.get("VmHWM", 0)
 
 
+def free_tcp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape_summary(samples):
+    """Scrapes [(seconds taken, bytes, HTTP status)] summed up: how many, how many
+    failed (not 200), mean time in ms, mean size in bytes.
+
+    >>> scrape_summary([(0.002, 9000, 200), (0.004, 9100, 200), (1.0, 0, 503)])
+    {'scrapes': 3, 'failed': 1, 'mean_ms': 3.0, 'mean_bytes': 9050.0}
+    >>> scrape_summary([])
+    {'scrapes': 0, 'failed': 0, 'mean_ms': None, 'mean_bytes': None}
+    """
+    ok = [(t, n) for t, n, status in samples if status == 200]
+    return {"scrapes": len(samples), "failed": len(samples) - len(ok),
+            "mean_ms": round(statistics.fmean(t for t, _ in ok) * 1000, 3) if ok else None,
+            "mean_bytes": statistics.fmean(n for _, n in ok) if ok else None}
+
+
 def free_udp_port():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -257,8 +285,9 @@ class Server:
     status lines are kept with the monotonic time they arrived; a sampler thread reads
     its RSS once a second."""
 
-    def __init__(self, binary, work, clients, npcs):
+    def __init__(self, binary, work, clients, npcs, metrics=False):
         self.addr = f"127.0.0.1:{free_udp_port()}"
+        self.metrics_addr = f"127.0.0.1:{free_tcp_port()}" if metrics else None
         self.work = work
         self.log_path = os.path.join(work, "server.log")
         self.status = []  # (monotonic time, parse_status dict)
@@ -268,7 +297,8 @@ class Server:
         env = dict(os.environ, RUST_LOG="info", NO_COLOR="1")
         self.proc = subprocess.Popen(
             [binary, "--listen", self.addr, "--max-clients", str(max(clients + 10, 100)),
-             "--npcs", str(npcs)],
+             "--npcs", str(npcs)]
+            + (["--metrics-listen", self.metrics_addr] if metrics else []),
             cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -316,7 +346,8 @@ class Server:
         pid = self.proc.pid
         rss, peak = memory(pid)
         return {"t": time.monotonic(), "cpu": thread_cpu(pid),
-                "net_cpu": thread_cpu(pid, NET_THREAD), "rss": rss, "peak": peak}
+                "net_cpu": thread_cpu(pid, NET_THREAD),
+                "metrics_cpu": thread_cpu(pid, METRICS_THREAD), "rss": rss, "peak": peak}
 
     def status_between(self, t0, t1):
         """Status lines that arrived in (t0, t1], with the last line before t0 first (the
@@ -328,6 +359,47 @@ class Server:
         self.done.set()
         stop_process(self.proc)
         self.reader.join(timeout=10)
+
+
+class Scraper:
+    """GET /metrics every `every` seconds on a thread of the driver (not the server's
+    CPU), the way Prometheus would: one connection per scrape, Connection: close."""
+
+    def __init__(self, addr, every):
+        host, port = addr.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.every = every
+        self.samples = []  # (seconds taken, bytes, status)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _scrape(self):
+        began = time.monotonic()
+        chunks = []
+        with socket.create_connection(self.target, timeout=5) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: tickcast\r\nConnection: close\r\n\r\n")
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        response = b"".join(chunks)
+        head, _, body = response.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+        return time.monotonic() - began, len(body), status
+
+    def _run(self):
+        next_at = time.monotonic()
+        while not self.done.is_set():
+            try:
+                self.samples.append(self._scrape())
+            except OSError:
+                self.samples.append((0.0, 0, 0))
+            next_at += self.every
+            self.done.wait(max(0.0, next_at - time.monotonic()))
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(timeout=10)
+        return scrape_summary(self.samples)
 
 
 class Bots:
@@ -362,9 +434,12 @@ class Bots:
             self.err.close()
 
 
-def run_load(binary, clients, timing, work, mix="walk=100", npcs=200):
+def run_load(binary, clients, timing, work, mix="walk=100", npcs=200, metrics=False, scrape_every=None):
     """Starts the server, lets it idle, brings the bots in over `ramp`, waits `settle`,
     measures over `window`, waits for the bots' report, stops the server.
+
+    `metrics` starts the server with --metrics-listen; `scrape_every` (seconds) also
+    scrapes it from the bots' start to the window's end.
 
     Bots play ramp + settle + window + 1 s each from their own connect, so every bot is
     connected for the whole window (the last connects at `ramp`, the first leaves at
@@ -372,18 +447,24 @@ def run_load(binary, clients, timing, work, mix="walk=100", npcs=200):
     os.makedirs(work, exist_ok=True)
     ramp, settle, window = timing["ramp"], timing["settle"], timing["window"]
     duration = ramp + settle + window + 1
-    server = Server(binary, work, clients, npcs)
+    server = Server(binary, work, clients, npcs, metrics=metrics or scrape_every is not None)
     bots = None
+    scraper = None
+    scrapes = None
     try:
         server.wait_ready()
         time.sleep(timing["idle"])
         idle = server.snapshot()
         bots = Bots(work, server, clients, duration, ramp, mix)
         started = time.monotonic()
+        if scrape_every is not None:
+            scraper = Scraper(server.metrics_addr, scrape_every)
         time.sleep(ramp + settle)
         w0 = server.snapshot()
         time.sleep(window)
         w1 = server.snapshot()
+        if scraper:
+            scrapes = scraper.stop()
         report = bots.report(timeout=ramp + duration + 60)
         if server.proc.poll() is not None:
             why = ("it was told to stop (SIGTERM, SIGINT or SIGHUP) by another process — "
@@ -392,6 +473,8 @@ def run_load(binary, clients, timing, work, mix="walk=100", npcs=200):
                    else f"it exited with {server.proc.returncode}")
             raise BenchError(f"tickcast-server ended during the run in {work}: {why}\n{server.log_tail(5)}")
     finally:
+        if scraper:
+            scraper.stop()
         if bots:
             bots.stop()
         server.stop()
@@ -413,6 +496,8 @@ def run_load(binary, clients, timing, work, mix="walk=100", npcs=200):
         "peak_rss": w1["peak"],
         "server_cores": cpu / seconds,
         "net_cores": (w1["net_cpu"] - w0["net_cpu"]) / seconds,
+        "metrics_cpu_ms_per_s": (w1["metrics_cpu"] - w0["metrics_cpu"]) * 1000 / seconds,
+        "scrapes": scrapes,
         "us_per_client_tick": cpu * 1e6 / (peers * ticks) if peers else None,
         "allocs_per_tick": allocations_per_tick(lines),
         "fanout_allocs_per_tick": allocations_per_tick(lines, "fanout_allocs"),
@@ -435,6 +520,8 @@ QUICK = {
     "timing": {"idle": 1, "ramp": 2, "settle": 2, "window": 4},
     "soak_clients": 100,
     "soak_duration": 45,
+    "scrape_counts": [100],
+    "scrape_window": 8,
 }
 FULL = {
     "quick": False,
@@ -443,6 +530,10 @@ FULL = {
     "timing": {"idle": 2, "ramp": 5, "settle": 5, "window": 10},
     "soak_clients": 500,
     "soak_duration": 600,
+    # 30 s windows: a 2 % change is the question, and 10 s windows of the same load
+    # differ by more than that from one run to the next.
+    "scrape_counts": [1000],
+    "scrape_window": 30,
 }
 
 
@@ -572,6 +663,58 @@ def mode_soak(preset, work, out, duration):
     print(f"\nSeries: `{show_path(csv_path)}`; chart: `{show_path(png)}`.\n")
 
 
+def scrape_change(without, with_):
+    """CPU per client-tick with a scraper over without it: (ratio, change in %).
+
+    >>> scrape_change(50.0, 50.5)
+    (1.01, 1.0)
+    >>> scrape_change(None, 50.0)
+    (None, None)
+    """
+    if not without or with_ is None:
+        return None, None
+    ratio = with_ / without
+    return round(ratio, 4), round((ratio - 1) * 100, 2)
+
+
+def mode_scrape(preset, work, out, every):
+    print(f"## Scrape cost: the metrics endpoint polled every {every:g} s\n")
+    print("`target/release/tickcast-server` on its defaults (200 NPCs, 30 Hz) with "
+          "`--metrics-listen 127.0.0.1:<port>` in both runs, bots `walk=100`; in the second run "
+          f"the driver GETs /metrics every {every:g} s (one connection per scrape) from the bots' "
+          f"start to the window's end. Window of {preset['scrape_window']} s after ramp + settle; "
+          "metrics thread = the CPU of the server's `tickcast-metrics` thread over the window.\n")
+    print("| clients | scraper | connected | server CPU µs per client-tick | server cores | metrics thread CPU | scrapes (failed) | mean scrape time | exposition size | delivery |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    rows = []
+    for clients in preset["scrape_counts"]:
+        timing = dict(timing_for(preset, clients), window=preset["scrape_window"])
+        results = {}
+        for scraping in (False, True):
+            label = f"every {every:g} s" if scraping else "none"
+            r = run_load(SERVER, clients, timing,
+                         os.path.join(work, f"scrape-{clients}-{'on' if scraping else 'off'}"),
+                         metrics=True, scrape_every=every if scraping else None)
+            results[scraping] = r
+            s = r["scrapes"] or {}
+            print(f"| {clients} | {label} | {r['connected']} | {fmt(r['us_per_client_tick'], '.2f')} | "
+                  f"{r['server_cores']:.3f} | {r['metrics_cpu_ms_per_s']:.3f} ms/s | "
+                  f"{fmt(s.get('scrapes'), 'd')} ({fmt(s.get('failed'), 'd')}) | "
+                  f"{fmt(s.get('mean_ms'), '.2f', ' ms')} | {fmt(s.get('mean_bytes'), ',.0f', ' B')} | "
+                  f"{fmt(delivery(r['report']), '.4f')} |", flush=True)
+            rows.append({"clients": clients, "scrape_every_s": every if scraping else "",
+                         "connected": r["connected"], "us_per_client_tick": r["us_per_client_tick"],
+                         "server_cores": r["server_cores"],
+                         "metrics_cpu_ms_per_s": r["metrics_cpu_ms_per_s"],
+                         "scrapes": s.get("scrapes"), "scrapes_failed": s.get("failed"),
+                         "scrape_mean_ms": s.get("mean_ms"), "exposition_bytes": s.get("mean_bytes"),
+                         "delivery": delivery(r["report"])})
+        ratio, change = scrape_change(results[False]["us_per_client_tick"], results[True]["us_per_client_tick"])
+        print(f"\nAt {clients} clients: with / without a scraper = {fmt(ratio, '.4f')} "
+              f"({fmt(change, '+.2f', ' %')}).\n", flush=True)
+    write_csv(os.path.join(out, "scrape.csv"), rows)
+
+
 def soak_rows(r):
     """One row per RSS sample (seconds since the bots started), with the tick p99 of the
     status line that arrived since the previous sample, if one did. `rss_window_mib`
@@ -691,13 +834,16 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("modes", nargs="*", metavar="MODE",
-                        help="all, ab, capacity, soak (default: all; `--soak D` alone: soak)")
+                        help="all, ab, capacity, soak, scrape (default: all = ab, capacity, soak; "
+                             "`--soak D` alone: soak)")
     parser.add_argument("--quick", action="store_true", help="small counts, short windows: under 2 minutes")
     parser.add_argument("--soak", type=parse_duration, metavar="DURATION",
                         help="soak length, e.g. 10m (default 10m; 45s with --quick)")
     parser.add_argument("--counts", type=lambda t: [int(n) for n in t.split(",")], metavar="N,N,…",
                         help="client counts for ab and capacity instead of the preset's")
     parser.add_argument("--out", help="directory for CSV, PNG and logs (default target/bench-out/<UTC time>)")
+    parser.add_argument("--scrape-every", type=parse_duration, default=1.0, metavar="DURATION",
+                        help="scrape mode: how often the scraper polls /metrics (default 1s)")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
     parser.add_argument("--baseline-server", metavar="PATH",
                         help="ab: also run this count-allocs server binary (an earlier commit) as A0")
@@ -708,9 +854,11 @@ def main(argv):
         failures, tests = doctest.testmod()
         print(f"bench.py self-test: {tests - failures} passed, {failures} failed")
         return 1 if failures else 0
-    unknown = set(args.modes) - {"all", "ab", "capacity", "soak"}
+    unknown = set(args.modes) - {"all", "ab", "capacity", "soak", "scrape"}
     if unknown:
-        parser.error(f"unknown mode {', '.join(sorted(unknown))} (all, ab, capacity, soak)")
+        parser.error(f"unknown mode {', '.join(sorted(unknown))} (all, ab, capacity, soak, scrape)")
+    if args.scrape_every <= 0:
+        parser.error("--scrape-every must be more than zero")
     modes = set(args.modes) - {"all"}
     if not modes:
         modes = {"soak"} if args.soak and not args.modes else {"ab", "capacity", "soak"}
@@ -718,7 +866,8 @@ def main(argv):
     if args.counts:
         if min(args.counts) < 1:
             parser.error("--counts must be positive")
-        preset = dict(preset, ab_counts=args.counts, capacity_counts=args.counts)
+        preset = dict(preset, ab_counts=args.counts, capacity_counts=args.counts,
+                      scrape_counts=args.counts)
     duration = args.soak or preset["soak_duration"]
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = os.path.abspath(args.out or os.path.join(ROOT, "target", "bench-out", stamp))
@@ -735,6 +884,8 @@ def main(argv):
             mode_capacity(preset, work, out)
         if "soak" in modes:
             mode_soak(preset, work, out, duration)
+        if "scrape" in modes:
+            mode_scrape(preset, work, out, args.scrape_every)
     except BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1

@@ -176,6 +176,15 @@ fn prometheus_scrapes_the_clients_gauge_and_promtool_accepts_exposition_rules_an
     promtool(&["check", "rules", alerts.to_str().unwrap()], None);
     let example = operations_file("prometheus.yml");
     promtool(&["check", "config", example.to_str().unwrap()], None);
+    // docs/OPERATIONS.md shows these files whole: they must not drift apart.
+    let operations = std::fs::read_to_string(operations_file("../OPERATIONS.md")).unwrap();
+    for file in ["alerts.yml", "prometheus.yml", "datadog-openmetrics.yaml"] {
+        let text = std::fs::read_to_string(operations_file(file)).unwrap();
+        assert!(
+            operations.contains(&text),
+            "docs/OPERATIONS.md does not show docs/operations/{file} as it is"
+        );
+    }
     let rules = std::fs::read_to_string(&alerts).unwrap();
     let names = metric_names_in(&rules);
     assert!(names.len() >= 8, "{names:?}");
