@@ -15,10 +15,10 @@ Modes (default: all three; `--soak 10m` alone runs the soak):
             second, its least-squares slope after a warm-up, tick time; soak.csv and a
             PNG chart (drawn by tickcast-chart, no matplotlib needed).
   scrape    (only when named) the cost of the metrics endpoint: the same load at 1,000
-            clients (--counts) twice, the server started with --metrics-listen both
-            times, a scraper polling GET /metrics every --scrape-every (default 1s) in
-            the second run only; server CPU µs per client-tick of each and their ratio,
-            and the metrics thread's own CPU.
+            clients (--counts) without and with a scraper polling GET /metrics every
+            --scrape-every (default 1s), the server started with --metrics-listen in
+            both; --repeat N pairs in ABBA order. Server CPU µs per client-tick of each,
+            their ratio, and the metrics thread's own CPU.
 
   --quick   every mode with small counts and short windows: finishes in under 2 min.
   --baseline-server PATH
@@ -30,7 +30,7 @@ Modes (default: all three; `--soak 10m` alone runs the soak):
     python3 scripts/bench.py --quick
     python3 scripts/bench.py ab capacity --out bench-out
     python3 scripts/bench.py --soak 10m
-    python3 scripts/bench.py scrape --scrape-every 1s
+    python3 scripts/bench.py scrape --scrape-every 1s --repeat 2
 
 The driver builds what it runs (each cargo call under `flock /tmp/tickcast-cargo.lock`):
 the shipped binaries in target/release, A in target/bench-encode-once and B in
@@ -62,7 +62,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TICK_RATE = 30  # the server's default, which every run uses
 NET_THREAD = "tickcast-net"
-METRICS_THREAD = "tickcast-metrics"
+# Linux keeps 15 bytes of a thread name (`comm`): "tickcast-metrics" reads "tickcast-metric".
+METRICS_THREAD = "tickcast-metrics"[:15]
 CARGO_LOCK = os.environ.get("TICKCAST_CARGO_LOCK", "/tmp/tickcast-cargo.lock")
 MIB = 1024 * 1024
 
@@ -90,14 +91,16 @@ class BenchError(Exception):
 
 STATUS = re.compile(
     r"clients=(?P<clients>\d+) tick=(?P<tick>\d+) entities=\d+ tick_p99_us=(?P<tick_p99>\d+) "
-    r"fanout_mean_us=(?P<fan_mean>\d+) fanout_max_us=(?P<fan_max>\d+) .*?late_ticks=(?P<late>\d+)"
+    r"fanout_mean_us=(?P<fan_mean>\d+) fanout_max_us=(?P<fan_max>\d+) "
+    r".*?skipped_peer_ticks=(?P<skipped>\d+) late_ticks=(?P<late>\d+)"
     r"(?: allocs=(?P<allocs>\d+))?(?: fanout_allocs=(?P<fanout_allocs>\d+))?"
 )
 # The status line of servers before the config-file commit (a --baseline-server may be
 # one): units after the numbers, fan-out as mean/max.
 STATUS_BEFORE_FIELDS = re.compile(
     r"clients=(?P<clients>\d+) tick=(?P<tick>\d+) entities=\d+ tick_p99=(?P<tick_p99>\d+)us "
-    r"fanout=(?P<fan_mean>\d+)/(?P<fan_max>\d+)us .*?late_ticks=(?P<late>\d+)"
+    r"fanout=(?P<fan_mean>\d+)/(?P<fan_max>\d+)us .*?skipped_peer_ticks=(?P<skipped>\d+) "
+    r"late_ticks=(?P<late>\d+)"
     r"(?: allocs=(?P<allocs>\d+))?(?: fanout_allocs=(?P<fanout_allocs>\d+))?"
 )
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -109,15 +112,17 @@ def parse_status(line):
 
     >>> s = parse_status("INFO tickcast::status: clients=3 tick=90 entities=203 "
     ...     "tick_p99_us=250 fanout_mean_us=40 fanout_max_us=90 out_bytes_per_s=1048576 "
-    ...     "rss_bytes=21076377 skipped_peer_ticks=0 late_ticks=1 allocs=1234 fanout_allocs=5")
+    ...     "rss_bytes=21076377 skipped_peer_ticks=7 late_ticks=1 allocs=1234 fanout_allocs=5")
     >>> (s["clients"], s["tick"], s["tick_p99"], s["fan_mean"], s["fan_max"], s["allocs"], s["fanout_allocs"])
     (3, 90, 250, 40, 90, 1234, 5)
+    >>> s["skipped"], s["late"]
+    (7, 1)
     >>> parse_status("clients=3 tick=90 entities=203 tick_p99_us=250 fanout_mean_us=40 "
     ...     "fanout_max_us=90 out_bytes_per_s=0 rss_bytes=1 skipped_peer_ticks=0 "
     ...     "late_ticks=0")["allocs"] is None
     True
     >>> old = parse_status("INFO tickcast::status: clients=3 tick=90 entities=203 "
-    ...     "tick_p99=250us fanout=40/90us out=1.0MiB/s rss=20.1MiB skipped_peer_ticks=0 "
+    ...     "tick_p99=250us fanout=40/90us out=1.0MiB/s rss=20.1MiB skipped_peer_ticks=7 "
     ...     "late_ticks=1 allocs=1234 fanout_allocs=5")
     >>> old == s
     True
@@ -497,6 +502,7 @@ def run_load(binary, clients, timing, work, mix="walk=100", npcs=200, metrics=Fa
         "server_cores": cpu / seconds,
         "net_cores": (w1["net_cpu"] - w0["net_cpu"]) / seconds,
         "metrics_cpu_ms_per_s": (w1["metrics_cpu"] - w0["metrics_cpu"]) * 1000 / seconds,
+        "skipped": (in_window[-1]["skipped"] - lines[0][1]["skipped"]) if in_window else None,
         "scrapes": scrapes,
         "us_per_client_tick": cpu * 1e6 / (peers * ticks) if peers else None,
         "allocs_per_tick": allocations_per_tick(lines),
@@ -677,41 +683,64 @@ def scrape_change(without, with_):
     return round(ratio, 4), round((ratio - 1) * 100, 2)
 
 
-def mode_scrape(preset, work, out, every):
+def scrape_order(repeat):
+    """Whether each run scrapes: pairs in ABBA order (off, on, on, off, …), so that a
+    load on the machine that drifts during the runs weighs on both sides alike.
+
+    >>> scrape_order(1), scrape_order(2)
+    ([False, True], [False, True, True, False])
+    """
+    return [scraping for i in range(repeat)
+            for scraping in ((False, True) if i % 2 == 0 else (True, False))]
+
+
+def mode_scrape(preset, work, out, every, repeat):
     print(f"## Scrape cost: the metrics endpoint polled every {every:g} s\n")
     print("`target/release/tickcast-server` on its defaults (200 NPCs, 30 Hz) with "
-          "`--metrics-listen 127.0.0.1:<port>` in both runs, bots `walk=100`; in the second run "
-          f"the driver GETs /metrics every {every:g} s (one connection per scrape) from the bots' "
-          f"start to the window's end. Window of {preset['scrape_window']} s after ramp + settle; "
-          "metrics thread = the CPU of the server's `tickcast-metrics` thread over the window.\n")
-    print("| clients | scraper | connected | server CPU µs per client-tick | server cores | metrics thread CPU | scrapes (failed) | mean scrape time | exposition size | delivery |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+          "`--metrics-listen 127.0.0.1:<port>` in every run, bots `walk=100`; in the runs with a "
+          f"scraper the driver GETs /metrics every {every:g} s (one connection per scrape) from the "
+          f"bots' start to the window's end. {repeat} pair(s) of runs in ABBA order. Window of "
+          f"{preset['scrape_window']} s after ramp + settle; metrics thread = the CPU of the "
+          "server's `tickcast-metrics` thread over the window; skipped = (client, tick) pairs "
+          "skipped by backpressure in the window, a sign the bots were short of CPU.\n")
+    print("| clients | run | scraper | connected | server CPU µs per client-tick | server cores | metrics thread CPU | skipped | scrapes (failed) | mean scrape time | exposition size | delivery |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     rows = []
     for clients in preset["scrape_counts"]:
         timing = dict(timing_for(preset, clients), window=preset["scrape_window"])
-        results = {}
-        for scraping in (False, True):
+        results = {False: [], True: []}
+        for run, scraping in enumerate(scrape_order(repeat), 1):
             label = f"every {every:g} s" if scraping else "none"
             r = run_load(SERVER, clients, timing,
-                         os.path.join(work, f"scrape-{clients}-{'on' if scraping else 'off'}"),
+                         os.path.join(work, f"scrape-{clients}-{run}-{'on' if scraping else 'off'}"),
                          metrics=True, scrape_every=every if scraping else None)
-            results[scraping] = r
+            results[scraping].append(r)
             s = r["scrapes"] or {}
-            print(f"| {clients} | {label} | {r['connected']} | {fmt(r['us_per_client_tick'], '.2f')} | "
+            print(f"| {clients} | {run} | {label} | {r['connected']} | {fmt(r['us_per_client_tick'], '.2f')} | "
                   f"{r['server_cores']:.3f} | {r['metrics_cpu_ms_per_s']:.3f} ms/s | "
+                  f"{fmt(r['skipped'], ',d')} | "
                   f"{fmt(s.get('scrapes'), 'd')} ({fmt(s.get('failed'), 'd')}) | "
                   f"{fmt(s.get('mean_ms'), '.2f', ' ms')} | {fmt(s.get('mean_bytes'), ',.0f', ' B')} | "
                   f"{fmt(delivery(r['report']), '.4f')} |", flush=True)
-            rows.append({"clients": clients, "scrape_every_s": every if scraping else "",
+            rows.append({"clients": clients, "run": run, "scrape_every_s": every if scraping else "",
                          "connected": r["connected"], "us_per_client_tick": r["us_per_client_tick"],
                          "server_cores": r["server_cores"],
-                         "metrics_cpu_ms_per_s": r["metrics_cpu_ms_per_s"],
+                         "metrics_cpu_ms_per_s": r["metrics_cpu_ms_per_s"], "skipped": r["skipped"],
                          "scrapes": s.get("scrapes"), "scrapes_failed": s.get("failed"),
                          "scrape_mean_ms": s.get("mean_ms"), "exposition_bytes": s.get("mean_bytes"),
                          "delivery": delivery(r["report"])})
-        ratio, change = scrape_change(results[False]["us_per_client_tick"], results[True]["us_per_client_tick"])
-        print(f"\nAt {clients} clients: with / without a scraper = {fmt(ratio, '.4f')} "
-              f"({fmt(change, '+.2f', ' %')}).\n", flush=True)
+
+        def mean(scraping, key):
+            values = [r[key] for r in results[scraping] if r[key] is not None]
+            return statistics.fmean(values) if values else None
+        ratio, change = scrape_change(mean(False, "us_per_client_tick"), mean(True, "us_per_client_tick"))
+        metrics_thread = mean(True, "metrics_cpu_ms_per_s") - mean(False, "metrics_cpu_ms_per_s")
+        server_ms = mean(False, "server_cores") * 1000
+        print(f"\nAt {clients} clients: server CPU per client-tick with / without a scraper = "
+              f"{fmt(ratio, '.4f')} ({fmt(change, '+.2f', ' %')}), means over {repeat} run(s) each. "
+              f"The metrics thread's own CPU with a scraper: {metrics_thread:+.3f} ms/s "
+              f"= {fmt(metrics_thread / server_ms * 100 if server_ms else None, '+.3f', ' %')} of the "
+              f"server's CPU without one ({server_ms:.0f} ms/s).\n", flush=True)
     write_csv(os.path.join(out, "scrape.csv"), rows)
 
 
@@ -844,6 +873,8 @@ def main(argv):
     parser.add_argument("--out", help="directory for CSV, PNG and logs (default target/bench-out/<UTC time>)")
     parser.add_argument("--scrape-every", type=parse_duration, default=1.0, metavar="DURATION",
                         help="scrape mode: how often the scraper polls /metrics (default 1s)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="scrape mode: N pairs of runs, in ABBA order (default 1)")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
     parser.add_argument("--baseline-server", metavar="PATH",
                         help="ab: also run this count-allocs server binary (an earlier commit) as A0")
@@ -857,6 +888,8 @@ def main(argv):
     unknown = set(args.modes) - {"all", "ab", "capacity", "soak", "scrape"}
     if unknown:
         parser.error(f"unknown mode {', '.join(sorted(unknown))} (all, ab, capacity, soak, scrape)")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.scrape_every <= 0:
         parser.error("--scrape-every must be more than zero")
     modes = set(args.modes) - {"all"}
@@ -885,7 +918,7 @@ def main(argv):
         if "soak" in modes:
             mode_soak(preset, work, out, duration)
         if "scrape" in modes:
-            mode_scrape(preset, work, out, args.scrape_every)
+            mode_scrape(preset, work, out, args.scrape_every, args.repeat)
     except BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1
