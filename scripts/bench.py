@@ -14,11 +14,12 @@ Modes (default: all three; `--soak 10m` alone runs the soak):
   soak      500 clients (10 % stalled) for --soak (default 10m): server RSS every
             second, its least-squares slope after a warm-up, tick time; soak.csv and a
             PNG chart (drawn by tickcast-chart, no matplotlib needed).
-  scrape    (only when named) the cost of the metrics endpoint: the same load at 1,000
-            clients (--counts) without and with a scraper polling GET /metrics every
-            --scrape-every (default 1s), the server started with --metrics-listen in
-            both; --repeat N pairs in ABBA order. Server CPU µs per client-tick of each,
-            their ratio, and the metrics thread's own CPU.
+  scrape    (only when named) the cost of the metrics endpoint: one server (with
+            --metrics-listen) under 1,000 clients (--counts), its time cut into
+            --segments segments of 10 s, a scraper polling GET /metrics every
+            --scrape-every (default 1s) in half of them (ABBA order, so drift weighs on
+            both sides alike); server CPU µs per client-tick with and without, their
+            ratio with its uncertainty, and the metrics thread's own CPU.
 
   --quick   every mode with small counts and short windows: finishes in under 2 min.
   --baseline-server PATH
@@ -30,7 +31,7 @@ Modes (default: all three; `--soak 10m` alone runs the soak):
     python3 scripts/bench.py --quick
     python3 scripts/bench.py ab capacity --out bench-out
     python3 scripts/bench.py --soak 10m
-    python3 scripts/bench.py scrape --scrape-every 1s --repeat 2
+    python3 scripts/bench.py scrape --scrape-every 1s
 
 The driver builds what it runs (each cargo call under `flock /tmp/tickcast-cargo.lock`):
 the shipped binaries in target/release, A in target/bench-encode-once and B in
@@ -367,17 +368,22 @@ class Server:
 
 
 class Scraper:
-    """GET /metrics every `every` seconds on a thread of the driver (not the server's
-    CPU), the way Prometheus would: one connection per scrape, Connection: close."""
+    """GET /metrics every `every` seconds while switched on, on a thread of the driver
+    (not the server's CPU), the way Prometheus would: one connection per scrape,
+    Connection: close."""
 
     def __init__(self, addr, every):
         host, port = addr.rsplit(":", 1)
         self.target = (host, int(port))
         self.every = every
         self.samples = []  # (seconds taken, bytes, status)
+        self.on = threading.Event()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    def switch(self, on):
+        (self.on.set if on else self.on.clear)()
 
     def _scrape(self):
         began = time.monotonic()
@@ -392,14 +398,16 @@ class Scraper:
         return time.monotonic() - began, len(body), status
 
     def _run(self):
-        next_at = time.monotonic()
         while not self.done.is_set():
+            if not self.on.is_set():
+                self.done.wait(0.02)
+                continue
+            began = time.monotonic()
             try:
                 self.samples.append(self._scrape())
             except OSError:
                 self.samples.append((0.0, 0, 0))
-            next_at += self.every
-            self.done.wait(max(0.0, next_at - time.monotonic()))
+            self.done.wait(max(0.0, self.every - (time.monotonic() - began)))
 
     def stop(self):
         self.done.set()
@@ -439,12 +447,9 @@ class Bots:
             self.err.close()
 
 
-def run_load(binary, clients, timing, work, mix="walk=100", npcs=200, metrics=False, scrape_every=None):
+def run_load(binary, clients, timing, work, mix="walk=100", npcs=200):
     """Starts the server, lets it idle, brings the bots in over `ramp`, waits `settle`,
     measures over `window`, waits for the bots' report, stops the server.
-
-    `metrics` starts the server with --metrics-listen; `scrape_every` (seconds) also
-    scrapes it from the bots' start to the window's end.
 
     Bots play ramp + settle + window + 1 s each from their own connect, so every bot is
     connected for the whole window (the last connects at `ramp`, the first leaves at
@@ -452,24 +457,18 @@ def run_load(binary, clients, timing, work, mix="walk=100", npcs=200, metrics=Fa
     os.makedirs(work, exist_ok=True)
     ramp, settle, window = timing["ramp"], timing["settle"], timing["window"]
     duration = ramp + settle + window + 1
-    server = Server(binary, work, clients, npcs, metrics=metrics or scrape_every is not None)
+    server = Server(binary, work, clients, npcs)
     bots = None
-    scraper = None
-    scrapes = None
     try:
         server.wait_ready()
         time.sleep(timing["idle"])
         idle = server.snapshot()
         bots = Bots(work, server, clients, duration, ramp, mix)
         started = time.monotonic()
-        if scrape_every is not None:
-            scraper = Scraper(server.metrics_addr, scrape_every)
         time.sleep(ramp + settle)
         w0 = server.snapshot()
         time.sleep(window)
         w1 = server.snapshot()
-        if scraper:
-            scrapes = scraper.stop()
         report = bots.report(timeout=ramp + duration + 60)
         if server.proc.poll() is not None:
             why = ("it was told to stop (SIGTERM, SIGINT or SIGHUP) by another process — "
@@ -478,8 +477,6 @@ def run_load(binary, clients, timing, work, mix="walk=100", npcs=200, metrics=Fa
                    else f"it exited with {server.proc.returncode}")
             raise BenchError(f"tickcast-server ended during the run in {work}: {why}\n{server.log_tail(5)}")
     finally:
-        if scraper:
-            scraper.stop()
         if bots:
             bots.stop()
         server.stop()
@@ -501,9 +498,6 @@ def run_load(binary, clients, timing, work, mix="walk=100", npcs=200, metrics=Fa
         "peak_rss": w1["peak"],
         "server_cores": cpu / seconds,
         "net_cores": (w1["net_cpu"] - w0["net_cpu"]) / seconds,
-        "metrics_cpu_ms_per_s": (w1["metrics_cpu"] - w0["metrics_cpu"]) * 1000 / seconds,
-        "skipped": (in_window[-1]["skipped"] - lines[0][1]["skipped"]) if in_window else None,
-        "scrapes": scrapes,
         "us_per_client_tick": cpu * 1e6 / (peers * ticks) if peers else None,
         "allocs_per_tick": allocations_per_tick(lines),
         "fanout_allocs_per_tick": allocations_per_tick(lines, "fanout_allocs"),
@@ -527,7 +521,8 @@ QUICK = {
     "soak_clients": 100,
     "soak_duration": 45,
     "scrape_counts": [100],
-    "scrape_window": 8,
+    "scrape_segments": 4,
+    "scrape_segment_s": 3,
 }
 FULL = {
     "quick": False,
@@ -536,10 +531,13 @@ FULL = {
     "timing": {"idle": 2, "ramp": 5, "settle": 5, "window": 10},
     "soak_clients": 500,
     "soak_duration": 600,
-    # 30 s windows: a 2 % change is the question, and 10 s windows of the same load
-    # differ by more than that from one run to the next.
+    # One server, scraper on and off in alternate 10 s segments: separate runs of the
+    # same load differed by up to 50 % in CPU per client-tick within five minutes here
+    # (fresh server and bots each time, and whatever else the machine was doing), far
+    # more than the 2 % in question.
     "scrape_counts": [1000],
-    "scrape_window": 30,
+    "scrape_segments": 12,
+    "scrape_segment_s": 10,
 }
 
 
@@ -683,64 +681,130 @@ def scrape_change(without, with_):
     return round(ratio, 4), round((ratio - 1) * 100, 2)
 
 
-def scrape_order(repeat):
-    """Whether each run scrapes: pairs in ABBA order (off, on, on, off, …), so that a
-    load on the machine that drifts during the runs weighs on both sides alike.
+def scrape_order(segments):
+    """Whether each segment scrapes, in ABBA order (off, on, on, off, off, on, …): a
+    linear drift in the machine's load weighs on both sides alike.
 
-    >>> scrape_order(1), scrape_order(2)
-    ([False, True], [False, True, True, False])
+    >>> scrape_order(4), scrape_order(6)
+    ([False, True, True, False], [False, True, True, False, False, True])
     """
-    return [scraping for i in range(repeat)
-            for scraping in ((False, True) if i % 2 == 0 else (True, False))]
+    return [(i % 4) in (1, 2) for i in range(segments)]
 
 
-def mode_scrape(preset, work, out, every, repeat):
+def mean_and_change(off, on):
+    """Means of two samples, the change from `off` to `on` in %, and twice its standard
+    error in % (Welch): a change smaller than that is not measurable with these samples.
+
+    >>> mean_and_change([10.0, 10.2, 9.8], [10.1, 10.3, 9.9])
+    (10.0, 10.1, 1.0, 3.27)
+    >>> mean_and_change([10.0], [10.0])
+    (10.0, 10.0, 0.0, None)
+    """
+    m_off, m_on = statistics.fmean(off), statistics.fmean(on)
+    change = round((m_on / m_off - 1) * 100, 2)
+    if len(off) < 2 or len(on) < 2:
+        return m_off, m_on, change, None
+    se = (statistics.variance(off) / len(off) + statistics.variance(on) / len(on)) ** 0.5
+    return m_off, m_on, change, round(2 * se / m_off * 100, 2)
+
+
+def run_interleaved(clients, timing, work, every, segments, segment_s, mix="walk=100", npcs=200):
+    """One server (with --metrics-listen) and one swarm: after the ramp and `settle`,
+    `segments` segments of `segment_s` seconds, the scraper switched on in half of them
+    (`scrape_order`). Per segment: CPU µs per client-tick, the metrics thread's CPU,
+    skipped peer ticks, the scrapes made."""
+    os.makedirs(work, exist_ok=True)
+    ramp, settle = timing["ramp"], timing["settle"]
+    duration = ramp + settle + segments * segment_s + 1
+    server = Server(SERVER, work, clients, npcs, metrics=True)
+    bots = scraper = None
+    spans = []
+    try:
+        server.wait_ready()
+        bots = Bots(work, server, clients, duration, ramp, mix)
+        scraper = Scraper(server.metrics_addr, every)
+        time.sleep(ramp + settle)
+        for scraping in scrape_order(segments):
+            scraper.switch(scraping)
+            first_scrape = len(scraper.samples)
+            s0 = server.snapshot()
+            time.sleep(segment_s)
+            s1 = server.snapshot()
+            spans.append((scraping, s0, s1, scraper.samples[first_scrape:]))
+        scraper.switch(False)
+        report = bots.report(timeout=ramp + duration + 60)
+        if server.proc.poll() is not None:
+            raise BenchError(f"tickcast-server ended during the run in {work}\n{server.log_tail(5)}")
+    finally:
+        if scraper:
+            scraper.stop()
+        if bots:
+            bots.stop()
+        server.stop()
+    rows = []
+    for scraping, s0, s1, samples in spans:
+        lines = server.status_between(s0["t"], s1["t"])
+        in_span = [s for t, s in lines if t > s0["t"]]
+        seconds = s1["t"] - s0["t"]
+        peers = statistics.fmean(s["clients"] for s in in_span) if in_span else None
+        cpu = s1["cpu"] - s0["cpu"]
+        rows.append({
+            "scraping": scraping,
+            "peers": peers,
+            "us_per_client_tick": cpu * 1e6 / (peers * seconds * TICK_RATE) if peers else None,
+            "server_cores": cpu / seconds,
+            "metrics_cpu_ms_per_s": (s1["metrics_cpu"] - s0["metrics_cpu"]) * 1000 / seconds,
+            "skipped": (in_span[-1]["skipped"] - lines[0][1]["skipped"]) if in_span else None,
+            **scrape_summary(samples),
+        })
+    return rows, report
+
+
+def mode_scrape(preset, work, out, every):
+    segments, segment_s = preset["scrape_segments"], preset["scrape_segment_s"]
     print(f"## Scrape cost: the metrics endpoint polled every {every:g} s\n")
     print("`target/release/tickcast-server` on its defaults (200 NPCs, 30 Hz) with "
-          "`--metrics-listen 127.0.0.1:<port>` in every run, bots `walk=100`; in the runs with a "
-          f"scraper the driver GETs /metrics every {every:g} s (one connection per scrape) from the "
-          f"bots' start to the window's end. {repeat} pair(s) of runs in ABBA order. Window of "
-          f"{preset['scrape_window']} s after ramp + settle; metrics thread = the CPU of the "
-          "server's `tickcast-metrics` thread over the window; skipped = (client, tick) pairs "
-          "skipped by backpressure in the window, a sign the bots were short of CPU.\n")
-    print("| clients | run | scraper | connected | server CPU µs per client-tick | server cores | metrics thread CPU | skipped | scrapes (failed) | mean scrape time | exposition size | delivery |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+          "`--metrics-listen 127.0.0.1:<port>`, bots `walk=100`; after ramp + settle, "
+          f"{segments} segments of {segment_s} s, the driver GETting /metrics every {every:g} s "
+          "(one connection per scrape) in half of them, in ABBA order. Metrics thread = the "
+          "CPU of the server's `tickcast-metrics` thread; skipped = (client, tick) pairs "
+          "skipped by backpressure, a sign the bots were short of CPU. ± = twice the standard "
+          "error of the difference (Welch).\n")
+    print("| clients | scraper | segments | server CPU µs per client-tick (mean; min–max) | server cores | metrics thread CPU | skipped | scrapes (failed) | mean scrape time | exposition size | delivery |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     rows = []
     for clients in preset["scrape_counts"]:
-        timing = dict(timing_for(preset, clients), window=preset["scrape_window"])
-        results = {False: [], True: []}
-        for run, scraping in enumerate(scrape_order(repeat), 1):
-            label = f"every {every:g} s" if scraping else "none"
-            r = run_load(SERVER, clients, timing,
-                         os.path.join(work, f"scrape-{clients}-{run}-{'on' if scraping else 'off'}"),
-                         metrics=True, scrape_every=every if scraping else None)
-            results[scraping].append(r)
-            s = r["scrapes"] or {}
-            print(f"| {clients} | {run} | {label} | {r['connected']} | {fmt(r['us_per_client_tick'], '.2f')} | "
-                  f"{r['server_cores']:.3f} | {r['metrics_cpu_ms_per_s']:.3f} ms/s | "
-                  f"{fmt(r['skipped'], ',d')} | "
-                  f"{fmt(s.get('scrapes'), 'd')} ({fmt(s.get('failed'), 'd')}) | "
-                  f"{fmt(s.get('mean_ms'), '.2f', ' ms')} | {fmt(s.get('mean_bytes'), ',.0f', ' B')} | "
-                  f"{fmt(delivery(r['report']), '.4f')} |", flush=True)
-            rows.append({"clients": clients, "run": run, "scrape_every_s": every if scraping else "",
-                         "connected": r["connected"], "us_per_client_tick": r["us_per_client_tick"],
-                         "server_cores": r["server_cores"],
-                         "metrics_cpu_ms_per_s": r["metrics_cpu_ms_per_s"], "skipped": r["skipped"],
-                         "scrapes": s.get("scrapes"), "scrapes_failed": s.get("failed"),
-                         "scrape_mean_ms": s.get("mean_ms"), "exposition_bytes": s.get("mean_bytes"),
-                         "delivery": delivery(r["report"])})
-
-        def mean(scraping, key):
-            values = [r[key] for r in results[scraping] if r[key] is not None]
-            return statistics.fmean(values) if values else None
-        ratio, change = scrape_change(mean(False, "us_per_client_tick"), mean(True, "us_per_client_tick"))
-        metrics_thread = mean(True, "metrics_cpu_ms_per_s") - mean(False, "metrics_cpu_ms_per_s")
-        server_ms = mean(False, "server_cores") * 1000
-        print(f"\nAt {clients} clients: server CPU per client-tick with / without a scraper = "
-              f"{fmt(ratio, '.4f')} ({fmt(change, '+.2f', ' %')}), means over {repeat} run(s) each. "
-              f"The metrics thread's own CPU with a scraper: {metrics_thread:+.3f} ms/s "
-              f"= {fmt(metrics_thread / server_ms * 100 if server_ms else None, '+.3f', ' %')} of the "
-              f"server's CPU without one ({server_ms:.0f} ms/s).\n", flush=True)
+        spans, report = run_interleaved(clients, timing_for(preset, clients),
+                                        os.path.join(work, f"scrape-{clients}"), every, segments, segment_s)
+        for i, span in enumerate(spans, 1):
+            rows.append({"clients": clients, "segment": i, "scrape_every_s": every if span["scraping"] else "",
+                         **{k: v for k, v in span.items() if k != "scraping"}})
+        side = {on: [s for s in spans if s["scraping"] == on] for on in (False, True)}
+        values = {on: [s["us_per_client_tick"] for s in side[on] if s["us_per_client_tick"]] for on in side}
+        for on in (False, True):
+            got = side[on]
+            made = sum(s["scrapes"] for s in got)
+            failed = sum(s["failed"] for s in got)
+            timed = [s["mean_ms"] for s in got if s["mean_ms"] is not None]
+            sizes = [s["mean_bytes"] for s in got if s["mean_bytes"] is not None]
+            print(f"| {clients} | {f'every {every:g} s' if on else 'none'} | {len(got)} | "
+                  f"{fmt(statistics.fmean(values[on]) if values[on] else None, '.2f')}; "
+                  f"{fmt(min(values[on], default=None), '.2f')}–{fmt(max(values[on], default=None), '.2f')} | "
+                  f"{statistics.fmean(s['server_cores'] for s in got):.3f} | "
+                  f"{statistics.fmean(s['metrics_cpu_ms_per_s'] for s in got):.3f} ms/s | "
+                  f"{fmt(sum(s['skipped'] or 0 for s in got), ',d')} | {made} ({failed}) | "
+                  f"{fmt(statistics.fmean(timed) if timed else None, '.2f', ' ms')} | "
+                  f"{fmt(statistics.fmean(sizes) if sizes else None, ',.0f', ' B')} | "
+                  f"{fmt(delivery(report), '.4f')} |", flush=True)
+        if values[False] and values[True]:
+            _, _, change, two_se = mean_and_change(values[False], values[True])
+            thread = (statistics.fmean(s["metrics_cpu_ms_per_s"] for s in side[True])
+                      - statistics.fmean(s["metrics_cpu_ms_per_s"] for s in side[False]))
+            server_ms = statistics.fmean(s["server_cores"] for s in side[False]) * 1000
+            print(f"\nAt {clients} clients: server CPU per client-tick with a scraper "
+                  f"{change:+.2f} % ± {fmt(two_se, '.2f')} % against without. The metrics thread's "
+                  f"own CPU with a scraper: {thread:+.3f} ms/s = {thread / server_ms * 100:+.3f} % of "
+                  f"the server's CPU without one ({server_ms:.0f} ms/s).\n", flush=True)
     write_csv(os.path.join(out, "scrape.csv"), rows)
 
 
@@ -873,8 +937,8 @@ def main(argv):
     parser.add_argument("--out", help="directory for CSV, PNG and logs (default target/bench-out/<UTC time>)")
     parser.add_argument("--scrape-every", type=parse_duration, default=1.0, metavar="DURATION",
                         help="scrape mode: how often the scraper polls /metrics (default 1s)")
-    parser.add_argument("--repeat", type=int, default=1, metavar="N",
-                        help="scrape mode: N pairs of runs, in ABBA order (default 1)")
+    parser.add_argument("--segments", type=int, metavar="N",
+                        help="scrape mode: segments of 10 s, half with the scraper (default 12)")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
     parser.add_argument("--baseline-server", metavar="PATH",
                         help="ab: also run this count-allocs server binary (an earlier commit) as A0")
@@ -888,8 +952,8 @@ def main(argv):
     unknown = set(args.modes) - {"all", "ab", "capacity", "soak", "scrape"}
     if unknown:
         parser.error(f"unknown mode {', '.join(sorted(unknown))} (all, ab, capacity, soak, scrape)")
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
+    if args.segments is not None and (args.segments < 2 or args.segments % 2):
+        parser.error("--segments must be even and at least 2")
     if args.scrape_every <= 0:
         parser.error("--scrape-every must be more than zero")
     modes = set(args.modes) - {"all"}
@@ -901,6 +965,8 @@ def main(argv):
             parser.error("--counts must be positive")
         preset = dict(preset, ab_counts=args.counts, capacity_counts=args.counts,
                       scrape_counts=args.counts)
+    if args.segments:
+        preset = dict(preset, scrape_segments=args.segments)
     duration = args.soak or preset["soak_duration"]
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = os.path.abspath(args.out or os.path.join(ROOT, "target", "bench-out", stamp))
@@ -918,7 +984,7 @@ def main(argv):
         if "soak" in modes:
             mode_soak(preset, work, out, duration)
         if "scrape" in modes:
-            mode_scrape(preset, work, out, args.scrape_every, args.repeat)
+            mode_scrape(preset, work, out, args.scrape_every)
     except BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1
