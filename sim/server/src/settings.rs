@@ -158,7 +158,7 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agones_health_interval: Option<HumanDuration>,
     /// Serve Prometheus metrics (GET /metrics) and health checks (GET /healthz,
-    /// /readyz) over HTTP on this TCP address, e.g. 0.0.0.0:9600 (default: off).
+    /// /readyz) over HTTP on this TCP address, e.g. 0.0.0.0:9100 (default: off).
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,

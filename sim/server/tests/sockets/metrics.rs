@@ -119,7 +119,7 @@ fn healthz_fails_while_the_loop_is_held_and_recovers_when_released() {
 }
 
 #[test]
-fn readyz_fails_at_the_client_limit_and_bad_requests_get_a_4xx() {
+fn readyz_fails_at_the_client_limit_and_while_draining_and_bad_requests_get_a_4xx() {
     let data_dir = temp_data_dir("metrics-readyz");
     let mut config = metrics_config(&data_dir);
     config.net = NetConfig {
@@ -151,6 +151,18 @@ fn readyz_fails_at_the_client_limit_and_bad_requests_get_a_4xx() {
     let head = http_exchange(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n");
     assert_eq!(head, (200, String::new()));
     assert_eq!(http_get(addr, "/metrics").0, 200);
+
+    // A draining server admits no one: not ready, and the gauge says why.
+    scrape_until(addr, "tickcast_draining", 0.0);
+    server.begin_drain();
+    let body = poll_until(addr, "/readyz", 503);
+    assert!(body.contains("draining"), "{body}");
+    scrape_until(addr, "tickcast_draining", 1.0);
+    assert_eq!(
+        http_get(addr, "/healthz").0,
+        200,
+        "draining is not unhealthy"
+    );
     server.stop();
     let _ = std::fs::remove_dir_all(&data_dir);
 }
