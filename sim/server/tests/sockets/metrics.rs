@@ -6,6 +6,7 @@ use std::time::Duration;
 use tickcast_clients::InputHistory;
 use tickcast_net::NetConfig;
 use tickcast_server::Server;
+use tickcast_shared::Tick;
 use tickcast_shared::msg::InputCmd;
 
 use crate::common::{
@@ -68,7 +69,7 @@ fn the_series_do_not_grow_with_clients_and_leaves_count_by_close_code() {
     assert!(!with_hundred.contains("client_id"));
 
     // One input datagram, counted on arrival.
-    let input = InputHistory::default().push(InputCmd::default(), 0);
+    let input = InputHistory::default().push(InputCmd::default(), Tick::ZERO);
     sessions[0].send_input(&input).expect("input sent");
     let after = scrape_until(addr, "tickcast_datagrams_received_total", 1.0);
     assert_eq!(
