@@ -14,6 +14,12 @@ Modes (default: all three; `--soak 10m` alone runs the soak):
   soak      500 clients (10 % stalled) for --soak (default 10m): server RSS every
             second, its least-squares slope after a warm-up, tick time; soak.csv and a
             PNG chart (drawn by tickcast-chart, no matplotlib needed).
+  scrape    (only when named) the cost of the metrics endpoint: one server (with
+            --metrics-listen) under 1,000 clients (--counts), its time cut into
+            --segments segments of 10 s, a scraper polling GET /metrics every
+            --scrape-every (default 1s) in half of them (ABBA order, so drift weighs on
+            both sides alike); server CPU µs per client-tick with and without, their
+            ratio with its uncertainty, and the metrics thread's own CPU.
 
   --quick   every mode with small counts and short windows: finishes in under 2 min.
   --baseline-server PATH
@@ -25,6 +31,7 @@ Modes (default: all three; `--soak 10m` alone runs the soak):
     python3 scripts/bench.py --quick
     python3 scripts/bench.py ab capacity --out bench-out
     python3 scripts/bench.py --soak 10m
+    python3 scripts/bench.py scrape --scrape-every 1s
 
 The driver builds what it runs (each cargo call under `flock /tmp/tickcast-cargo.lock`):
 the shipped binaries in target/release, A in target/bench-encode-once and B in
@@ -56,6 +63,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TICK_RATE = 30  # the server's default, which every run uses
 NET_THREAD = "tickcast-net"
+# Linux keeps 15 bytes of a thread name (`comm`): "tickcast-metrics" reads "tickcast-metric".
+METRICS_THREAD = "tickcast-metrics"[:15]
 CARGO_LOCK = os.environ.get("TICKCAST_CARGO_LOCK", "/tmp/tickcast-cargo.lock")
 MIB = 1024 * 1024
 
@@ -83,14 +92,16 @@ class BenchError(Exception):
 
 STATUS = re.compile(
     r"clients=(?P<clients>\d+) tick=(?P<tick>\d+) entities=\d+ tick_p99_us=(?P<tick_p99>\d+) "
-    r"fanout_mean_us=(?P<fan_mean>\d+) fanout_max_us=(?P<fan_max>\d+) .*?late_ticks=(?P<late>\d+)"
+    r"fanout_mean_us=(?P<fan_mean>\d+) fanout_max_us=(?P<fan_max>\d+) "
+    r".*?skipped_peer_ticks=(?P<skipped>\d+) late_ticks=(?P<late>\d+)"
     r"(?: allocs=(?P<allocs>\d+))?(?: fanout_allocs=(?P<fanout_allocs>\d+))?"
 )
 # The status line of servers before the config-file commit (a --baseline-server may be
 # one): units after the numbers, fan-out as mean/max.
 STATUS_BEFORE_FIELDS = re.compile(
     r"clients=(?P<clients>\d+) tick=(?P<tick>\d+) entities=\d+ tick_p99=(?P<tick_p99>\d+)us "
-    r"fanout=(?P<fan_mean>\d+)/(?P<fan_max>\d+)us .*?late_ticks=(?P<late>\d+)"
+    r"fanout=(?P<fan_mean>\d+)/(?P<fan_max>\d+)us .*?skipped_peer_ticks=(?P<skipped>\d+) "
+    r"late_ticks=(?P<late>\d+)"
     r"(?: allocs=(?P<allocs>\d+))?(?: fanout_allocs=(?P<fanout_allocs>\d+))?"
 )
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -102,15 +113,17 @@ def parse_status(line):
 
     >>> s = parse_status("INFO tickcast::status: clients=3 tick=90 entities=203 "
     ...     "tick_p99_us=250 fanout_mean_us=40 fanout_max_us=90 out_bytes_per_s=1048576 "
-    ...     "rss_bytes=21076377 skipped_peer_ticks=0 late_ticks=1 allocs=1234 fanout_allocs=5")
+    ...     "rss_bytes=21076377 skipped_peer_ticks=7 late_ticks=1 allocs=1234 fanout_allocs=5")
     >>> (s["clients"], s["tick"], s["tick_p99"], s["fan_mean"], s["fan_max"], s["allocs"], s["fanout_allocs"])
     (3, 90, 250, 40, 90, 1234, 5)
+    >>> s["skipped"], s["late"]
+    (7, 1)
     >>> parse_status("clients=3 tick=90 entities=203 tick_p99_us=250 fanout_mean_us=40 "
     ...     "fanout_max_us=90 out_bytes_per_s=0 rss_bytes=1 skipped_peer_ticks=0 "
     ...     "late_ticks=0")["allocs"] is None
     True
     >>> old = parse_status("INFO tickcast::status: clients=3 tick=90 entities=203 "
-    ...     "tick_p99=250us fanout=40/90us out=1.0MiB/s rss=20.1MiB skipped_peer_ticks=0 "
+    ...     "tick_p99=250us fanout=40/90us out=1.0MiB/s rss=20.1MiB skipped_peer_ticks=7 "
     ...     "late_ticks=1 allocs=1234 fanout_allocs=5")
     >>> old == s
     True
@@ -236,6 +249,27 @@ def memory(pid):
     return values.get("VmRSS", 0), values.get("VmHWM", 0)
 
 
+def free_tcp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape_summary(samples):
+    """Scrapes [(seconds taken, bytes, HTTP status)] summed up: how many, how many
+    failed (not 200), mean time in ms, mean size in bytes.
+
+    >>> scrape_summary([(0.002, 9000, 200), (0.004, 9100, 200), (1.0, 0, 503)])
+    {'scrapes': 3, 'failed': 1, 'mean_ms': 3.0, 'mean_bytes': 9050.0}
+    >>> scrape_summary([])
+    {'scrapes': 0, 'failed': 0, 'mean_ms': None, 'mean_bytes': None}
+    """
+    ok = [(t, n) for t, n, status in samples if status == 200]
+    return {"scrapes": len(samples), "failed": len(samples) - len(ok),
+            "mean_ms": round(statistics.fmean(t for t, _ in ok) * 1000, 3) if ok else None,
+            "mean_bytes": statistics.fmean(n for _, n in ok) if ok else None}
+
+
 def free_udp_port():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -257,8 +291,9 @@ class Server:
     status lines are kept with the monotonic time they arrived; a sampler thread reads
     its RSS once a second."""
 
-    def __init__(self, binary, work, clients, npcs):
+    def __init__(self, binary, work, clients, npcs, metrics=False):
         self.addr = f"127.0.0.1:{free_udp_port()}"
+        self.metrics_addr = f"127.0.0.1:{free_tcp_port()}" if metrics else None
         self.work = work
         self.log_path = os.path.join(work, "server.log")
         self.status = []  # (monotonic time, parse_status dict)
@@ -268,7 +303,8 @@ class Server:
         env = dict(os.environ, RUST_LOG="info", NO_COLOR="1")
         self.proc = subprocess.Popen(
             [binary, "--listen", self.addr, "--max-clients", str(max(clients + 10, 100)),
-             "--npcs", str(npcs)],
+             "--npcs", str(npcs)]
+            + (["--metrics-listen", self.metrics_addr] if metrics else []),
             cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -316,7 +352,8 @@ class Server:
         pid = self.proc.pid
         rss, peak = memory(pid)
         return {"t": time.monotonic(), "cpu": thread_cpu(pid),
-                "net_cpu": thread_cpu(pid, NET_THREAD), "rss": rss, "peak": peak}
+                "net_cpu": thread_cpu(pid, NET_THREAD),
+                "metrics_cpu": thread_cpu(pid, METRICS_THREAD), "rss": rss, "peak": peak}
 
     def status_between(self, t0, t1):
         """Status lines that arrived in (t0, t1], with the last line before t0 first (the
@@ -328,6 +365,54 @@ class Server:
         self.done.set()
         stop_process(self.proc)
         self.reader.join(timeout=10)
+
+
+class Scraper:
+    """GET /metrics every `every` seconds while switched on, on a thread of the driver
+    (not the server's CPU), the way Prometheus would: one connection per scrape,
+    Connection: close."""
+
+    def __init__(self, addr, every):
+        host, port = addr.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.every = every
+        self.samples = []  # (seconds taken, bytes, status)
+        self.on = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def switch(self, on):
+        (self.on.set if on else self.on.clear)()
+
+    def _scrape(self):
+        began = time.monotonic()
+        chunks = []
+        with socket.create_connection(self.target, timeout=5) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: tickcast\r\nConnection: close\r\n\r\n")
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        response = b"".join(chunks)
+        head, _, body = response.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+        return time.monotonic() - began, len(body), status
+
+    def _run(self):
+        while not self.done.is_set():
+            if not self.on.is_set():
+                self.done.wait(0.02)
+                continue
+            began = time.monotonic()
+            try:
+                self.samples.append(self._scrape())
+            except OSError:
+                self.samples.append((0.0, 0, 0))
+            self.done.wait(max(0.0, self.every - (time.monotonic() - began)))
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(timeout=10)
+        return scrape_summary(self.samples)
 
 
 class Bots:
@@ -435,6 +520,9 @@ QUICK = {
     "timing": {"idle": 1, "ramp": 2, "settle": 2, "window": 4},
     "soak_clients": 100,
     "soak_duration": 45,
+    "scrape_counts": [100],
+    "scrape_segments": 4,
+    "scrape_segment_s": 3,
 }
 FULL = {
     "quick": False,
@@ -443,6 +531,13 @@ FULL = {
     "timing": {"idle": 2, "ramp": 5, "settle": 5, "window": 10},
     "soak_clients": 500,
     "soak_duration": 600,
+    # One server, scraper on and off in alternate 10 s segments: separate runs of the
+    # same load differed by up to 50 % in CPU per client-tick within five minutes here
+    # (fresh server and bots each time, and whatever else the machine was doing), far
+    # more than the 2 % in question.
+    "scrape_counts": [1000],
+    "scrape_segments": 12,
+    "scrape_segment_s": 10,
 }
 
 
@@ -572,6 +667,147 @@ def mode_soak(preset, work, out, duration):
     print(f"\nSeries: `{show_path(csv_path)}`; chart: `{show_path(png)}`.\n")
 
 
+def scrape_change(without, with_):
+    """CPU per client-tick with a scraper over without it: (ratio, change in %).
+
+    >>> scrape_change(50.0, 50.5)
+    (1.01, 1.0)
+    >>> scrape_change(None, 50.0)
+    (None, None)
+    """
+    if not without or with_ is None:
+        return None, None
+    ratio = with_ / without
+    return round(ratio, 4), round((ratio - 1) * 100, 2)
+
+
+def scrape_order(segments):
+    """Whether each segment scrapes, in ABBA order (off, on, on, off, off, on, …): a
+    linear drift in the machine's load weighs on both sides alike.
+
+    >>> scrape_order(4), scrape_order(6)
+    ([False, True, True, False], [False, True, True, False, False, True])
+    """
+    return [(i % 4) in (1, 2) for i in range(segments)]
+
+
+def mean_and_change(off, on):
+    """Means of two samples, the change from `off` to `on` in %, and twice its standard
+    error in % (Welch): a change smaller than that is not measurable with these samples.
+
+    >>> mean_and_change([10.0, 10.2, 9.8], [10.1, 10.3, 9.9])
+    (10.0, 10.1, 1.0, 3.27)
+    >>> mean_and_change([10.0], [10.0])
+    (10.0, 10.0, 0.0, None)
+    """
+    m_off, m_on = statistics.fmean(off), statistics.fmean(on)
+    change = round((m_on / m_off - 1) * 100, 2)
+    if len(off) < 2 or len(on) < 2:
+        return m_off, m_on, change, None
+    se = (statistics.variance(off) / len(off) + statistics.variance(on) / len(on)) ** 0.5
+    return m_off, m_on, change, round(2 * se / m_off * 100, 2)
+
+
+def run_interleaved(clients, timing, work, every, segments, segment_s, mix="walk=100", npcs=200):
+    """One server (with --metrics-listen) and one swarm: after the ramp and `settle`,
+    `segments` segments of `segment_s` seconds, the scraper switched on in half of them
+    (`scrape_order`). Per segment: CPU µs per client-tick, the metrics thread's CPU,
+    skipped peer ticks, the scrapes made."""
+    os.makedirs(work, exist_ok=True)
+    ramp, settle = timing["ramp"], timing["settle"]
+    duration = ramp + settle + segments * segment_s + 1
+    server = Server(SERVER, work, clients, npcs, metrics=True)
+    bots = scraper = None
+    spans = []
+    try:
+        server.wait_ready()
+        bots = Bots(work, server, clients, duration, ramp, mix)
+        scraper = Scraper(server.metrics_addr, every)
+        time.sleep(ramp + settle)
+        for scraping in scrape_order(segments):
+            scraper.switch(scraping)
+            first_scrape = len(scraper.samples)
+            s0 = server.snapshot()
+            time.sleep(segment_s)
+            s1 = server.snapshot()
+            spans.append((scraping, s0, s1, scraper.samples[first_scrape:]))
+        scraper.switch(False)
+        report = bots.report(timeout=ramp + duration + 60)
+        if server.proc.poll() is not None:
+            raise BenchError(f"tickcast-server ended during the run in {work}\n{server.log_tail(5)}")
+    finally:
+        if scraper:
+            scraper.stop()
+        if bots:
+            bots.stop()
+        server.stop()
+    rows = []
+    for scraping, s0, s1, samples in spans:
+        lines = server.status_between(s0["t"], s1["t"])
+        in_span = [s for t, s in lines if t > s0["t"]]
+        seconds = s1["t"] - s0["t"]
+        peers = statistics.fmean(s["clients"] for s in in_span) if in_span else None
+        cpu = s1["cpu"] - s0["cpu"]
+        rows.append({
+            "scraping": scraping,
+            "peers": peers,
+            "us_per_client_tick": cpu * 1e6 / (peers * seconds * TICK_RATE) if peers else None,
+            "server_cores": cpu / seconds,
+            "metrics_cpu_ms_per_s": (s1["metrics_cpu"] - s0["metrics_cpu"]) * 1000 / seconds,
+            "skipped": (in_span[-1]["skipped"] - lines[0][1]["skipped"]) if in_span else None,
+            **scrape_summary(samples),
+        })
+    return rows, report
+
+
+def mode_scrape(preset, work, out, every):
+    segments, segment_s = preset["scrape_segments"], preset["scrape_segment_s"]
+    print(f"## Scrape cost: the metrics endpoint polled every {every:g} s\n")
+    print("`target/release/tickcast-server` on its defaults (200 NPCs, 30 Hz) with "
+          "`--metrics-listen 127.0.0.1:<port>`, bots `walk=100`; after ramp + settle, "
+          f"{segments} segments of {segment_s} s, the driver GETting /metrics every {every:g} s "
+          "(one connection per scrape) in half of them, in ABBA order. Metrics thread = the "
+          "CPU of the server's `tickcast-metrics` thread; skipped = (client, tick) pairs "
+          "skipped by backpressure, a sign the bots were short of CPU. ± = twice the standard "
+          "error of the difference (Welch).\n")
+    print("| clients | scraper | segments | server CPU µs per client-tick (mean; min–max) | server cores | metrics thread CPU | skipped | scrapes (failed) | mean scrape time | exposition size | delivery |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    rows = []
+    for clients in preset["scrape_counts"]:
+        spans, report = run_interleaved(clients, timing_for(preset, clients),
+                                        os.path.join(work, f"scrape-{clients}"), every, segments, segment_s)
+        for i, span in enumerate(spans, 1):
+            rows.append({"clients": clients, "segment": i, "scrape_every_s": every if span["scraping"] else "",
+                         **{k: v for k, v in span.items() if k != "scraping"}})
+        side = {on: [s for s in spans if s["scraping"] == on] for on in (False, True)}
+        values = {on: [s["us_per_client_tick"] for s in side[on] if s["us_per_client_tick"]] for on in side}
+        for on in (False, True):
+            got = side[on]
+            made = sum(s["scrapes"] for s in got)
+            failed = sum(s["failed"] for s in got)
+            timed = [s["mean_ms"] for s in got if s["mean_ms"] is not None]
+            sizes = [s["mean_bytes"] for s in got if s["mean_bytes"] is not None]
+            print(f"| {clients} | {f'every {every:g} s' if on else 'none'} | {len(got)} | "
+                  f"{fmt(statistics.fmean(values[on]) if values[on] else None, '.2f')}; "
+                  f"{fmt(min(values[on], default=None), '.2f')}–{fmt(max(values[on], default=None), '.2f')} | "
+                  f"{statistics.fmean(s['server_cores'] for s in got):.3f} | "
+                  f"{statistics.fmean(s['metrics_cpu_ms_per_s'] for s in got):.3f} ms/s | "
+                  f"{fmt(sum(s['skipped'] or 0 for s in got), ',d')} | {made} ({failed}) | "
+                  f"{fmt(statistics.fmean(timed) if timed else None, '.2f', ' ms')} | "
+                  f"{fmt(statistics.fmean(sizes) if sizes else None, ',.0f', ' B')} | "
+                  f"{fmt(delivery(report), '.4f')} |", flush=True)
+        if values[False] and values[True]:
+            _, _, change, two_se = mean_and_change(values[False], values[True])
+            thread = (statistics.fmean(s["metrics_cpu_ms_per_s"] for s in side[True])
+                      - statistics.fmean(s["metrics_cpu_ms_per_s"] for s in side[False]))
+            server_ms = statistics.fmean(s["server_cores"] for s in side[False]) * 1000
+            print(f"\nAt {clients} clients: server CPU per client-tick with a scraper "
+                  f"{change:+.2f} % ± {fmt(two_se, '.2f')} % against without. The metrics thread's "
+                  f"own CPU with a scraper: {thread:+.3f} ms/s = {thread / server_ms * 100:+.3f} % of "
+                  f"the server's CPU without one ({server_ms:.0f} ms/s).\n", flush=True)
+    write_csv(os.path.join(out, "scrape.csv"), rows)
+
+
 def soak_rows(r):
     """One row per RSS sample (seconds since the bots started), with the tick p99 of the
     status line that arrived since the previous sample, if one did. `rss_window_mib`
@@ -691,13 +927,18 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("modes", nargs="*", metavar="MODE",
-                        help="all, ab, capacity, soak (default: all; `--soak D` alone: soak)")
+                        help="all, ab, capacity, soak, scrape (default: all = ab, capacity, soak; "
+                             "`--soak D` alone: soak)")
     parser.add_argument("--quick", action="store_true", help="small counts, short windows: under 2 minutes")
     parser.add_argument("--soak", type=parse_duration, metavar="DURATION",
                         help="soak length, e.g. 10m (default 10m; 45s with --quick)")
     parser.add_argument("--counts", type=lambda t: [int(n) for n in t.split(",")], metavar="N,N,…",
                         help="client counts for ab and capacity instead of the preset's")
     parser.add_argument("--out", help="directory for CSV, PNG and logs (default target/bench-out/<UTC time>)")
+    parser.add_argument("--scrape-every", type=parse_duration, default=1.0, metavar="DURATION",
+                        help="scrape mode: how often the scraper polls /metrics (default 1s)")
+    parser.add_argument("--segments", type=int, metavar="N",
+                        help="scrape mode: segments of 10 s, half with the scraper (default 12)")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
     parser.add_argument("--baseline-server", metavar="PATH",
                         help="ab: also run this count-allocs server binary (an earlier commit) as A0")
@@ -708,9 +949,13 @@ def main(argv):
         failures, tests = doctest.testmod()
         print(f"bench.py self-test: {tests - failures} passed, {failures} failed")
         return 1 if failures else 0
-    unknown = set(args.modes) - {"all", "ab", "capacity", "soak"}
+    unknown = set(args.modes) - {"all", "ab", "capacity", "soak", "scrape"}
     if unknown:
-        parser.error(f"unknown mode {', '.join(sorted(unknown))} (all, ab, capacity, soak)")
+        parser.error(f"unknown mode {', '.join(sorted(unknown))} (all, ab, capacity, soak, scrape)")
+    if args.segments is not None and (args.segments < 2 or args.segments % 2):
+        parser.error("--segments must be even and at least 2")
+    if args.scrape_every <= 0:
+        parser.error("--scrape-every must be more than zero")
     modes = set(args.modes) - {"all"}
     if not modes:
         modes = {"soak"} if args.soak and not args.modes else {"ab", "capacity", "soak"}
@@ -718,7 +963,10 @@ def main(argv):
     if args.counts:
         if min(args.counts) < 1:
             parser.error("--counts must be positive")
-        preset = dict(preset, ab_counts=args.counts, capacity_counts=args.counts)
+        preset = dict(preset, ab_counts=args.counts, capacity_counts=args.counts,
+                      scrape_counts=args.counts)
+    if args.segments:
+        preset = dict(preset, scrape_segments=args.segments)
     duration = args.soak or preset["soak_duration"]
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = os.path.abspath(args.out or os.path.join(ROOT, "target", "bench-out", stamp))
@@ -735,6 +983,8 @@ def main(argv):
             mode_capacity(preset, work, out)
         if "soak" in modes:
             mode_soak(preset, work, out, duration)
+        if "scrape" in modes:
+            mode_scrape(preset, work, out, args.scrape_every)
     except BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1

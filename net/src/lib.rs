@@ -18,6 +18,7 @@
 pub mod admission;
 pub mod budget;
 pub mod fanout;
+pub mod histogram;
 mod nonce;
 mod server;
 pub mod tls;
@@ -31,16 +32,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
-use tickcast_shared::Tick;
 use tickcast_shared::chunk::DEFAULT_CHUNK_PAYLOAD;
 use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_shared::index::TickIndex;
 use tickcast_shared::msg::RejectReason;
+use tickcast_shared::{Tick, close};
 
 pub use budget::{BudgetSource, MemoryPlan};
 pub use fanout::{
     DatagramShape, PeerSendState, SendDecision, decide_tick_for_peer, plan_tick_for_peer,
 };
+pub use histogram::{HistogramSnapshot, LatencyHistogram};
 pub use nonce::{NonceCache, NonceVerdict};
 
 /// Errors starting or running the network layer.
@@ -232,13 +234,18 @@ impl NetConfig {
     }
 }
 
-/// Counters the status line and tests read. All monotonic except `peers`/`handshaking`.
+/// Counters the status line, the metrics endpoint and tests read: atomics, so a reader on
+/// another thread never takes a lock the net thread waits on. All monotonic except
+/// `peers`/`handshaking` and the high-water marks.
 #[derive(Debug, Default)]
 pub struct NetCounters {
     /// Clients admitted and connected now.
     pub peers: AtomicU64,
     /// Connections between accept and Welcome/Reject now.
     pub handshaking: AtomicU64,
+    /// Clients admitted (sent a Welcome), counting a reconnect that replaced its own
+    /// older connection.
+    pub admitted: AtomicU64,
     /// Ticks the fan-out received from the sim.
     pub ticks_fanned_out: AtomicU64,
     /// Ticks overwritten in the handoff before the fan-out took them (net thread behind).
@@ -253,6 +260,15 @@ pub struct NetCounters {
     pub datagrams_sent: AtomicU64,
     /// Payload bytes handed to quinn.
     pub bytes_out: AtomicU64,
+    /// Datagrams received from admitted clients (well-formed or not).
+    pub datagrams_received: AtomicU64,
+    /// Payload bytes of those datagrams.
+    pub bytes_in: AtomicU64,
+    /// UDP packets and bytes every connection sent and received, as quinn counts them
+    /// (QUIC headers, acknowledgements, handshakes and retransmissions included). The
+    /// net thread publishes them once a second and when a connection ends, so they lag
+    /// by up to a second.
+    pub udp: UdpCounters,
     /// Input datagrams accepted and passed to the sim.
     pub inputs_received: AtomicU64,
     /// Input datagrams over a peer's per-tick allowance, dropped.
@@ -271,11 +287,9 @@ pub struct NetCounters {
     /// to it (payload plus quinn's per-datagram bookkeeping, as quinn counts it against
     /// `NetConfig::datagram_send_buffer`). A gauge of the high-water mark, not a count.
     pub peer_send_queue_peak_bytes: AtomicU64,
-    /// Fan-out spread, summed over ticks: microseconds from a tick's publication to the
-    /// last peer's datagrams handed to quinn. With `fanout_spread_samples`, the mean.
-    pub fanout_spread_us_total: AtomicU64,
-    /// Ticks the spread was measured over.
-    pub fanout_spread_samples: AtomicU64,
+    /// Fan-out spread: from a tick's publication to the last peer's datagrams handed to
+    /// quinn, one sample per tick fanned out. Its sum and count give the mean.
+    pub fanout_spread: LatencyHistogram,
     /// The largest spread since the status line last read it (the reader resets it).
     pub fanout_spread_us_max: AtomicU64,
     /// Nonces forgotten because the replay cache was full.
@@ -284,6 +298,107 @@ pub struct NetCounters {
     pub membership_events_lost: AtomicU64,
     /// Rejects by reason, indexed by [`RejectReason::code`].
     pub rejects: [AtomicU64; RejectReason::ALL.len()],
+    /// Admitted clients' connections that ended, by [`DisconnectReason`] (indexed by
+    /// its position in [`DisconnectReason::ALL`]).
+    pub disconnects: [AtomicU64; DisconnectReason::ALL.len()],
+}
+
+/// UDP traffic of every connection, from quinn's per-connection statistics.
+#[derive(Debug, Default)]
+pub struct UdpCounters {
+    /// UDP packets sent.
+    pub packets_sent: AtomicU64,
+    /// Bytes of UDP payload sent (QUIC packets).
+    pub bytes_sent: AtomicU64,
+    /// UDP packets received.
+    pub packets_received: AtomicU64,
+    /// Bytes of UDP payload received.
+    pub bytes_received: AtomicU64,
+}
+
+/// Why an admitted client's connection ended: its QUIC application close code
+/// (`tickcast_shared::close`) when there was one, else what the transport saw. A small
+/// fixed set, so that a metric labelled by it has a fixed number of series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// Closed with `normal` (the client left).
+    Normal,
+    /// Closed with `server_shutdown`.
+    ServerShutdown,
+    /// Closed with `drained`: the server finished draining and stopped.
+    Drained,
+    /// Closed with `protocol_error` (by us for bad bytes, or by the peer).
+    ProtocolError,
+    /// Closed with `replaced`: the same client id connected again.
+    Replaced,
+    /// Nothing heard for the idle timeout (no close code).
+    IdleTimeout,
+    /// The transport failed: reset, a QUIC transport error, an aborted connection.
+    ConnectionLost,
+    /// An application code tickcast does not define.
+    OtherCode,
+}
+
+impl DisconnectReason {
+    /// Every reason, in the order of [`NetCounters::disconnects`].
+    pub const ALL: [DisconnectReason; 8] = [
+        DisconnectReason::Normal,
+        DisconnectReason::ServerShutdown,
+        DisconnectReason::Drained,
+        DisconnectReason::ProtocolError,
+        DisconnectReason::Replaced,
+        DisconnectReason::IdleTimeout,
+        DisconnectReason::ConnectionLost,
+        DisconnectReason::OtherCode,
+    ];
+
+    /// A short name, for metric labels: the close code's name where there is one.
+    pub fn name(self) -> &'static str {
+        match self {
+            DisconnectReason::Normal => close_name(close::NORMAL),
+            DisconnectReason::ServerShutdown => close_name(close::SERVER_SHUTDOWN),
+            DisconnectReason::Drained => close_name(close::DRAINED),
+            DisconnectReason::ProtocolError => close_name(close::PROTOCOL_ERROR),
+            DisconnectReason::Replaced => close_name(close::REPLACED),
+            DisconnectReason::IdleTimeout => "idle_timeout",
+            DisconnectReason::ConnectionLost => "connection_lost",
+            DisconnectReason::OtherCode => "other_code",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The reason for a connection that ended with `error`, or `None` when this server
+    /// closed it: each local close is counted where it is made, with its code, since
+    /// quinn reports every local close alike (`LocallyClosed`).
+    pub fn from_connection_error(error: &quinn::ConnectionError) -> Option<Self> {
+        use quinn::ConnectionError as E;
+        match error {
+            E::LocallyClosed => None,
+            E::ApplicationClosed(close) => {
+                Some(match u32::try_from(close.error_code.into_inner()) {
+                    Ok(close::NORMAL) => DisconnectReason::Normal,
+                    Ok(close::SERVER_SHUTDOWN) => DisconnectReason::ServerShutdown,
+                    Ok(close::DRAINED) => DisconnectReason::Drained,
+                    Ok(close::PROTOCOL_ERROR) => DisconnectReason::ProtocolError,
+                    Ok(close::REPLACED) => DisconnectReason::Replaced,
+                    _ => DisconnectReason::OtherCode,
+                })
+            }
+            E::TimedOut => Some(DisconnectReason::IdleTimeout),
+            E::VersionMismatch
+            | E::TransportError(_)
+            | E::ConnectionClosed(_)
+            | E::Reset
+            | E::CidsExhausted => Some(DisconnectReason::ConnectionLost),
+        }
+    }
+}
+
+fn close_name(code: u32) -> &'static str {
+    close::name(u64::from(code))
 }
 
 impl NetCounters {
@@ -299,6 +414,16 @@ impl NetCounters {
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Disconnects so far for `reason`.
+    pub fn disconnects_for(&self, reason: DisconnectReason) -> u64 {
+        self.disconnects[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` disconnects for `reason`.
+    pub fn count_disconnects(&self, reason: DisconnectReason, n: u64) {
+        Self::add(&self.disconnects[reason.index()], n);
     }
 }
 
@@ -576,4 +701,67 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
         draining,
         thread: Some(thread),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed_by_peer(code: u32) -> quinn::ConnectionError {
+        quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u32(code),
+            reason: Bytes::new(),
+        })
+    }
+
+    #[test]
+    fn a_peers_close_code_names_its_disconnect_and_a_local_close_is_left_to_its_site() {
+        let reason = |e: quinn::ConnectionError| DisconnectReason::from_connection_error(&e);
+        assert_eq!(
+            reason(closed_by_peer(close::NORMAL)),
+            Some(DisconnectReason::Normal)
+        );
+        assert_eq!(
+            reason(closed_by_peer(close::PROTOCOL_ERROR)),
+            Some(DisconnectReason::ProtocolError)
+        );
+        assert_eq!(
+            reason(closed_by_peer(0x99)),
+            Some(DisconnectReason::OtherCode)
+        );
+        assert_eq!(
+            reason(quinn::ConnectionError::TimedOut),
+            Some(DisconnectReason::IdleTimeout)
+        );
+        assert_eq!(
+            reason(quinn::ConnectionError::Reset),
+            Some(DisconnectReason::ConnectionLost)
+        );
+        assert_eq!(reason(quinn::ConnectionError::LocallyClosed), None);
+    }
+
+    #[test]
+    fn disconnect_names_are_the_close_codes_names_and_each_reason_has_its_slot() {
+        let names: Vec<&str> = DisconnectReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "normal",
+                "server_shutdown",
+                "drained",
+                "protocol_error",
+                "replaced",
+                "idle_timeout",
+                "connection_lost",
+                "other_code"
+            ]
+        );
+        let counters = NetCounters::default();
+        for (i, reason) in DisconnectReason::ALL.into_iter().enumerate() {
+            counters.count_disconnects(reason, i as u64 + 1);
+        }
+        for (i, reason) in DisconnectReason::ALL.into_iter().enumerate() {
+            assert_eq!(counters.disconnects_for(reason), i as u64 + 1);
+        }
+    }
 }

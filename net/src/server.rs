@@ -27,7 +27,7 @@ use crate::admission::{
 };
 use crate::budget::{self, RssSample};
 use crate::fanout::{DatagramShape, FanOutScope, PeerSendState, SendDecision, plan_tick_for_peer};
-use crate::{MemoryPlan, NetConfig, NetCounters, NetError, PublishedTick, tls};
+use crate::{DisconnectReason, MemoryPlan, NetConfig, NetCounters, NetError, PublishedTick, tls};
 
 /// How long a joining client waits for the sim to spawn its entity. A healthy sim answers
 /// within a tick; this only bounds a stuck one.
@@ -38,6 +38,9 @@ const REJECT_LINGER: Duration = Duration::from_millis(500);
 
 /// How long shutdown waits for peers to acknowledge the close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// How often the net thread publishes the connections' UDP totals (`NetCounters::udp`).
+const UDP_STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What quinn charges a peer's datagram send buffer per queued datagram on top of its
 /// payload: the `Bytes` handle it keeps (`quinn_proto::Datagram` wraps exactly one).
@@ -71,6 +74,9 @@ pub(crate) struct NetState {
     /// Set by the server when it starts draining: Hellos are refused with `draining`,
     /// and the final close carries `close::DRAINED`.
     draining: Arc<AtomicBool>,
+    /// UDP traffic of the connections that have ended; the live ones' is added to it
+    /// each time the totals are published.
+    udp_of_ended: Mutex<UdpTally>,
 }
 
 impl NetState {
@@ -102,6 +108,7 @@ impl NetState {
             rss: Mutex::new(RssSample::default()),
             current_tick: AtomicU32::new(0),
             draining,
+            udp_of_ended: Mutex::new(UdpTally::default()),
         }
     }
 
@@ -203,6 +210,7 @@ pub(crate) async fn run(
     let state = Arc::new(state);
     let fanout = tokio::spawn(fan_out(state.clone(), slot));
     let join_acks = tokio::spawn(deliver_join_acks(state.clone(), acks));
+    let udp_stats = tokio::spawn(publish_udp_stats(state.clone()));
     loop {
         tokio::select! {
             () = shutdown.notified() => break,
@@ -214,11 +222,19 @@ pub(crate) async fn run(
     }
     fanout.abort();
     join_acks.abort();
+    udp_stats.abort();
     let (code, reason): (u32, &[u8]) = if state.draining.load(Ordering::Relaxed) {
         (close::DRAINED, b"server drained")
     } else {
         (close::SERVER_SHUTDOWN, b"server shutting down")
     };
+    let closing = state.peers().len() as u64;
+    let disconnect = if code == close::DRAINED {
+        DisconnectReason::Drained
+    } else {
+        DisconnectReason::ServerShutdown
+    };
+    state.counters.count_disconnects(disconnect, closing);
     tracing::info!("closing every connection: {}", close::name(code.into()));
     endpoint.close(VarInt::from_u32(code), reason);
     let _ = timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
@@ -343,6 +359,7 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
             return;
         }
     };
+    let _udp = UdpOfConnection(state.clone(), conn.clone());
     let (mut send, recv, hello) = match timeout_at(deadline, read_hello(&conn)).await {
         Ok(Ok(parts)) => parts,
         Ok(Err(HelloError::Protocol(why))) => {
@@ -433,6 +450,7 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
         },
     );
     state.counters.peers.fetch_add(1, Ordering::Relaxed);
+    state.count(|c| &c.admitted);
     if let Some(old) = raced {
         close_replaced(&state, client_id, &old);
     }
@@ -444,6 +462,13 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
     let control = tokio::spawn(watch_control(state.clone(), conn.clone(), recv));
     serve_peer(&state, &conn, client_id).await;
     control.abort();
+    if let Some(reason) = conn
+        .close_reason()
+        .as_ref()
+        .and_then(DisconnectReason::from_connection_error)
+    {
+        state.counters.count_disconnects(reason, 1);
+    }
 
     let removed = state.peers().disconnect(client_id, generation);
     if removed {
@@ -458,6 +483,9 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
 /// Closes a connection another one of the same client replaced, and tells the sim.
 fn close_replaced(state: &NetState, client_id: u64, old: &Peer) {
     state.count(|c| &c.replaced);
+    state
+        .counters
+        .count_disconnects(DisconnectReason::Replaced, 1);
     state.counters.peers.fetch_sub(1, Ordering::Relaxed);
     old.conn.close(
         VarInt::from_u32(close::REPLACED),
@@ -470,11 +498,19 @@ fn close_replaced(state: &NetState, client_id: u64, old: &Peer) {
 async fn serve_peer(state: &NetState, conn: &Connection, client_id: u64) {
     let mut allowance = InputAllowance::new(state.config.max_inputs_per_tick);
     while let Ok(bytes) = conn.read_datagram().await {
+        state.count(|c| &c.datagrams_received);
+        state
+            .counters
+            .bytes_in
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let datagram = match InputDatagram::decode(&bytes) {
             Ok(datagram) => datagram,
             Err(e) => {
                 tracing::debug!(client_id, "malformed datagram: {e}");
                 state.count(|c| &c.protocol_errors);
+                state
+                    .counters
+                    .count_disconnects(DisconnectReason::ProtocolError, 1);
                 conn.close(
                     VarInt::from_u32(close::PROTOCOL_ERROR),
                     b"malformed datagram",
@@ -504,6 +540,9 @@ async fn watch_control(state: Arc<NetState>, conn: Connection, mut control: Recv
     let mut scratch = [0u8; 64];
     if let Ok(Some(_)) = control.read(&mut scratch).await {
         state.count(|c| &c.protocol_errors);
+        state
+            .counters
+            .count_disconnects(DisconnectReason::ProtocolError, 1);
         conn.close(
             VarInt::from_u32(close::PROTOCOL_ERROR),
             b"unexpected bytes on the control stream",
@@ -633,11 +672,7 @@ async fn fan_out(state: Arc<NetState>, mut slot: watch::Receiver<Option<Publishe
             .bytes_out
             .fetch_add(sent_bytes, Ordering::Relaxed);
         let spread = published.published_at.elapsed().as_micros() as u64;
-        state
-            .counters
-            .fanout_spread_us_total
-            .fetch_add(spread, Ordering::Relaxed);
-        state.count(|c| &c.fanout_spread_samples);
+        state.counters.fanout_spread.record_us(spread);
         state
             .counters
             .fanout_spread_us_max
@@ -646,6 +681,62 @@ async fn fan_out(state: Arc<NetState>, mut slot: watch::Receiver<Option<Publishe
             .counters
             .peer_send_queue_peak_bytes
             .fetch_max(queue_peak as u64, Ordering::Relaxed);
+    }
+}
+
+/// UDP packets and bytes each way, from quinn's connection statistics.
+#[derive(Debug, Clone, Copy, Default)]
+struct UdpTally {
+    packets_sent: u64,
+    bytes_sent: u64,
+    packets_received: u64,
+    bytes_received: u64,
+}
+
+impl UdpTally {
+    fn add(&mut self, stats: &quinn::ConnectionStats) {
+        self.packets_sent += stats.udp_tx.datagrams;
+        self.bytes_sent += stats.udp_tx.bytes;
+        self.packets_received += stats.udp_rx.datagrams;
+        self.bytes_received += stats.udp_rx.bytes;
+    }
+}
+
+/// Adds a connection's UDP traffic to the ended connections' when its task ends.
+struct UdpOfConnection(Arc<NetState>, Connection);
+
+impl Drop for UdpOfConnection {
+    fn drop(&mut self) {
+        let stats = self.1.stats();
+        self.0
+            .udp_of_ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(&stats);
+    }
+}
+
+/// Once a second: the ended connections' UDP traffic plus the connected peers', into
+/// `NetCounters::udp`. A peer between leaving the table and its task's end is briefly in
+/// neither; `fetch_max` keeps the counters from going back.
+async fn publish_udp_stats(state: Arc<NetState>) {
+    let mut interval = tokio::time::interval(UDP_STATS_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let mut total = *state.udp_of_ended.lock().unwrap_or_else(|e| e.into_inner());
+        for peer in state.peers().peers_mut() {
+            total.add(&peer.conn.stats());
+        }
+        let udp = &state.counters.udp;
+        udp.packets_sent
+            .fetch_max(total.packets_sent, Ordering::Relaxed);
+        udp.bytes_sent
+            .fetch_max(total.bytes_sent, Ordering::Relaxed);
+        udp.packets_received
+            .fetch_max(total.packets_received, Ordering::Relaxed);
+        udp.bytes_received
+            .fetch_max(total.bytes_received, Ordering::Relaxed);
     }
 }
 

@@ -10,7 +10,9 @@
 //!
 //! It also runs the server's life around the loop: the drain ([`drain`]: stop admitting,
 //! let players finish, close with `drained`, exit) and, in a Fleet, the Agones SDK
-//! ([`agones`]) on threads of their own.
+//! ([`agones`]) on threads of their own. With `ServerConfig::metrics_listen` it serves
+//! Prometheus metrics and health checks over HTTP from a thread of its own ([`http`],
+//! [`metrics`], [`health`]).
 //!
 //! Entry type: [`Server`] (`start`, `status`, `run_until_stopped`, `stop`).
 
@@ -19,7 +21,10 @@
 pub mod agones;
 pub mod allocations;
 pub mod drain;
+pub mod health;
+pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod settings;
 
 use std::net::SocketAddr;
@@ -44,6 +49,8 @@ use tickcast_sim::{FixedStep, Sim, SimConfig};
 
 use crate::agones::{AgonesClient, AgonesConfig, AgonesStatus, GameServerState};
 use crate::drain::{DrainConfig, DrainEnd, Lifecycle, LifecycleStep, StopCause, StopRequest};
+use crate::http::MetricsEndpoint;
+use crate::metrics::{LoopMetrics, MetricSources};
 
 /// Everything the server needs to start.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +66,10 @@ pub struct ServerConfig {
     /// Talk to the Agones SDK sidecar. Default `None`: no Agones (the binary turns it on
     /// with `--agones` or when `AGONES_SDK_HTTP_PORT` is set).
     pub agones: Option<AgonesConfig>,
+    /// Serve `GET /metrics`, `/healthz` and `/readyz` over HTTP on this TCP address
+    /// (`docs/OPERATIONS.md`). Default `None`: no endpoint, no extra thread — a server
+    /// is only observed when someone asks for it.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where and how to record.
@@ -213,6 +224,8 @@ pub struct Server {
     agones_status: Arc<AgonesStatus>,
     agones: Option<AgonesClient>,
     thread: Option<JoinHandle<()>>,
+    /// Dropped after the loop's thread has ended, so health checks see the end.
+    metrics: Option<MetricsEndpoint>,
 }
 
 /// How [`Server::run_until_stopped`] ended.
@@ -256,15 +269,35 @@ impl Server {
         let status = Arc::new(Mutex::new(ServerStatus::default()));
         let progress = Arc::new(LoopProgress::default());
         let agones_status = Arc::new(AgonesStatus::default());
+        let loop_metrics = Arc::new(LoopMetrics::default());
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(MetricsEndpoint::start(
+                addr,
+                MetricSources {
+                    net: net_counters.clone(),
+                    progress: progress.clone(),
+                    sim: loop_metrics.clone(),
+                    recorder: recorder.as_ref().map(|r| r.counters().clone()),
+                    draining: draining.clone(),
+                    memory_plan,
+                    max_clients: config.net.max_clients,
+                    tick_rate: config.sim.tick_rate,
+                },
+            )?),
+            None => None,
+        };
         let thread = {
             let stop = stop.clone();
-            let status = status.clone();
-            let progress = progress.clone();
+            let observed = Observed {
+                status: status.clone(),
+                progress: progress.clone(),
+                metrics: loop_metrics,
+            };
             let lifecycle = (agones_status.clone(), draining.clone());
             std::thread::Builder::new()
                 .name("tickcast-sim".into())
                 .spawn(move || {
-                    run_loop(sim, net, recorder, &stop, &status, &progress, &lifecycle);
+                    run_loop(sim, net, recorder, &stop, &observed, &lifecycle);
                 })
                 .context("spawning the simulation thread")?
         };
@@ -282,6 +315,7 @@ impl Server {
             agones_status,
             agones: None,
             thread: Some(thread),
+            metrics,
         };
         if let Some(agones) = config.agones.clone() {
             agones
@@ -339,6 +373,11 @@ impl Server {
     /// The sim loop's progress (ticks run; a hold for fault drills), live.
     pub fn progress(&self) -> &Arc<LoopProgress> {
         &self.progress
+    }
+
+    /// The metrics endpoint's bound address, when `metrics_listen` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsEndpoint::local_addr)
     }
 
     /// Whether the server is draining: it refuses Hellos with `draining`, and readiness
@@ -441,6 +480,7 @@ impl Server {
         // Without `POST /shutdown`: a server stopped this way (tests, errors) leaves the
         // decision to whoever stopped it.
         drop(self.agones.take());
+        self.metrics.take();
     }
 }
 
@@ -496,6 +536,12 @@ struct StatusWindow {
     fan_out_allocations: Option<u64>,
 }
 
+/// The fan-out spread's sum (µs) and count so far.
+fn spread_of(counters: &NetCounters) -> (u64, u64) {
+    let spread = counters.fanout_spread.snapshot();
+    (spread.sum_us, spread.count())
+}
+
 impl StatusWindow {
     const LENGTH: Duration = Duration::from_secs(1);
 
@@ -504,10 +550,7 @@ impl StatusWindow {
             times: TickTimes::new(tick_rate as usize * 2),
             opened: now,
             bytes_out: NetCounters::get(&counters.bytes_out),
-            spread: (
-                NetCounters::get(&counters.fanout_spread_us_total),
-                NetCounters::get(&counters.fanout_spread_samples),
-            ),
+            spread: spread_of(counters),
             allocations: crate::allocations::total(),
             fan_out_allocations: crate::allocations::fan_out_total(),
         }
@@ -531,10 +574,7 @@ impl StatusWindow {
     ) -> ServerStatus {
         let elapsed = now.duration_since(self.opened).as_secs_f64();
         let bytes_out = NetCounters::get(&counters.bytes_out);
-        let spread = (
-            NetCounters::get(&counters.fanout_spread_us_total),
-            NetCounters::get(&counters.fanout_spread_samples),
-        );
+        let spread = spread_of(counters);
         let allocations = crate::allocations::total();
         let fan_out_allocations = crate::allocations::fan_out_total();
         let since = |now: Option<u64>, then: Option<u64>| now.zip(then).map(|(n, t)| n - t);
@@ -637,15 +677,23 @@ impl TickRecording {
 
 /// The fixed-step loop: each tick drains the network's events, steps the sim, records,
 /// publishes, and once a second reports; then waits for the next slot ([`FixedStep`]).
+/// What the loop publishes for others to watch: the status line's snapshot (once a
+/// second), the tick count, and the metrics (atomics, every tick).
+struct Observed {
+    status: Arc<Mutex<ServerStatus>>,
+    progress: Arc<LoopProgress>,
+    metrics: Arc<LoopMetrics>,
+}
+
 fn run_loop(
     mut sim: Sim,
     net: NetHandle,
     recorder: Option<Recorder>,
     stop: &AtomicBool,
-    status: &Mutex<ServerStatus>,
-    progress: &LoopProgress,
+    observed: &Observed,
     (agones, draining): &(Arc<AgonesStatus>, Arc<AtomicBool>),
 ) {
+    let (status, progress, metrics) = (&observed.status, &observed.progress, &observed.metrics);
     let tick_rate = u32::from(sim.config().tick_rate);
     let mut pacing = FixedStep::new(Duration::from_secs(1) / tick_rate, Instant::now());
     let publisher = net.publisher();
@@ -684,7 +732,10 @@ fn run_loop(
         if let Some(snapshot) = snapshot {
             publisher.publish(tick, snapshot.bytes, snapshot.index);
         }
-        window.record_tick(began.elapsed());
+        let took = began.elapsed();
+        window.record_tick(took);
+        metrics.tick_duration.record(took);
+        metrics.publish(&sim);
         progress.tick_done();
 
         let now = Instant::now();
@@ -703,6 +754,9 @@ fn run_loop(
         // More than a tick behind (a stall, a suspended process) re-bases the schedule
         // rather than running a burst of catch-up ticks; `FixedStep` counts it as late.
         pacing.sleep_until_next();
+        metrics
+            .late_ticks
+            .store(pacing.late_ticks(), Ordering::Relaxed);
     }
     tracing::info!(tick = sim.tick().get(), "stopping");
     if let Some(recording) = recording {

@@ -157,6 +157,11 @@ pub struct Settings {
     #[arg(long, value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agones_health_interval: Option<HumanDuration>,
+    /// Serve Prometheus metrics (GET /metrics) and health checks (GET /healthz,
+    /// /readyz) over HTTP on this TCP address, e.g. 0.0.0.0:9100 (default: off).
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Sets `place` to `value` when it is given.
@@ -224,6 +229,7 @@ impl Settings {
             shutdown_when_empty: over.shutdown_when_empty.or(self.shutdown_when_empty),
             agones: over.agones.or(self.agones),
             agones_health_interval: over.agones_health_interval.or(self.agones_health_interval),
+            metrics_listen: over.metrics_listen.or(self.metrics_listen),
         }
     }
 
@@ -250,6 +256,7 @@ impl Settings {
             shutdown_when_empty,
             agones,
             agones_health_interval,
+            metrics_listen,
         } = self;
         let (net, sim) = (&mut run.server.net, &mut run.server.sim);
         set(&mut net.listen, listen);
@@ -297,6 +304,7 @@ impl Settings {
                 agones_health_interval.map(|d| d.0),
             );
         }
+        set(&mut run.server.metrics_listen, metrics_listen.map(Some));
     }
 
     /// Every setting `run` has, as the layer that would make it: the inverse of
@@ -336,6 +344,7 @@ impl Settings {
                         a.health_interval
                     }),
             )),
+            metrics_listen: run.server.metrics_listen,
         }
     }
 

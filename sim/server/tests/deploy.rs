@@ -258,7 +258,7 @@ fn health_pings_and_the_drain_fit_the_fleets_timings() {
 }
 
 #[test]
-fn the_metrics_port_matches_its_scrape_annotations() {
+fn the_metrics_port_is_the_servers_and_its_scrape_annotations() {
     let container = container();
     let port = container.spec["ports"]
         .as_sequence()
@@ -268,6 +268,13 @@ fn the_metrics_port_matches_its_scrape_annotations() {
         .expect("a metrics port")["containerPort"]
         .as_u64()
         .unwrap();
+    // The server serves the endpoint on that port, on every interface of the pod.
+    let metrics: std::net::SocketAddr = flag(&container.args, "--metrics-listen")
+        .expect("the server is started with --metrics-listen")
+        .parse()
+        .unwrap();
+    assert!(metrics.ip().is_unspecified(), "{metrics}");
+    assert_eq!(u64::from(metrics.port()), port);
     let fleet = of_kind(&manifests(), "Fleet");
     let annotations = &fleet["spec"]["template"]["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(annotations["prometheus.io/scrape"], "true");

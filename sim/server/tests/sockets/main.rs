@@ -12,6 +12,8 @@ mod cli;
 mod common;
 mod drain;
 mod end_to_end;
+mod metrics;
 mod network;
 mod progress;
 mod recording;
+mod scrape;
