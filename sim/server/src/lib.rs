@@ -279,7 +279,7 @@ impl Server {
                     sim: loop_metrics.clone(),
                     recorder: recorder.as_ref().map(|r| r.counters().clone()),
                     draining: draining.clone(),
-                    memory_plan,
+                    memory_plan: memory_plan.clone(),
                     max_clients: config.net.max_clients,
                     tick_rate: config.sim.tick_rate,
                 },

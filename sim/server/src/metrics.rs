@@ -455,7 +455,7 @@ fn families(sources: &MetricSources, resident_set_bytes: u64) -> Vec<MetricFamil
         "Resident set measured at start, before any client.",
         plan.baseline_rss as f64,
     );
-    if let Some(budget) = plan.budget {
+    if let Some(budget) = &plan.budget {
         f.gauge(
             "tickcast_memory_budget_bytes",
             "Bytes this server may use.",
@@ -464,7 +464,7 @@ fn families(sources: &MetricSources, resident_set_bytes: u64) -> Vec<MetricFamil
         f.gauge_with(
             "tickcast_memory_budget_info",
             "Where the memory budget came from (label source); always 1.",
-            &[("source", budget.source.name())],
+            &[("source", budget.source.kind())],
             1.0,
         );
         f.gauge(
@@ -491,7 +491,7 @@ fn families(sources: &MetricSources, resident_set_bytes: u64) -> Vec<MetricFamil
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickcast_net::budget::{BudgetSource, MemoryBudget};
+    use tickcast_net::budget::{BudgetSource, MemoryBudget, TickBufferSize};
 
     fn sources() -> MetricSources {
         MetricSources {
@@ -506,8 +506,14 @@ mod tests {
                     source: BudgetSource::Configured,
                 }),
                 20 << 20,
+                TickBufferSize {
+                    without_players: 4 << 10,
+                    per_player: 16,
+                    least: 8 << 10,
+                },
                 64 << 10,
                 1 << 10,
+                2000,
             ),
             max_clients: 2000,
             tick_rate: 30,
