@@ -22,9 +22,10 @@ use tickcast_shared::{PROTOCOL_VERSION, Tick};
 use crate::budget::MeasuredBudget;
 use crate::nonce::{NonceCache, NonceVerdict};
 
-/// Bytes a QUIC DATAGRAM frame adds to its payload beyond what quinn's
-/// `max_datagram_size` already subtracts: a client must advertise
-/// `max_datagram_frame_size` at least this much above the largest datagram we send.
+/// Bytes quinn reserves for a DATAGRAM frame's own header (a type byte and a length of
+/// up to 8 bytes) within the peer's advertised `max_datagram_frame_size`: the peer's
+/// *datagram limit*, the largest payload it can be sent, is its advertised value less
+/// this. A client must advertise at least this much above the largest datagram we send.
 pub const DATAGRAM_FRAME_OVERHEAD: usize = 9;
 
 /// Why a client was refused, for the Reject message and the log.
@@ -158,13 +159,15 @@ impl Gate {
         self.nonces.len()
     }
 
-    /// Everything about a Hello that can refuse the client, in protocol order. The
-    /// connection allows datagrams of up to `max_datagram_size` payload bytes (`None`:
-    /// the peer did not offer datagrams); the clock reads `now_unix_s`.
+    /// Everything about a Hello that can refuse the client, in protocol order. The peer
+    /// advertised `max_datagram_frame_size` (`None`: it did not offer datagrams) — what
+    /// it said, not the momentary room on the path, which right after the handshake is
+    /// smaller for a peer with long connection IDs and grows as the path MTU is found
+    /// (`crate::peer_params`); the clock reads `now_unix_s`.
     pub fn check_hello(
         &mut self,
         hello: &Hello,
-        max_datagram_size: Option<usize>,
+        max_datagram_frame_size: Option<u64>,
         occupancy: Occupancy,
         now_unix_s: u64,
     ) -> Result<Admitted, Refusal> {
@@ -190,15 +193,18 @@ impl Gate {
             }
         }
         let needed = self.limits.largest_datagram;
-        match max_datagram_size {
-            Some(size) if size >= needed => {}
+        let advertise = (needed + DATAGRAM_FRAME_OVERHEAD) as u64;
+        match max_datagram_frame_size {
+            Some(size) if size >= advertise => {}
             other => {
+                let said = other.map_or("no max_datagram_frame_size".to_string(), |size| {
+                    format!("max_datagram_frame_size {size}")
+                });
                 return Err(Refusal::new(
                     RejectReason::DatagramsUnsupported,
                     format!(
-                        "snapshots need datagrams of {needed} bytes; the connection allows \
-                         {other:?} (advertise max_datagram_frame_size >= {})",
-                        needed + DATAGRAM_FRAME_OVERHEAD
+                        "snapshots need datagrams of {needed} bytes; the client advertised \
+                         {said} (advertise max_datagram_frame_size >= {advertise})"
                     ),
                 ));
             }
@@ -423,7 +429,7 @@ mod tests {
     const KEY: [u8; 32] = [7; 32];
 
     fn limits() -> Limits {
-        Limits::new(3, 2, 2 + 16, 1160)
+        Limits::new(3, 2, 2 + 16, 1148)
     }
 
     fn gate() -> Gate {
@@ -437,7 +443,8 @@ mod tests {
         }
     }
 
-    const ROOM: Option<usize> = Some(1162);
+    /// What a client advertises: quinn's default, and what RFC 9221 suggests.
+    const ROOM: Option<u64> = Some(65_535);
 
     fn reason(result: Result<Admitted, Refusal>) -> RejectReason {
         result.expect_err("refused").reason
@@ -521,23 +528,33 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_too_small_for_a_chunk_is_refused_naming_the_size_to_advertise() {
+    fn a_client_advertising_too_small_a_datagram_is_refused_naming_the_size_to_advertise() {
         let mut gate = gate();
         let refusal = gate
             .check_hello(
                 &hello(1, 1, NOW + 60),
-                Some(1161),
+                Some(1158),
                 Occupancy::default(),
                 NOW,
             )
             .expect_err("refused");
         assert_eq!(refusal.reason, RejectReason::DatagramsUnsupported);
-        assert!(refusal.detail.contains(">= 1171"), "{}", refusal.detail);
+        assert!(refusal.detail.contains(">= 1159"), "{}", refusal.detail);
+        assert!(
+            refusal.detail.contains("advertised max_datagram_frame_size 1158"),
+            "{}",
+            refusal.detail
+        );
         assert_eq!(
             reason(gate.check_hello(&hello(1, 2, NOW + 60), None, Occupancy::default(), NOW)),
             RejectReason::DatagramsUnsupported
         );
         assert_eq!(gate.nonces_remembered(), 0, "refused Hellos burn no nonce");
+        // Exactly the largest datagram plus the frame's 9 bytes is enough.
+        assert!(
+            gate.check_hello(&hello(1, 3, NOW + 60), Some(1159), Occupancy::default(), NOW)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -636,7 +653,7 @@ mod tests {
 
     #[test]
     fn connections_are_refused_before_tls_at_the_client_limit_then_the_memory_limit() {
-        let limits = Limits::new(10, 4, 6, 1160);
+        let limits = Limits::new(10, 4, 6, 1148);
         assert_eq!(admit_connection(&limits, 5, 0), Ok(()));
         assert_eq!(
             admit_connection(&limits, 4, 2),
@@ -748,7 +765,7 @@ mod tests {
         for version in [0, 1, u16::MAX] {
             let mut odd = hello(u64::MAX, 9, u64::MAX);
             odd.protocol_version = version;
-            let _ = gate.check_hello(&odd, Some(usize::MAX), Occupancy::default(), u64::MAX);
+            let _ = gate.check_hello(&odd, Some(u64::MAX), Occupancy::default(), u64::MAX);
         }
         let _: ConnectToken = hello(0, 0, 0).token;
     }

@@ -47,6 +47,20 @@ pub struct DatagramShape {
     pub bundle_limit: usize,
 }
 
+impl DatagramShape {
+    /// This shape on a path that carries datagrams of at most `room` bytes now (quinn's
+    /// `max_datagram_size`, which follows the path MTU): bundles no larger than that, so
+    /// a run of frames is split into smaller datagrams rather than refused. A single
+    /// frame always fits any QUIC path (`tickcast_shared::chunk::MAX_CHUNK_PAYLOAD`
+    /// explains the arithmetic); `None` (datagrams refused) leaves every frame alone.
+    pub fn within(self, room: Option<usize>) -> Self {
+        Self {
+            bundle_limit: self.bundle_limit.min(room.unwrap_or(0)),
+            ..self
+        }
+    }
+}
+
 /// Which datagrams of a tick a peer is sent, and what they cost in its send buffer: the
 /// directory and one run of frames per row of its view, or — a spectator, a player not
 /// in this tick, `view_cells` = [`VIEW_ALL`], a buffer without a directory — every frame.
@@ -386,6 +400,36 @@ mod tests {
         let (datagrams, cost) = datagrams(&layout, None, VIEW_ALL);
         assert_eq!(datagrams, vec![vec![0, 1], vec![2, 3], vec![4]]);
         assert_eq!(cost, buffer.len());
+    }
+
+    #[test]
+    fn a_path_with_less_room_than_a_bundle_gets_smaller_datagrams() {
+        let buffer = tick_buffer(&[
+            (0, 1, KIND_NPC),
+            (1, 2, KIND_NPC),
+            (2, 3, KIND_NPC),
+            (3, 4, KIND_NPC),
+        ]);
+        let chunk = 2 + CHUNK_HEADER_LEN + ENTITY_RECORD_LEN;
+        let shape = DatagramShape {
+            entry_cost: 0,
+            bundle_limit: 4 * chunk,
+        };
+        let on = |room| Layout {
+            index: TickIndex::of_buffer(&buffer),
+            shape: shape.within(room),
+        };
+        // A roomy path: one datagram of the directory and three chunks, then the fourth.
+        assert_eq!(
+            datagrams(&on(Some(1_500)), None, VIEW_ALL).0,
+            vec![vec![0, 1, 2, 3], vec![4]]
+        );
+        // Room for two chunks: the same frames in more, smaller datagrams, same bytes.
+        let (split, cost) = datagrams(&on(Some(2 * chunk)), None, VIEW_ALL);
+        assert_eq!(split, vec![vec![0, 1], vec![2, 3], vec![4]]);
+        assert_eq!(cost, buffer.len());
+        // No room at all (datagrams refused): every frame alone.
+        assert_eq!(datagrams(&on(None), None, VIEW_ALL).0.len(), 5);
     }
 
     #[test]

@@ -26,7 +26,9 @@ use crate::admission::{
     Gate, HelloDeadline, InputAllowance, Limits, Occupancy, PeerTable, Refusal, admit_connection,
 };
 use crate::budget::{self, RssSample};
+use crate::congestion::FlooredCubic;
 use crate::fanout::{DatagramShape, FanOutScope, PeerSendState, SendDecision, plan_tick_for_peer};
+use crate::peer_params::{AdvertisedLimits, advertised_max_datagram_frame_size};
 use crate::{DisconnectReason, MemoryPlan, NetConfig, NetCounters, NetError, PublishedTick, tls};
 
 /// How long a joining client waits for the sim to spawn its entity. A healthy sim answers
@@ -134,8 +136,8 @@ impl NetState {
         }
     }
 
-    /// The Hello checks (`admission::Gate`) with this connection's datagram room and
-    /// the table's occupancy. On success the client holds a place in the table until it
+    /// The Hello checks (`admission::Gate`) with the datagram limit the peer advertised
+    /// and the table's occupancy. On success the client holds a place in the table until it
     /// connects or its [`AdmissionSlot`] is dropped. No await inside: on this
     /// single-threaded runtime no other handshake can pass the check in between.
     fn check_hello(
@@ -162,7 +164,12 @@ impl NetState {
             .gate
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .check_hello(hello, conn.max_datagram_size(), occupancy, unix_now_s())?;
+            .check_hello(
+                hello,
+                advertised_max_datagram_frame_size(conn),
+                occupancy,
+                unix_now_s(),
+            )?;
         if admitted.evicted_a_nonce {
             self.count(|c| &c.nonces_evicted);
         }
@@ -178,7 +185,8 @@ pub(crate) fn quinn_server_config(
     let crypto = tls::server_crypto(identity)?;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .map_err(|e| NetError::Tls(e.to_string()))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    // Wrapped so admission can read what each client advertised (`peer_params`).
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(AdvertisedLimits::new(quic)));
     let idle = quinn::IdleTimeout::try_from(config.idle_timeout).map_err(|_| {
         NetError::Config(crate::NetConfigError {
             field: "idle_timeout",
@@ -195,7 +203,12 @@ pub(crate) fn quinn_server_config(
         .receive_window(VarInt::from_u32(8192))
         .datagram_receive_buffer_size(Some(config.datagram_receive_buffer))
         .datagram_send_buffer_size(config.datagram_send_buffer)
-        .max_idle_timeout(Some(idle));
+        .max_idle_timeout(Some(idle))
+        // Loss costs only the loss: Cubic, its window never below the initial window
+        // (`congestion`).
+        .congestion_controller_factory(Arc::new(FlooredCubic::new(
+            config.congestion_window_floor,
+        )));
     server.transport_config(Arc::new(transport));
     Ok(server)
 }
@@ -629,7 +642,7 @@ async fn fan_out(state: Arc<NetState>, mut slot: watch::Receiver<Option<Publishe
                 &published.index,
                 peer.entity,
                 view_cells,
-                shape,
+                shape.within(peer.conn.max_datagram_size()),
                 &mut peer.send_state,
                 space,
                 queued,

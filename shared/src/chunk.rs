@@ -36,15 +36,18 @@ pub const CHUNK_HEADER_LEN: usize = 18;
 /// Bytes of one [`EntityRecord`].
 pub const ENTITY_RECORD_LEN: usize = 14;
 
-/// Default largest chunk, in bytes. QUIC guarantees 1200-byte packets; quinn reports a
-/// `max_datagram_size` of 1162 right after the handshake, and 1150 leaves room for the
-/// DATAGRAM frame's own header in any packet quinn builds.
-pub const DEFAULT_CHUNK_PAYLOAD: usize = 1150;
+/// Default largest chunk, in bytes: [`MAX_CHUNK_PAYLOAD`], 80 records a chunk.
+pub const DEFAULT_CHUNK_PAYLOAD: usize = MAX_CHUNK_PAYLOAD;
 
-/// The largest chunk payload: a datagram is a chunk plus its 2-byte length prefix, and
-/// quinn allows 1,162-byte datagrams on a fresh path (QUIC's 1,200-byte minimum packet
-/// less its headers).
-pub const MAX_CHUNK_PAYLOAD: usize = 1160;
+/// The largest chunk payload, chosen so that every datagram the server sends fits every
+/// QUIC path, whatever the client's connection IDs. A server datagram is at most a chunk
+/// plus its 2-byte length prefix. quinn sends a datagram only if it fits one packet: a
+/// 1-RTT packet on QUIC's minimum path of 1,200 bytes has room for `1200 − (1 flags +
+/// the client's connection ID + 4 packet number + 16 AEAD tag) − 9` (the DATAGRAM
+/// frame's type and length, as quinn bounds them) = `1170 − cid` bytes of datagram: 1,162
+/// with quinn's 8-byte IDs, 1,150 with the longest (20 bytes, RFC 9000 §17.2). So
+/// `1148 + 2 = 1150` always fits, and a larger path (after MTU discovery) only adds room.
+pub const MAX_CHUNK_PAYLOAD: usize = 1148;
 
 /// The smallest chunk payload that still holds a header and one record.
 pub const MIN_CHUNK_PAYLOAD: usize = CHUNK_HEADER_LEN + ENTITY_RECORD_LEN;
