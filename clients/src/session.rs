@@ -80,12 +80,17 @@ pub struct EndpointOptions {
     /// 200-NPC world, so a busy task that reads late loses nothing. A process with
     /// thousands of clients wants less (see `tickcast-bots`).
     pub datagram_receive_buffer: usize,
+    /// Length of the connection IDs this endpoint issues, 0 to 20: the server puts one
+    /// in every packet it sends, so longer IDs leave less room for a datagram in a
+    /// packet (`docs/PROTOCOL.md` §1). Default 8, quinn's.
+    pub connection_id_len: usize,
 }
 
 impl Default for EndpointOptions {
     fn default() -> Self {
         Self {
             datagram_receive_buffer: 1 << 20,
+            connection_id_len: 8,
         }
     }
 }
@@ -129,8 +134,18 @@ pub fn client_endpoint_with(
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(Arc::new(client_transport(options)));
     let socket = tickcast_net::bind_udp(bind).map_err(|e| ClientError::Setup(e.to_string()))?;
+    let cid_len = options.connection_id_len;
+    if cid_len > 20 {
+        return Err(ClientError::Setup(format!(
+            "connection IDs are at most 20 bytes, not {cid_len}"
+        )));
+    }
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    endpoint_config.cid_generator(move || {
+        Box::new(quinn_proto::RandomConnectionIdGenerator::new(cid_len))
+    });
     let mut endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config,
         None,
         socket,
         Arc::new(quinn::TokioRuntime),

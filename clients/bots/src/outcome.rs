@@ -73,6 +73,9 @@ pub struct ClientOutcome {
     pub latency: LatencyHistogram,
     /// Age of the newest complete snapshot, sampled once per tick.
     pub snapshot_age: LatencyHistogram,
+    /// Age of the newest state of each entity in view, sampled once per tick per entity
+    /// (`tickcast_clients::track::EntityStaleness`).
+    pub staleness: LatencyHistogram,
     /// QUIC's RTT estimate, sampled once a second.
     pub rtt: LatencyHistogram,
     /// Time from starting a connect to the Welcome, per session.
@@ -109,6 +112,7 @@ impl ClientOutcome {
             delivery: DeliveryTotals::default(),
             latency: LatencyHistogram::default(),
             snapshot_age: LatencyHistogram::default(),
+            staleness: LatencyHistogram::default(),
             rtt: LatencyHistogram::default(),
             connect_time: LatencyHistogram::default(),
             bytes_in: 0,

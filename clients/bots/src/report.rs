@@ -47,6 +47,12 @@ pub struct Summary {
     pub snapshot_age_ms_p50: Option<f64>,
     /// Age of a client's newest complete snapshot, 99th percentile (ms).
     pub snapshot_age_ms_p99: Option<f64>,
+    /// Staleness: the age of the newest state a client holds of each entity in its
+    /// view, median over per-tick, per-entity samples (ms). What a player sees when
+    /// some chunks are lost: those entities keep an older state.
+    pub staleness_ms_p50: Option<f64>,
+    /// Staleness, 99th percentile (ms).
+    pub staleness_ms_p99: Option<f64>,
     /// QUIC RTT estimate, median over per-second samples (ms).
     pub rtt_ms_p50: Option<f64>,
     /// QUIC RTT estimate, 99th percentile (ms).
@@ -99,6 +105,7 @@ pub fn summarize<'a>(
 ) -> Summary {
     let mut latency = LatencyHistogram::default();
     let mut age = LatencyHistogram::default();
+    let mut staleness = LatencyHistogram::default();
     let mut rtt = LatencyHistogram::default();
     let mut connect = LatencyHistogram::default();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -144,6 +151,7 @@ pub fn summarize<'a>(
         packets_out += outcome.udp_packets_out;
         latency.merge(&outcome.latency);
         age.merge(&outcome.snapshot_age);
+        staleness.merge(&outcome.staleness);
         rtt.merge(&outcome.rtt);
         client_seconds += outcome.played_for.as_secs_f64();
         if let Some(tick) = d.last_complete_tick
@@ -170,6 +178,8 @@ pub fn summarize<'a>(
         latency_ms_p99: latency.quantile_ms(0.99),
         snapshot_age_ms_p50: age.quantile_ms(0.50),
         snapshot_age_ms_p99: age.quantile_ms(0.99),
+        staleness_ms_p50: staleness.quantile_ms(0.50),
+        staleness_ms_p99: staleness.quantile_ms(0.99),
         rtt_ms_p50: rtt.quantile_ms(0.50),
         rtt_ms_p99: rtt.quantile_ms(0.99),
         connect_ms_p50: connect.quantile_ms(0.50),
@@ -228,6 +238,53 @@ pub struct GateReport {
     pub passed: bool,
 }
 
+/// What one direction of a `--netsim` link did (`tickcast_netsim::LinkCounters`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LinkFigures {
+    /// Packets offered to the link.
+    pub packets: u64,
+    /// Packets delivered (a duplicate counted once).
+    pub delivered: u64,
+    /// Lost by the loss model.
+    pub lost: u64,
+    /// Dropped by the rate cap's full queue.
+    pub queue_dropped: u64,
+    /// Dropped by the MTU clamp.
+    pub mtu_dropped: u64,
+    /// Delivered twice.
+    pub duplicated: u64,
+    /// Held back so later packets overtook them.
+    pub reordered: u64,
+    /// The most bytes the rate cap's queue held.
+    pub queue_peak_bytes: u64,
+}
+
+impl From<&tickcast_netsim::LinkCounters> for LinkFigures {
+    fn from(c: &tickcast_netsim::LinkCounters) -> Self {
+        Self {
+            packets: c.packets,
+            delivered: c.delivered,
+            lost: c.dropped_loss,
+            queue_dropped: c.dropped_queue,
+            mtu_dropped: c.dropped_mtu,
+            duplicated: c.duplicated,
+            reordered: c.reordered,
+            queue_peak_bytes: c.queue_peak_bytes,
+        }
+    }
+}
+
+/// The conditioned link of a `--netsim` run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetsimFigures {
+    /// The spec, as given.
+    pub spec: String,
+    /// Client → server.
+    pub up: LinkFigures,
+    /// Server → client.
+    pub down: LinkFigures,
+}
+
 /// The whole report: the overall summary's fields at the top level, a summary per
 /// behaviour under `groups`, and the gates.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -239,6 +296,9 @@ pub struct Report {
     pub groups: BTreeMap<&'static str, Summary>,
     /// The gates and their verdict.
     pub gates: GateReport,
+    /// The conditioned link, when the bots ran through `--netsim`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netsim: Option<NetsimFigures>,
 }
 
 /// What the run means for the exit code.
@@ -326,6 +386,7 @@ impl Report {
             overall,
             groups,
             gates,
+            netsim: None,
         }
     }
 

@@ -259,6 +259,7 @@ fn run_shard(
         let config = &shared.config;
         let options = EndpointOptions {
             datagram_receive_buffer: config.datagram_receive_buffer,
+            ..EndpointOptions::default()
         };
         let endpoint_count = bots.len().div_ceil(config.clients_per_endpoint.max(1));
         let endpoints = (0..endpoint_count)
@@ -441,9 +442,11 @@ async fn play(
                     outcome.rtt.record(session.rtt().as_micros() as u64);
                     flush_live(&shared.live, &receiver, &mut flushed);
                 }
-                if let Some(age) = receiver.snapshot_age_us(now_us_wrapping()) {
+                let now_us = now_us_wrapping();
+                if let Some(age) = receiver.snapshot_age_us(now_us) {
                     outcome.snapshot_age.record(age);
                 }
+                receiver.staleness().sample(now_us, &mut outcome.staleness);
                 let ack = receiver.assembler().delivery().last_tick.unwrap_or(Tick::ZERO);
                 match session.send_input(&history.push(cmd, ack)) {
                     Ok(()) => {}

@@ -4,14 +4,16 @@
 //! One concern per module: [`completeness`] judges one tick (which datagrams were meant
 //! for this client, and whether all arrived); `assemble` keeps several ticks in flight
 //! and decides what each datagram counts as ([`TickAssembler`]); `delivery` holds the
-//! figures ([`Delivery`]); `latency` the histograms ([`LatencyHistogram`]); `receive`
-//! ties them together for a client that reads datagrams ([`SnapshotReceiver`]).
+//! figures ([`Delivery`]); `latency` the histograms ([`LatencyHistogram`]); `staleness`
+//! the age of each entity's newest state ([`EntityStaleness`]); `receive` ties them
+//! together for a client that reads datagrams ([`SnapshotReceiver`]).
 
 mod assemble;
 pub mod completeness;
 mod delivery;
 mod latency;
 mod receive;
+mod staleness;
 #[cfg(test)]
 mod test_bytes;
 
@@ -20,3 +22,4 @@ pub use completeness::View;
 pub use delivery::Delivery;
 pub use latency::{LatencyHistogram, age_us};
 pub use receive::{DatagramOutcome, SnapshotReceiver, WorldUpdate};
+pub use staleness::EntityStaleness;

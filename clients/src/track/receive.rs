@@ -8,6 +8,7 @@ use super::assemble::{ChunkOutcome, TickAssembler};
 use super::completeness::View;
 use super::delivery::Delivery;
 use super::latency::{LatencyHistogram, age_us};
+use super::staleness::EntityStaleness;
 use crate::world::WorldView;
 
 /// When a [`SnapshotReceiver`] updates its [`WorldView`].
@@ -38,6 +39,7 @@ pub enum DatagramOutcome {
 #[derive(Debug, Clone)]
 pub struct SnapshotReceiver {
     assembler: TickAssembler,
+    staleness: EntityStaleness,
     world: Option<WorldView>,
     world_update: WorldUpdate,
     latency: LatencyHistogram,
@@ -52,6 +54,7 @@ impl SnapshotReceiver {
     pub fn new(view: View) -> Self {
         Self {
             assembler: TickAssembler::new(view, false),
+            staleness: EntityStaleness::default(),
             world: None,
             world_update: WorldUpdate::PerChunk,
             latency: LatencyHistogram::default(),
@@ -112,6 +115,16 @@ impl SnapshotReceiver {
 
     fn on_message(&mut self, message: &ServerDatagram<'_>) -> ChunkOutcome {
         let outcome = self.assembler.on_message(message);
+        match (message, outcome) {
+            (_, ChunkOutcome::Stale | ChunkOutcome::Inconsistent | ChunkOutcome::Duplicate) => {}
+            (ServerDatagram::Chunk(chunk), _) => self.staleness.on_chunk(chunk),
+            _ => {}
+        }
+        if let ChunkOutcome::Completed { tick, .. } = outcome
+            && self.assembler.delivery().last_complete_tick == Some(tick)
+        {
+            self.staleness.on_complete_tick(tick);
+        }
         let Some(world) = &mut self.world else {
             return outcome;
         };
@@ -142,6 +155,11 @@ impl SnapshotReceiver {
     pub fn snapshot_age_us(&self, now_us: u32) -> Option<u64> {
         let then = self.assembler.delivery().last_complete_server_time_us?;
         age_us(now_us, then)
+    }
+
+    /// How old the client's state of each entity in its view is ([`EntityStaleness`]).
+    pub fn staleness(&self) -> &EntityStaleness {
+        &self.staleness
     }
 
     /// The tick assembler (delivery figures).

@@ -17,12 +17,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Parser;
 use tickcast_bots::behaviour::Behaviour;
 use tickcast_bots::cli::{ServerArgs, random_u32};
 use tickcast_bots::mix::Mix;
-use tickcast_bots::report::{Gates, Report, Summary, Verdict};
+use tickcast_bots::report::{Gates, LinkFigures, NetsimFigures, Report, Summary, Verdict};
 use tickcast_bots::swarm::{LiveCounters, SwarmConfig, TokenSource, run_swarm};
+use tickcast_netsim::{NetsimSpec, Proxy, ProxyConfig};
 
 /// Load generator and judge for a tickcast server.
 #[derive(Debug, Parser)]
@@ -70,6 +72,11 @@ struct Args {
     /// many milliseconds.
     #[arg(long)]
     max_latency_p99_ms: Option<f64>,
+    /// Run the bots through an in-process link conditioner in front of --server, e.g.
+    /// "loss=5%,delay=40ms" or "down:loss=20%,delay=100ms,seed=7" (keys: loss, burst,
+    /// delay, jitter, reorder, reorder-gap, dup, rate, queue, mtu, seed; docs/CLIENTS.md).
+    #[arg(long, value_parser = valid_netsim)]
+    netsim: Option<String>,
     /// Print one JSON object instead of a human summary.
     #[arg(long)]
     json: bool,
@@ -104,6 +111,12 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Checks a `--netsim` spec when the flags are parsed, keeping its text for the report.
+fn valid_netsim(text: &str) -> Result<String, tickcast_netsim::SpecError> {
+    text.parse::<NetsimSpec>()?;
+    Ok(text.to_string())
 }
 
 fn gates(args: &Args) -> anyhow::Result<Gates> {
@@ -168,8 +181,21 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
     let gates = gates(&args)?;
     let fingerprint = args.access.pinned_fingerprint()?;
     let tokens = tokens(&args)?;
+    // The proxy lives as long as the run; the bots connect to it instead of the server.
+    let proxy = match &args.netsim {
+        Some(text) => {
+            let spec: NetsimSpec = text.parse()?;
+            Some(
+                Proxy::start(ProxyConfig::new(args.access.server, spec))
+                    .context("starting the --netsim proxy")?,
+            )
+        }
+        None => None,
+    };
     let config = SwarmConfig {
-        server: args.access.server,
+        server: proxy
+            .as_ref()
+            .map_or(args.access.server, Proxy::local_addr),
         fingerprint,
         clients: args.clients,
         duration: args.duration,
@@ -196,7 +222,15 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
         let _ = thread.join();
     }
     let outcomes = outcomes?;
-    let report = Report::new(&outcomes, args.duration, gates);
+    let mut report = Report::new(&outcomes, args.duration, gates);
+    if let Some(proxy) = proxy {
+        let link = proxy.stop();
+        report.netsim = Some(NetsimFigures {
+            spec: args.netsim.clone().unwrap_or_default(),
+            up: LinkFigures::from(&link.up),
+            down: LinkFigures::from(&link.down),
+        });
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -298,6 +332,11 @@ fn print_summary(s: &Summary) {
         ms(s.snapshot_age_ms_p99)
     );
     println!(
+        "  staleness      p50 {}, p99 {}   (age of the newest state of each entity in view)",
+        ms(s.staleness_ms_p50),
+        ms(s.staleness_ms_p99)
+    );
+    println!(
         "  rtt            p50 {}, p99 {}   connect p50 {}, p99 {}",
         ms(s.rtt_ms_p50),
         ms(s.rtt_ms_p99),
@@ -333,6 +372,22 @@ fn print_human(report: &Report) {
                 group.connected, group.clients
             );
             print_summary(group);
+        }
+    }
+    if let Some(netsim) = &report.netsim {
+        println!("netsim {}", netsim.spec);
+        for (name, link) in [("up  ", &netsim.up), ("down", &netsim.down)] {
+            println!(
+                "  {name}           {} packets: {} delivered, {} lost, {} queue-dropped, {} mtu-dropped, {} duplicated, {} reordered; queue peak {} B",
+                link.packets,
+                link.delivered,
+                link.lost,
+                link.queue_dropped,
+                link.mtu_dropped,
+                link.duplicated,
+                link.reordered,
+                link.queue_peak_bytes
+            );
         }
     }
     let gates = &report.gates;
@@ -385,6 +440,14 @@ mod tests {
         }
         // No gate: any mix runs.
         assert!(gates(&args(&["--mix", "stall=1"]).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn a_bad_netsim_spec_is_refused_with_its_reason() {
+        let error = args(&["--netsim", "loss=5"]).unwrap_err().to_string();
+        assert!(error.contains("loss: `5` is not a percentage"), "{error}");
+        let ok = args(&["--netsim", "loss=5%,delay=40ms"]).unwrap();
+        assert_eq!(ok.netsim.as_deref(), Some("loss=5%,delay=40ms"));
     }
 
     #[test]
