@@ -541,7 +541,9 @@ mod tests {
         assert_eq!(refusal.reason, RejectReason::DatagramsUnsupported);
         assert!(refusal.detail.contains(">= 1159"), "{}", refusal.detail);
         assert!(
-            refusal.detail.contains("advertised max_datagram_frame_size 1158"),
+            refusal
+                .detail
+                .contains("advertised max_datagram_frame_size 1158"),
             "{}",
             refusal.detail
         );
@@ -552,8 +554,13 @@ mod tests {
         assert_eq!(gate.nonces_remembered(), 0, "refused Hellos burn no nonce");
         // Exactly the largest datagram plus the frame's 9 bytes is enough.
         assert!(
-            gate.check_hello(&hello(1, 3, NOW + 60), Some(1159), Occupancy::default(), NOW)
-                .is_ok()
+            gate.check_hello(
+                &hello(1, 3, NOW + 60),
+                Some(1159),
+                Occupancy::default(),
+                NOW
+            )
+            .is_ok()
         );
     }
 

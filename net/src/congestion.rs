@@ -177,12 +177,17 @@ mod tests {
         let start = Instant::now();
         let inner = Arc::new(CubicConfig::default()).build(start, 1200);
         let mut floored = FlooredController::new(inner, 2_400);
-        assert_eq!(floored.window(), 12_000, "Cubic's initial window is above the floor");
+        assert_eq!(
+            floored.window(),
+            12_000,
+            "Cubic's initial window is above the floor"
+        );
         // One loss halves Cubic's window (×0.7): still above a 2,400-byte floor.
         lose_every_round(&mut floored, start, 1);
         assert_eq!(floored.window(), 8_400);
         // A floor of zero is stock Cubic.
-        let mut zero = FlooredController::new(Arc::new(CubicConfig::default()).build(start, 1200), 0);
+        let mut zero =
+            FlooredController::new(Arc::new(CubicConfig::default()).build(start, 1200), 0);
         lose_every_round(&mut zero, start, 20);
         assert_eq!(zero.window(), 2_400);
     }

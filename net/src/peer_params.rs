@@ -110,7 +110,9 @@ impl<C: crypto::ServerConfig + 'static> crypto::ServerConfig for AdvertisedLimit
         version: u32,
         params: &TransportParameters,
     ) -> Box<dyn crypto::Session> {
-        Box::new(ReportingSession(self.0.clone().start_session(version, params)))
+        Box::new(ReportingSession(
+            self.0.clone().start_session(version, params),
+        ))
     }
 }
 

@@ -206,9 +206,7 @@ pub(crate) fn quinn_server_config(
         .max_idle_timeout(Some(idle))
         // Loss costs only the loss: Cubic, its window never below the initial window
         // (`congestion`).
-        .congestion_controller_factory(Arc::new(FlooredCubic::new(
-            config.congestion_window_floor,
-        )));
+        .congestion_controller_factory(Arc::new(FlooredCubic::new(config.congestion_window_floor)));
     server.transport_config(Arc::new(transport));
     Ok(server)
 }

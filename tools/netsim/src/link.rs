@@ -194,8 +194,7 @@ impl Link {
                 }
                 self.counters.queue_peak_bytes = self.counters.queue_peak_bytes.max(backlog);
                 let start = self.busy_until.max(now);
-                self.busy_until =
-                    start + Duration::from_secs_f64(len as f64 * 8.0 / rate as f64);
+                self.busy_until = start + Duration::from_secs_f64(len as f64 * 8.0 / rate as f64);
                 self.busy_until
             }
             None => now,
@@ -270,7 +269,13 @@ mod tests {
         for fate in offer(&mut l, 100, 1200, ms(1)) {
             assert!(matches!(fate, Fate::Deliver { copies: 1, .. }));
         }
-        assert_eq!(l.on_packet(ms(500), 10), Fate::Deliver { at: ms(500), copies: 1 });
+        assert_eq!(
+            l.on_packet(ms(500), 10),
+            Fate::Deliver {
+                at: ms(500),
+                copies: 1
+            }
+        );
         assert_eq!(l.counters().delivered, 101);
         assert_eq!(l.counters().dropped(), 0);
     }
@@ -349,7 +354,8 @@ mod tests {
         let mut dense = link("delay=40ms,jitter=5ms,seed=1");
         let mut last = Duration::ZERO;
         for i in 0..10_000u32 {
-            let Fate::Deliver { at, .. } = dense.on_packet(Duration::from_micros(u64::from(i) * 300), 100)
+            let Fate::Deliver { at, .. } =
+                dense.on_packet(Duration::from_micros(u64::from(i) * 300), 100)
             else {
                 panic!("a lossless link drops nothing")
             };
@@ -373,7 +379,10 @@ mod tests {
         let reordered = l.counters().reordered;
         assert!((60..=140).contains(&reordered), "{reordered}");
         // Each held-back packet (5 ms) is overtaken by the packets of the next 5 ms.
-        assert!(overtaken >= reordered * 9 / 10, "{overtaken} of {reordered}");
+        assert!(
+            overtaken >= reordered * 9 / 10,
+            "{overtaken} of {reordered}"
+        );
     }
 
     #[test]
@@ -394,20 +403,53 @@ mod tests {
     fn a_rate_cap_serializes_packets_and_drops_the_tail_of_a_full_queue() {
         // 80 kbit/s: a 1,000-byte packet takes 100 ms on the wire. Queue: 3,000 bytes.
         let mut l = link("rate=80kbit,queue=3000B,delay=10ms");
-        assert_eq!(l.on_packet(ms(0), 1000), Fate::Deliver { at: ms(110), copies: 1 });
-        assert_eq!(l.on_packet(ms(0), 1000), Fate::Deliver { at: ms(210), copies: 1 });
+        assert_eq!(
+            l.on_packet(ms(0), 1000),
+            Fate::Deliver {
+                at: ms(110),
+                copies: 1
+            }
+        );
+        assert_eq!(
+            l.on_packet(ms(0), 1000),
+            Fate::Deliver {
+                at: ms(210),
+                copies: 1
+            }
+        );
         assert_eq!(l.queued_bytes(ms(0)), 2000);
-        assert_eq!(l.on_packet(ms(0), 1000), Fate::Deliver { at: ms(310), copies: 1 });
+        assert_eq!(
+            l.on_packet(ms(0), 1000),
+            Fate::Deliver {
+                at: ms(310),
+                copies: 1
+            }
+        );
         // Three packets queued: the fourth does not fit.
         assert_eq!(l.on_packet(ms(0), 1000), Fate::Drop(DropReason::Queue));
         // 150 ms later one and a half packets have left: room again.
         assert_eq!(l.queued_bytes(ms(150)), 1500);
-        assert_eq!(l.on_packet(ms(150), 1000), Fate::Deliver { at: ms(410), copies: 1 });
+        assert_eq!(
+            l.on_packet(ms(150), 1000),
+            Fate::Deliver {
+                at: ms(410),
+                copies: 1
+            }
+        );
         let c = l.counters();
-        assert_eq!((c.delivered, c.dropped_queue, c.queue_peak_bytes), (4, 1, 3000));
+        assert_eq!(
+            (c.delivered, c.dropped_queue, c.queue_peak_bytes),
+            (4, 1, 3000)
+        );
         // An idle link starts afresh.
         assert_eq!(l.queued_bytes(ms(1_000)), 0);
-        assert_eq!(l.on_packet(ms(1_000), 1000), Fate::Deliver { at: ms(1_110), copies: 1 });
+        assert_eq!(
+            l.on_packet(ms(1_000), 1000),
+            Fate::Deliver {
+                at: ms(1_110),
+                copies: 1
+            }
+        );
     }
 
     #[test]
@@ -422,7 +464,10 @@ mod tests {
             * 64.0;
         let rate = delivered / 10.0;
         // The rate plus the queue it filled, spread over the run.
-        assert!((31_900.0..=32_000.0 + 65_536.0 / 10.0 + 64.0).contains(&rate), "{rate}");
+        assert!(
+            (31_900.0..=32_000.0 + 65_536.0 / 10.0 + 64.0).contains(&rate),
+            "{rate}"
+        );
         assert!(l.counters().queue_peak_bytes <= 65_536);
         assert!(l.counters().dropped_queue > 3_900, "{:?}", l.counters());
     }

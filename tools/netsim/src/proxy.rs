@@ -126,7 +126,9 @@ impl Proxy {
         front
             .set_nonblocking(true)
             .map_err(io("making the proxy socket non-blocking"))?;
-        let local_addr = front.local_addr().map_err(io("reading the proxy address"))?;
+        let local_addr = front
+            .local_addr()
+            .map_err(io("reading the proxy address"))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

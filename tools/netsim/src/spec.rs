@@ -217,8 +217,7 @@ fn apply(link: &mut LinkSpec, key: &str, value: &str) -> Result<(), SpecError> {
         "reorder-gap" => link.reorder_gap = parse_duration(value).ok_or_else(|| bad(DURATION))?,
         "rate" => {
             link.rate_bps = Some(
-                parse_rate(value)
-                    .ok_or_else(|| bad("a rate such as 256kbit, 2mbit or 8000bit"))?,
+                parse_rate(value).ok_or_else(|| bad("a rate such as 256kbit, 2mbit or 8000bit"))?,
             );
         }
         "queue" => {
@@ -252,7 +251,10 @@ fn parse_duration(value: &str) -> Option<Duration> {
         return Some(Duration::ZERO);
     }
     let (number, unit) = split_unit(value);
-    let number: f64 = number.parse().ok().filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    let number: f64 = number
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
     let seconds = match unit {
         "s" => number,
         "ms" => number / 1e3,
@@ -265,7 +267,10 @@ fn parse_duration(value: &str) -> Option<Duration> {
 
 fn parse_rate(value: &str) -> Option<u64> {
     let (number, unit) = split_unit(value);
-    let number: f64 = number.parse().ok().filter(|n: &f64| n.is_finite() && *n > 0.0)?;
+    let number: f64 = number
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n > 0.0)?;
     let scale = match unit.to_ascii_lowercase().as_str() {
         "bit" => 1.0,
         "kbit" => 1e3,
@@ -352,10 +357,7 @@ mod tests {
     #[test]
     fn a_bad_spec_says_what_is_wrong() {
         assert_eq!(spec("loss"), Err(SpecError::NotKeyValue("loss".into())));
-        assert_eq!(
-            spec("lose=5%"),
-            Err(SpecError::UnknownKey("lose".into()))
-        );
+        assert_eq!(spec("lose=5%"), Err(SpecError::UnknownKey("lose".into())));
         assert_eq!(
             spec("sideways:loss=5%"),
             Err(SpecError::UnknownKey("sideways:loss".into()))

@@ -193,9 +193,7 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
         None => None,
     };
     let config = SwarmConfig {
-        server: proxy
-            .as_ref()
-            .map_or(args.access.server, Proxy::local_addr),
+        server: proxy.as_ref().map_or(args.access.server, Proxy::local_addr),
         fingerprint,
         clients: args.clients,
         duration: args.duration,

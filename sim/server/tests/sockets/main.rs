@@ -13,6 +13,7 @@ mod common;
 mod drain;
 mod end_to_end;
 mod metrics;
+mod netsim;
 mod network;
 mod progress;
 mod recording;
