@@ -11,14 +11,16 @@
 //!
 //! The floor is the initial window ([`FLOOR_DEFAULT`], 12,000 bytes: RFC 9002 §7.2's
 //! ten 1,200-byte packets), the amount any new QUIC or TCP connection sends before it
-//! has heard anything from the path. It is fair by that measure — no more than a
-//! connection starting afresh every round trip — and it stays a *window*: on a link
-//! capped below the stream's rate the packets in flight, and so the queue they can build
-//! at the bottleneck, stay bounded by it, the sending rate falls as that queue's delay
-//! grows, the send buffer fills and the fan-out skips ticks (`docs/PERFORMANCE.md`, the
-//! netsim table's capped row). Above the floor Cubic governs as usual, and quinn paces
-//! whatever window it uses. A spectator's whole-world stream is far above the floor and
-//! backs off under loss as before.
+//! has heard anything from the path: no more than a connection starting afresh every
+//! round trip. And it holds only while the path shows **no queue**: a loss with the
+//! round trip at its minimum is noise (a radio, a bit error); a loss while the smoothed
+//! round trip stands well above its minimum ([`is_queueing`]) is a bottleneck filling,
+//! and then Cubic alone decides, as it would for any flow. So many players behind one
+//! slow link (each connection with its floor) cannot hold a standing queue at it: once
+//! the queue's delay shows, their windows shrink, the send buffers fill and the fan-out
+//! skips ticks (`docs/PERFORMANCE.md`, the netsim table's capped row). Above the floor
+//! Cubic governs as usual, and quinn paces whatever window it uses. A spectator's
+//! whole-world stream is far above the floor and backs off under loss as before.
 //!
 //! Why not quinn's BBR (`quinn::congestion::BbrConfig`)? It ignores random loss by
 //! design, but quinn's maintainers call their implementation experimental and
@@ -27,10 +29,22 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics, CubicConfig};
 use quinn_proto::RttEstimator;
+
+/// Queueing delay beyond which the path counts as congested: the smoothed round trip
+/// more than a quarter above its minimum plus this much. 20 ms: above the jitter of a
+/// busy Wi-Fi hop and quinn's delayed-ACK noise left in the samples, well below the
+/// delay of a bottleneck queue worth the name (a 64 KiB queue at 256 kbit/s is 2 s).
+pub const QUEUEING_SLACK: Duration = Duration::from_millis(20);
+
+/// Whether a path whose smoothed round trip is `smoothed` and whose least is `min`
+/// shows a queue: `smoothed > min × 5/4 + QUEUEING_SLACK`.
+pub fn is_queueing(smoothed: Duration, min: Duration) -> bool {
+    smoothed > min + min / 4 + QUEUEING_SLACK
+}
 
 /// The default floor: the initial window for 1,200-byte packets, `min(10 × 1200,
 /// max(2 × 1200, 14720))` = 12,000 bytes (RFC 9002 §7.2; quinn's default too).
@@ -55,24 +69,35 @@ impl FlooredCubic {
 
 impl ControllerFactory for FlooredCubic {
     fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
-        Box::new(FlooredController {
-            inner: self.cubic.clone().build(now, current_mtu),
-            floor: self.floor,
-        })
+        Box::new(FlooredController::new(
+            self.cubic.clone().build(now, current_mtu),
+            self.floor,
+        ))
     }
 }
 
-/// Another controller whose window never falls below a floor. Everything but the
-/// window is the inner controller's.
+/// Another controller whose window does not fall below a floor while the path shows no
+/// queue ([`is_queueing`]). Everything but the window is the inner controller's.
 pub struct FlooredController {
     inner: Box<dyn Controller>,
     floor: u64,
+    queueing: bool,
 }
 
 impl FlooredController {
     /// `inner`, floored at `floor` bytes.
     pub fn new(inner: Box<dyn Controller>, floor: u64) -> Self {
-        Self { inner, floor }
+        Self {
+            inner,
+            floor,
+            queueing: false,
+        }
+    }
+
+    /// Takes the path's round trip, smoothed and least, as each acknowledgement brings
+    /// it: the floor holds only while they show no queue.
+    pub fn on_rtt(&mut self, smoothed: Duration, min: Duration) {
+        self.queueing = is_queueing(smoothed, min);
     }
 }
 
@@ -89,6 +114,7 @@ impl Controller for FlooredController {
         app_limited: bool,
         rtt: &RttEstimator,
     ) {
+        self.on_rtt(rtt.get(), rtt.min());
         self.inner.on_ack(now, sent, bytes, app_limited, rtt);
     }
 
@@ -119,7 +145,11 @@ impl Controller for FlooredController {
     }
 
     fn window(&self) -> u64 {
-        self.inner.window().max(self.floor)
+        if self.queueing {
+            self.inner.window()
+        } else {
+            self.inner.window().max(self.floor)
+        }
     }
 
     fn metrics(&self) -> ControllerMetrics {
@@ -132,6 +162,7 @@ impl Controller for FlooredController {
         Box::new(Self {
             inner: self.inner.clone_box(),
             floor: self.floor,
+            queueing: self.queueing,
         })
     }
 
@@ -147,7 +178,6 @@ impl Controller for FlooredController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// Loses a packet every round trip for `rounds` round trips.
     fn lose_every_round(controller: &mut dyn Controller, start: Instant, rounds: u32) {
@@ -170,6 +200,29 @@ mod tests {
         assert_eq!(floored.window(), FLOOR_DEFAULT);
         assert_eq!(floored.metrics().congestion_window, FLOOR_DEFAULT);
         assert_eq!(floored.clone_box().window(), FLOOR_DEFAULT);
+    }
+
+    #[test]
+    fn a_path_with_a_standing_queue_gets_no_floor() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let mut floored = FlooredController::new(
+            Arc::new(CubicConfig::default()).build(start, 1200),
+            FLOOR_DEFAULT,
+        );
+        lose_every_round(&mut floored, start, 20);
+        // 100 ms each way, a little jitter: loss without a queue keeps the floor.
+        floored.on_rtt(ms(215), ms(200));
+        assert_eq!(floored.window(), FLOOR_DEFAULT);
+        // The same path behind a filling bottleneck: Cubic alone, two packets.
+        floored.on_rtt(ms(400), ms(200));
+        assert_eq!(floored.window(), 2_400);
+        // The queue drains: the floor is back.
+        floored.on_rtt(ms(230), ms(200));
+        assert_eq!(floored.window(), FLOOR_DEFAULT);
+        // On loopback the slack dominates: 20 ms of queue is congestion, 5 ms is not.
+        assert!(!is_queueing(ms(5), Duration::from_micros(100)));
+        assert!(is_queueing(ms(21), Duration::from_micros(100)));
     }
 
     #[test]

@@ -114,16 +114,19 @@ fn twenty_percent_loss_costs_about_twenty_percent_of_chunks_and_no_connection() 
 
 #[test]
 fn a_link_capped_below_the_stream_gets_skipped_ticks_a_bounded_queue_and_stays_connected() {
-    // 200 NPCs sent whole: ~2.9 KB a tick, ~90 KB/s, through a 256 kbit/s (32 KB/s) link.
+    // Six players behind one 256 kbit/s (32 KB/s) link, each sent the whole 30-NPC world
+    // (~15 KB/s): twice what the link carries. Six congestion-window floors (72 KB) are
+    // more than the link's queue (32 KiB): only because the floor yields once the queue
+    // shows in the round trip do they not hold it full.
     let (report, link, counters) = through_netsim(
         "netsim-cap",
-        |config| config.sim.npcs = 200,
+        |_| {},
         "down:rate=256kbit,down:queue=32KiB,delay=20ms,seed=3",
-        1,
+        6,
         4,
     );
     let s = &report.overall;
-    assert_eq!(s.connected, 1, "{:?}", s.errors);
+    assert_eq!(s.connected, 6, "{:?}", s.errors);
     assert_eq!(s.disconnects, 0, "{:?}", s.errors);
     let skipped = NetCounters::get(&counters.peer_ticks_skipped_backpressure);
     let sent = NetCounters::get(&counters.peer_ticks_sent);
@@ -138,12 +141,13 @@ fn a_link_capped_below_the_stream_gets_skipped_ticks_a_bounded_queue_and_stays_c
     );
     // The server notices the link cannot take the stream and skips ticks...
     assert!(skipped > sent / 4, "sent {sent}, skipped {skipped}");
-    // ...instead of flooding it: the congestion window, not the link's drop-tail,
-    // bounds what is in flight. Sent blind at its own rate the stream would lose two
-    // packets in three at the bottleneck; Cubic loses some as it probes (slow start's
-    // overshoot is most of them in a run this short).
+    // ...instead of flooding it: the congestion windows, not the link's drop-tail,
+    // bound what is in flight. Sent blind at its own rate the stream would lose two
+    // packets in three at the bottleneck; six connections starting at once overfill it
+    // with their initial windows, so in a run this short about a third meet a full
+    // queue (measured 33 %; 37 % with a floor that ignores the queue).
     assert!(
-        link.down.dropped_queue * 3 <= link.down.packets,
+        link.down.dropped_queue * 5 <= link.down.packets * 2,
         "{} of {} packets dropped at the bottleneck",
         link.down.dropped_queue,
         link.down.packets
