@@ -2,8 +2,10 @@
 # The "real networks" table of docs/PERFORMANCE.md: release builds of tickcast-server
 # and tickcast-bots, one server on its defaults (200 NPCs, 3 x 3-cell views), and for
 # each row a fresh swarm of walking bots through an in-process tickcast-netsim link
-# (`tickcast-bots --netsim`). Prints a markdown table; the bots' JSON reports and the
-# server log stay in the output directory.
+# (`tickcast-bots --netsim`). Two passes, each on a fresh server: the shipped congestion
+# policy (`floor`), then stock Cubic (`stock-cubic`, --congestion-window-floor 0).
+# Prints a markdown table per pass; the bots' JSON reports and the server logs stay in
+# the output directory.
 #
 #   scripts/netsim-table.sh [--clients N] [--duration 20s] [--out DIR]
 #
@@ -37,16 +39,9 @@ cleanup() {
 }
 trap cleanup EXIT
 cd "$work"
-"$root/target/release/tickcast-server" > "$out/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 100); do
-  [ -f .tickcast/cert.der ] && grep -q "listening" "$out/server.log" && break
-  sleep 0.1
-done
-kill -0 "$server_pid" 2>/dev/null || { echo "tickcast-server did not start:"; cat "$out/server.log"; exit 1; }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$server_pid/status"; }
-skipped() { grep -o 'skipped_peer_ticks=[0-9]*' "$out/server.log" | tail -1 | cut -d= -f2; }
+skipped() { grep -o 'skipped_peer_ticks=[0-9]*' "$log" | tail -1 | cut -d= -f2; }
 
 # name | one-way delay (ms) | bots | spec
 rows=(
@@ -56,21 +51,35 @@ rows=(
   "2 % bursty (mean burst 4) + 40 ms|40|$clients|loss=2%,burst=4,delay=40ms,seed=7"
   "8 bots behind one 256 kbit/s link, 64 KiB queue, 40 ms|40|8|down:rate=256kbit,down:queue=64KiB,delay=40ms,seed=7"
 )
-: > "$out/rows.jsonl"
-index=0
-for row in "${rows[@]}"; do
-  IFS='|' read -r name delay bots spec <<<"$row"
-  index=$((index + 1))
-  sleep 2 # let the previous row's connections close
-  rss_before=$(rss_kib)
-  skipped_before=$(skipped || true)
-  "$root/target/release/tickcast-bots" --clients "$bots" --duration "$duration" \
-    --netsim "$spec" --json --quiet > "$out/row$index.json" || true
-  sleep 2 # one more status line
-  rss_after=$(rss_kib)
-  skipped_after=$(skipped || true)
-  python3 - "$out/row$index.json" "$name" "$delay" "$rss_before" "$rss_after" \
-    "${skipped_before:-0}" "${skipped_after:-0}" >> "$out/rows.jsonl" <<'PY'
+
+# One pass: a fresh server with extra flags, every row, one JSON line per row.
+run_pass() {
+  local pass="$1"; shift
+  log="$out/server-$pass.log"
+  rm -rf .tickcast
+  "$root/target/release/tickcast-server" "$@" > "$log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 1 100); do
+    [ -f .tickcast/cert.der ] && grep -q "listening" "$log" && break
+    sleep 0.1
+  done
+  kill -0 "$server_pid" 2>/dev/null || { echo "tickcast-server did not start:"; cat "$log"; exit 1; }
+  : > "$out/$pass.jsonl"
+  local index=0 row name delay bots spec
+  for row in "${rows[@]}"; do
+    IFS='|' read -r name delay bots spec <<<"$row"
+    index=$((index + 1))
+    sleep 2 # let the previous row's connections close
+    local rss_before skipped_before rss_after skipped_after
+    rss_before=$(rss_kib)
+    skipped_before=$(skipped || true)
+    "$root/target/release/tickcast-bots" --clients "$bots" --duration "$duration" \
+      --netsim "$spec" --json --quiet > "$out/$pass-row$index.json" || true
+    sleep 2 # one more status line
+    rss_after=$(rss_kib)
+    skipped_after=$(skipped || true)
+    python3 - "$out/$pass-row$index.json" "$name" "$delay" "$rss_before" "$rss_after" \
+      "${skipped_before:-0}" "${skipped_after:-0}" >> "$out/$pass.jsonl" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
 name, delay, rss0, rss1, skip0, skip1 = sys.argv[2:8]
@@ -78,12 +87,19 @@ print(json.dumps({"name": name, "delay_ms": float(delay), "rss_before_kib": int(
                   "rss_after_kib": int(rss1), "skipped": int(skip1) - int(skip0),
                   "report": report}))
 PY
-done
-kill -TERM "$server_pid"
-wait "$server_pid" || true
-server_pid=""
+  done
+  kill -TERM "$server_pid"
+  wait "$server_pid" || true
+  server_pid=""
+}
 
-python3 - "$out/rows.jsonl" <<'PY'
+run_pass floor
+run_pass stock-cubic --congestion-window-floor 0
+
+for pass in floor stock-cubic; do
+echo
+echo "$pass:"
+python3 - "$out/$pass.jsonl" <<'PY'
 import json, sys
 print("| link | bots | packets lost (link, down) | chunks lost | complete ticks | latency p99 (target) | staleness p50 / p99 | disconnects | ticks skipped | server RSS before → after |")
 print("|---|---|---|---|---|---|---|---|---|---|")
@@ -102,3 +118,4 @@ for line in open(sys.argv[1]):
           f"| {r['disconnects']} | {row['skipped']} "
           f"| {row['rss_before_kib'] / 1024:.1f} → {row['rss_after_kib'] / 1024:.1f} MiB |")
 PY
+done

@@ -120,6 +120,12 @@ pub struct Settings {
     #[arg(long, value_name = "CELLS|all")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub view_cells: Option<ViewCells>,
+    /// The least congestion window of a client's connection, e.g. 12000 or 16KiB: while
+    /// the path shows no queue, random loss cannot shrink the window below it (0: stock
+    /// Cubic).
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub congestion_window_floor: Option<ByteSize>,
     /// Record every tick to this file (read it with `tickcast-replay`).
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -222,6 +228,9 @@ impl Settings {
             arena: over.arena.or(self.arena),
             cell_size: over.cell_size.or(self.cell_size),
             view_cells: over.view_cells.or(self.view_cells),
+            congestion_window_floor: over
+                .congestion_window_floor
+                .or(self.congestion_window_floor),
             record: over.record.or(self.record),
             keyframe_interval: over.keyframe_interval.or(self.keyframe_interval),
             log_format: over.log_format.or(self.log_format),
@@ -249,6 +258,7 @@ impl Settings {
             arena,
             cell_size,
             view_cells,
+            congestion_window_floor,
             record,
             keyframe_interval,
             log_format,
@@ -273,6 +283,10 @@ impl Settings {
         set(&mut sim.arena_height, arena);
         set(&mut sim.cell_size, cell_size);
         set(&mut net.view_cells, view_cells.map(|v| v.0));
+        set(
+            &mut net.congestion_window_floor,
+            congestion_window_floor.map(|b| b.0),
+        );
         if let Some(path) = record {
             match &mut run.server.record {
                 Some(record) => record.path = path,
@@ -330,6 +344,7 @@ impl Settings {
             arena: Some(sim.arena_width),
             cell_size: Some(sim.cell_size),
             view_cells: Some(ViewCells(net.view_cells)),
+            congestion_window_floor: Some(ByteSize(net.congestion_window_floor)),
             record: run.server.record.as_ref().map(|r| r.path.clone()),
             keyframe_interval: Some(keyframe_interval),
             log_format: Some(run.log_format),

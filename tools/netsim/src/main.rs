@@ -52,10 +52,16 @@ fn main() -> anyhow::Result<()> {
         humantime::format_duration(args.run_for)
     );
     let (tx, rx) = std::sync::mpsc::channel();
-    ctrlc::set_handler(move || {
-        let _ = tx.send(());
-    })
-    .context("installing the Ctrl-C handler")?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("installing the SIGINT/SIGTERM handler")?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let _ = tx.send(());
+        }
+    });
     let _ = rx.recv_timeout(args.run_for);
     let report = proxy.stop();
     eprintln!("tickcast-netsim: {} client addresses", report.clients);

@@ -279,7 +279,7 @@ fn parse_rate(value: &str) -> Option<u64> {
         _ => return None,
     };
     let bps = number * scale;
-    (bps >= 1.0 && bps <= 1e12).then_some(bps as u64)
+    (1.0..=1e12).contains(&bps).then_some(bps as u64)
 }
 
 fn parse_bytes(value: &str) -> Option<usize> {
