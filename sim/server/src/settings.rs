@@ -120,12 +120,11 @@ pub struct Settings {
     #[arg(long, value_name = "CELLS|all")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub view_cells: Option<ViewCells>,
-    /// The least congestion window of a client's connection, e.g. 12000 or 16KiB: while
-    /// the path shows no queue, random loss cannot shrink the window below it (0: stock
-    /// Cubic).
+    /// The least congestion window of a client's connection, in bytes: while the path
+    /// shows no queue, random loss cannot shrink the window below it (0: stock Cubic).
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub congestion_window_floor: Option<ByteSize>,
+    pub congestion_window_floor: Option<u64>,
     /// Record every tick to this file (read it with `tickcast-replay`).
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -283,10 +282,7 @@ impl Settings {
         set(&mut sim.arena_height, arena);
         set(&mut sim.cell_size, cell_size);
         set(&mut net.view_cells, view_cells.map(|v| v.0));
-        set(
-            &mut net.congestion_window_floor,
-            congestion_window_floor.map(|b| b.0),
-        );
+        set(&mut net.congestion_window_floor, congestion_window_floor);
         if let Some(path) = record {
             match &mut run.server.record {
                 Some(record) => record.path = path,
@@ -344,7 +340,7 @@ impl Settings {
             arena: Some(sim.arena_width),
             cell_size: Some(sim.cell_size),
             view_cells: Some(ViewCells(net.view_cells)),
-            congestion_window_floor: Some(ByteSize(net.congestion_window_floor)),
+            congestion_window_floor: Some(net.congestion_window_floor),
             record: run.server.record.as_ref().map(|r| r.path.clone()),
             keyframe_interval: Some(keyframe_interval),
             log_format: Some(run.log_format),
