@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--clients N] [--duration 20s] [--out DIR]" >&2; exit 2 ;;
   esac
 done
-cargo build --release --locked -p tickcast-server -p tickcast-clients --bins
+cargo build --release --locked -p tickcast-server -p tickcast-bots --bins
 mkdir -p "$out"
 work="$(mktemp -d)"
 server_pid=""

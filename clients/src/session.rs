@@ -141,16 +141,11 @@ pub fn client_endpoint_with(
         )));
     }
     let mut endpoint_config = quinn::EndpointConfig::default();
-    endpoint_config.cid_generator(move || {
-        Box::new(quinn_proto::RandomConnectionIdGenerator::new(cid_len))
-    });
-    let mut endpoint = quinn::Endpoint::new(
-        endpoint_config,
-        None,
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|e| ClientError::Setup(e.to_string()))?;
+    endpoint_config
+        .cid_generator(move || Box::new(quinn_proto::RandomConnectionIdGenerator::new(cid_len)));
+    let mut endpoint =
+        quinn::Endpoint::new(endpoint_config, None, socket, Arc::new(quinn::TokioRuntime))
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
 }

@@ -125,7 +125,10 @@ mod tests {
         assert_eq!(ages.quantile_ms(0.5), Some(0.512));
         assert_eq!(ages.quantile_ms(1.0), Some(1.536));
         // A late copy of tick 1 does not make entity 1 older again.
-        r.on_datagram(&datagram(&[&stamped(chunk(1, 0, 0, 1, &[1]), 1_000)]), 2_600);
+        r.on_datagram(
+            &datagram(&[&stamped(chunk(1, 0, 0, 1, &[1]), 1_000)]),
+            2_600,
+        );
         let mut again = LatencyHistogram::default();
         r.staleness().sample(2_500, &mut again);
         assert_eq!(again.quantile_ms(0.5), Some(0.512));
@@ -133,7 +136,10 @@ mod tests {
         for message in [directory(3, 2, 1, &[0]), chunk(3, 0, 0, 1, &[1])] {
             r.on_datagram(&datagram(&[&stamped(message, 3_000)]), 3_100);
         }
-        assert_eq!(r.assembler().delivery().last_complete_tick, Some(Tick::new(3)));
+        assert_eq!(
+            r.assembler().delivery().last_complete_tick,
+            Some(Tick::new(3))
+        );
         assert_eq!(r.staleness().len(), 1);
     }
 
@@ -141,8 +147,7 @@ mod tests {
     fn a_staleness_tracker_holds_at_most_its_capacity() {
         let mut tracker = EntityStaleness::with_capacity(2);
         let bytes = chunk(1, 0, 0, 1, &[1, 2, 3]);
-        let ServerDatagram::Chunk(parsed) =
-            tickcast_shared::chunk::parse_datagram(&bytes).unwrap()
+        let ServerDatagram::Chunk(parsed) = tickcast_shared::chunk::parse_datagram(&bytes).unwrap()
         else {
             panic!("a chunk")
         };

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tickcast_clients::report::{Gates, Report};
-use tickcast_clients::swarm::{LiveCounters, SwarmConfig, TokenSource, run_swarm};
+use tickcast_bots::report::{Gates, Report};
+use tickcast_bots::swarm::{LiveCounters, SwarmConfig, TokenSource, run_swarm};
 use tickcast_clients::track::{TickAssembler, View};
 use tickcast_clients::{ClientError, EndpointOptions, client_endpoint_with, connect, mint_token};
 use tickcast_net::NetCounters;
