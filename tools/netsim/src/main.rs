@@ -3,6 +3,7 @@
 //! as `--spec` says (see `tickcast_netsim::spec`). Stops after `--for`, or on Ctrl-C,
 //! and prints what it did to stderr.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     let proxy = Proxy::start(ProxyConfig {
