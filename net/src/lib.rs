@@ -152,10 +152,11 @@ pub struct NetConfig {
     /// default arena and cell size with ~1,500 entities. Spectators (no entity of their
     /// own) always get the whole world.
     pub view_cells: u16,
-    /// The least congestion window of a client's connection, in bytes: the server's
-    /// Cubic never shrinks below it, so random loss costs only the packets lost instead
-    /// of throttling the stream (`congestion`). Default 12,000: the initial window, what
-    /// any new connection sends before it has heard from the path. 0: stock Cubic.
+    /// The least congestion window of a client's connection, in bytes: while the path
+    /// shows no queue, the server's Cubic never shrinks below it, so random loss costs
+    /// only the packets lost instead of throttling the stream (`congestion`). Default
+    /// 12,000: the initial window, what any new connection sends before it has heard
+    /// from the path. 0: stock Cubic.
     pub congestion_window_floor: u64,
     /// Nonces remembered for replay protection. Default 100,000: tokens live minutes,
     /// and more than that many joins within a token's lifetime is not a game server's
