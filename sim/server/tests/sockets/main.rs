@@ -8,6 +8,7 @@
 
 mod agones;
 mod bots;
+mod churn;
 mod cli;
 mod common;
 mod drain;
