@@ -22,7 +22,7 @@ use tickcast_bots::behaviour::Behaviour;
 use tickcast_bots::cli::{ServerArgs, random_u32};
 use tickcast_bots::mix::Mix;
 use tickcast_bots::report::{Gates, Report, Summary, Verdict};
-use tickcast_bots::swarm::{LiveCounters, SwarmConfig, TokenSource, run_swarm};
+use tickcast_bots::swarm::{ChurnLeave, LiveCounters, SwarmConfig, TokenSource, run_swarm};
 
 /// Load generator and judge for a tickcast server.
 #[derive(Debug, Parser)]
@@ -62,6 +62,11 @@ struct Args {
     /// How often a `churn` bot reconnects.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     churn_every: Duration,
+    /// How a `churn` bot leaves before reconnecting: close (the normal close code),
+    /// vanish (its socket falls silent, no close: the server times it out; it comes back
+    /// as a new player) or alternate.
+    #[arg(long, default_value = "close")]
+    churn_leave: ChurnLeave,
     /// Gate: exit 1 unless the walk and idle clients all connected and their delivery
     /// ratio is at least this (0 to 1).
     #[arg(long)]
@@ -179,6 +184,7 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
         slow_read_rate: args.slow_read_rate,
         stall_after: args.stall_after,
         churn_every: args.churn_every,
+        churn_leave: args.churn_leave,
         threads: args.threads,
         ..SwarmConfig::default()
     };
