@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use tickcast_net::budget::TickBufferSize;
-use tickcast_net::{MemoryPlan, NetConfig, NetCounters, NetHandle, budget};
+use tickcast_net::{DisconnectReason, MemoryPlan, NetConfig, NetCounters, NetHandle, budget};
 use tickcast_shared::chunk::{
     CHUNK_HEADER_LEN, ENTITY_RECORD_LEN, TICK_FRAME_PREFIX_LEN, directory_len, records_per_chunk,
 };
@@ -625,6 +625,10 @@ fn log_status(
         out_bytes_per_s = status.bytes_out_per_s,
         rss_bytes = status.rss_bytes,
         skipped_peer_ticks = NetCounters::get(&counters.peer_ticks_skipped_backpressure),
+        handshaking = NetCounters::get(&counters.handshaking),
+        nonces = NetCounters::get(&counters.nonces_remembered),
+        timed_out = counters.disconnects_for(DisconnectReason::IdleTimeout),
+        retries = NetCounters::get(&counters.handshakes_retried),
         late_ticks = status.late_ticks,
         allocs = status.allocations,
         fanout_allocs = status.fan_out_allocations,

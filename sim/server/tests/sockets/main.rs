@@ -13,6 +13,7 @@ mod cli;
 mod common;
 mod drain;
 mod end_to_end;
+mod flood;
 mod metrics;
 mod network;
 mod progress;
