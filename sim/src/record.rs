@@ -653,6 +653,48 @@ fn next_frame(bytes: &[u8], at: usize) -> Result<(Frame, usize), FrameError> {
     Ok((decode_frame(body[0], &body[1..])?, end))
 }
 
+/// What [`repair`] did to a recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// The file ended in a whole frame: left as it was.
+    Whole,
+    /// The torn tail was cut off; the file now ends at its last whole frame.
+    Truncated {
+        /// The file's length now.
+        valid_len: u64,
+        /// Bytes removed.
+        removed: u64,
+    },
+}
+
+/// Why a recording could not be repaired.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    /// Reading or truncating the file failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Not even the start of the file reads (bad preamble or header): there is nothing
+    /// whole to keep.
+    #[error("{0}")]
+    Unreadable(#[from] RecordingError),
+}
+
+/// Truncates a recording's torn tail (after a crash), so the file ends at its last whole
+/// frame and every reader sees it whole. Everything before the tail is kept as it was.
+pub fn repair(path: &Path) -> Result<Repair, RepairError> {
+    let recording = decode_recording(&std::fs::read(path)?)?;
+    let Some(torn) = recording.torn else {
+        return Ok(Repair::Whole);
+    };
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.set_len(recording.valid_len)?;
+    file.sync_all()?;
+    Ok(Repair::Truncated {
+        valid_len: recording.valid_len,
+        removed: torn.bytes,
+    })
+}
+
 /// Counters of a running recorder.
 #[derive(Debug, Default)]
 pub struct RecorderCounters {
