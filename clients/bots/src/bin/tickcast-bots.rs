@@ -62,6 +62,12 @@ struct Args {
     /// How often a `churn` bot reconnects.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     churn_every: Duration,
+    /// Validity of each minted token, e.g. 30s (default: 5 minutes, or the whole run
+    /// if longer). A token is minted per connect, so it only has to outlive its
+    /// handshake; a short one lets the server forget its nonce soon after (the churn
+    /// drill watches the replay cache empty).
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "token_file")]
+    token_ttl: Option<Duration>,
     /// How a `churn` bot leaves before reconnecting: close (the normal close code),
     /// vanish (its socket falls silent, no close: the server times it out; it comes back
     /// as a new player) or alternate.
@@ -156,7 +162,9 @@ fn tokens(args: &Args) -> anyhow::Result<TokenSource> {
         key,
         first_client_id,
         // Long enough for any run plus its ramp; tokens are per connect anyway.
-        ttl: Duration::from_secs(300).max(args.duration + args.ramp),
+        ttl: args
+            .token_ttl
+            .unwrap_or_else(|| Duration::from_secs(300).max(args.duration + args.ramp)),
     })
 }
 
