@@ -2,7 +2,7 @@
 """tickcast fault drills (issue #14, "Real networks"): the release server and its tools as
 separate processes on 127.0.0.1, each drill bounded in count and time; markdown on stdout.
 
-  churn  100 bots churning every second for 20 s (about 2,000 connect/leave cycles),
+  churn  100 bots churning every second for 22 s (over 2,000 connect/leave cycles),
          every other session ending without a close (`--churn-leave alternate`: the
          bot's socket falls silent and the server has to time it out), after a 12 s
          warm-up of the same churn. The server's RSS once everything has left is
@@ -160,13 +160,19 @@ class Server:
         self.log.close()
 
 
-def bots(server, clients, duration, extra=(), gate=None):
-    """Runs tickcast-bots to the end; returns its JSON report."""
+def bots(server, clients, duration, extra=(), gate=None, none_is_a_result=False):
+    """Runs tickcast-bots to the end; returns its JSON report. With `none_is_a_result`,
+    no client getting in (exit 2) is a finding, reported as connected 0 and the bots'
+    reason."""
     command = [BOTS, "--server", server.addr, "--data-dir", os.path.join(server.work, ".tickcast"),
                "--clients", str(clients), "--duration", duration, "--json", "--quiet", *extra]
     if gate is not None:
         command += ["--min-delivery", str(gate)]
     out = subprocess.run(command, cwd=server.work, capture_output=True, text=True, timeout=600)
+    if out.returncode == 2 and none_is_a_result and "no client connected" in out.stderr:
+        reason = re.search(r"most common error: (.*?)(?: × (\d+))?\)?\s*$", out.stderr.strip())
+        key, count = (reason.group(1), int(reason.group(2) or 1)) if reason else (out.stderr.strip()[-200:], 1)
+        return {"clients": clients, "connected": 0, "errors": {key: count}}
     if out.returncode not in (0, 1):
         raise DrillError(f"tickcast-bots exited {out.returncode}: {out.stderr[-2000:]}")
     return json.loads(out.stdout)
@@ -180,7 +186,7 @@ def mib(n):
 
 
 def drill_churn(work, quick):
-    clients, every, warm_s, run_s = (20, "1s", 6, 6) if quick else (100, "1s", 12, 20)
+    clients, every, warm_s, run_s = (20, "1s", 6, 6) if quick else (100, "1s", 12, 22)
     churn = ["--mix", "churn=100", "--churn-every", every, "--churn-leave", "alternate",
              "--ramp", "2s", "--token-ttl", "20s"]
     server = Server(work)
@@ -244,14 +250,22 @@ def flood_run(work, retry, quick):
         time.sleep(start_s)
         before = server.samples[-1] if server.samples else (time.monotonic(), server.rss(), 0.0)
         t0 = time.monotonic()
-        flood = subprocess.run(
+        flood = subprocess.Popen(
             [FLOOD, "--server", server.addr, "--data-dir", os.path.join(work, ".tickcast"),
              "--initials", str(initials), "--rate", str(rate), "--source-ports", "512",
              "--half-open", str(half_open), "--hold", "15s"],
-            capture_output=True, text=True, timeout=300)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # New players arriving in the middle of the flood: do they get in?
+        time.sleep(2)
+        joiners = bots(server, 20, "3s", ["--ramp", "1s"], none_is_a_result=True)
+        try:
+            out, err = flood.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            bench.stop_process(flood)
+            raise DrillError("tickcast-flood did not finish")
         t1 = time.monotonic()
         if flood.returncode != 0:
-            raise DrillError(f"tickcast-flood exited {flood.returncode}: {flood.stderr[-2000:]}")
+            raise DrillError(f"tickcast-flood exited {flood.returncode}: {err[-2000:]}")
         player_thread.join(timeout=600)
         during = [s for s in server.samples if t0 <= s[0] <= t1]
         faults = [f for t, f in server.faults if t0 <= t <= t1 + 2]
@@ -261,7 +275,9 @@ def flood_run(work, retry, quick):
         report = report_box["report"]
         result = {
             "retry": retry,
-            "flood": json.loads(flood.stdout),
+            "flood": json.loads(out),
+            "joiners": f"{joiners['connected']}/{joiners['clients']}",
+            "joiner_errors": ", ".join(f"{k}: {v}" for k, v in sorted(joiners["errors"].items())) or "none",
             "flood_s": t1 - t0,
             "delivery": report["gates"]["delivery_ratio"],
             "delivery_min": report["delivery_min"],
@@ -285,15 +301,16 @@ def drill_flood(work, quick):
         os.makedirs(sub)
         runs.append(flood_run(sub, retry, quick))
     print("\n### flood\n")
-    print("| server | Initials sent (s) | half-open established | players connected | delivery (worst) "
-          "| handshaking, max of 1 s samples | Retries sent | net thread CPU during the flood "
-          "| RSS before → peak → after |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| server | Initials sent (flood tool ran) | half-open established | players connected "
+          "| delivery (worst player) | new players joining mid-flood | handshaking, max of 1 s samples "
+          "| Retries sent | net thread CPU during the flood | RSS before → peak → after |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|---:|---|")
     for r in runs:
         f = r["flood"]
         print(f"| {'Retry from 16 handshakes (default)' if r['retry'] else '--retry-from-handshakes never'} "
               f"| {f['initials_sent']} ({r['flood_s']:.1f} s) | {f['half_open_established']}/{f['half_open']} "
-              f"| {r['connected']} | {r['delivery']:.4f} ({r['delivery_min']:.4f}) | {r['handshaking_max']} "
+              f"| {r['connected']} | {r['delivery']:.4f} ({r['delivery_min']:.4f}) "
+              f"| {r['joiners']} (errors: {r['joiner_errors']}) | {r['handshaking_max']} "
               f"| {r['retries']} | {r['net_cpu']:.2f} cores "
               f"| {mib(r['rss_before'])} → {mib(r['rss_peak'])} → {mib(r['rss_after'])} |")
     failures = []
