@@ -16,7 +16,10 @@ separate processes on 127.0.0.1, each drill bounded in count and time; markdown 
   crash  20 servers recording (`--record`) under 30 bots, each SIGKILLed at a seeded
          random moment 0.5-8 s after the bots are in; each file must read up to its
          torn tail (`tickcast-replay info`), `tickcast-replay repair` must make it
-         whole, and `tickcast-replay verify` must pass on what remains.
+         whole, and `tickcast-replay verify` must pass on what remains. SIGKILL alone
+         cannot tear a frame (each tick is one write(2), which the kernel finishes), so
+         each file is also cut at a seeded point in its last 20,000 bytes, as a power
+         loss could leave it, and the copy goes through the same checks.
 
     python3 scripts/faults.py churn
     python3 scripts/faults.py flood
@@ -326,7 +329,32 @@ def replay(*args):
     return subprocess.run([REPLAY, *args], capture_output=True, text=True, timeout=300)
 
 
-def crash_round(work, moment_s, players):
+def check_recording(path):
+    """info, repair, info, verify on one file: what they said and whether it held."""
+    info = replay("info", path)
+    ticks = re.search(r"ticks\s+(\d+)", info.stdout)
+    torn = "torn" in info.stdout
+    repair = replay("repair", path)
+    removed = re.search(r"removed (\d+) torn bytes", repair.stdout)
+    after = replay("info", path)
+    verify = replay("verify", path)
+    ok = (info.returncode == 0 and repair.returncode == 0 and after.returncode == 0
+          and "torn" not in after.stdout and verify.returncode == 0 and ticks is not None
+          and (removed is not None) == torn)
+    return {
+        "ticks": int(ticks.group(1)) if ticks else None, "torn": torn,
+        "removed": int(removed.group(1)) if removed else 0,
+        "verify": (verify.stdout.strip().splitlines() or [""])[-1], "ok": ok,
+        "why": "" if ok else f"info {info.returncode} {info.stderr[-300:]} repair {repair.returncode} "
+                             f"{repair.stdout[-200:]}{repair.stderr[-300:]} verify {verify.returncode} "
+                             f"{verify.stdout[-300:]}",
+    }
+
+
+def crash_round(work, moment_s, cut_back, players):
+    """One server recording under bots, SIGKILLed `moment_s` after they are in. The
+    file is checked as it is, and a copy cut `cut_back` bytes before its end (what a
+    power loss could leave: SIGKILL alone cannot tear a frame, each tick is one write)."""
     path = os.path.join(work, "match.tcrec")
     server = Server(work, ["--record", path, "--keyframe-interval", "30"], npcs=100)
     player_proc = None
@@ -351,22 +379,14 @@ def crash_round(work, moment_s, players):
             player_proc.kill()
             player_proc.wait()
     size = os.path.getsize(path)
-    info = replay("info", path)
-    ticks = re.search(r"ticks\s+(\d+)", info.stdout)
-    torn = "torn" in info.stdout
-    repair = replay("repair", path)
-    removed = re.search(r"removed (\d+) torn bytes", repair.stdout)
-    after = replay("info", path)
-    verify = replay("verify", path)
-    ok = (info.returncode == 0 and repair.returncode == 0 and after.returncode == 0
-          and "torn" not in after.stdout and verify.returncode == 0 and ticks is not None)
-    return {
-        "moment": moment_s, "size": size, "ticks": int(ticks.group(1)) if ticks else None,
-        "torn": torn, "removed": int(removed.group(1)) if removed else 0,
-        "verify": (verify.stdout.strip().splitlines() or [""])[-1], "ok": ok,
-        "why": "" if ok else f"info {info.returncode} {info.stderr[-300:]} repair {repair.returncode} "
-                             f"{repair.stderr[-300:]} verify {verify.returncode} {verify.stdout[-300:]}",
-    }
+    cut_path = os.path.join(work, "cut.tcrec")
+    with open(path, "rb") as f:
+        whole = f.read()
+    cut_at = max(size - cut_back, 0)
+    with open(cut_path, "wb") as f:
+        f.write(whole[:cut_at])
+    return {"moment": moment_s, "size": size, "cut_at": cut_at,
+            "killed": check_recording(path), "cut": check_recording(cut_path)}
 
 
 def drill_crash(work, quick, kills, seed):
@@ -376,15 +396,24 @@ def drill_crash(work, quick, kills, seed):
         sub = os.path.join(work, f"kill-{k + 1:02}")
         os.makedirs(sub)
         moment = round(rng.uniform(0.5, 8.0), 3)
-        rows.append(crash_round(sub, moment, 10 if quick else 30))
-        print(f"faults: crash {k + 1}/{kills}: {rows[-1]['ok']}", file=sys.stderr, flush=True)
+        cut_back = rng.randint(1, 20_000)
+        rows.append(crash_round(sub, moment, cut_back, 10 if quick else 30))
+        ok = rows[-1]["killed"]["ok"] and rows[-1]["cut"]["ok"]
+        print(f"faults: crash {k + 1}/{kills}: {'ok' if ok else 'FAILED'}", file=sys.stderr, flush=True)
     print(f"\n### crash (seed {seed})\n")
-    print("| kill | moment after the bots were in | file | ticks read | tail | repair removed | verify |")
-    print("|---:|---:|---:|---:|---|---:|---|")
+    print("| kill | moment after the bots were in | file | ticks read | its tail | repair removed "
+          "| verify | cut at (a power loss) | ticks read | its tail | repair removed | verify |")
+    print("|---:|---:|---:|---:|---|---:|---|---:|---:|---|---:|---|")
+
+    def cells(c):
+        verdict = c["verify"] if c["ok"] else "FAILED: " + c["why"]
+        return f"{c['ticks']} | {'torn' if c['torn'] else 'whole'} | {c['removed']} B | {verdict}"
+    failures = []
     for i, r in enumerate(rows, 1):
-        print(f"| {i} | {r['moment']:.3f} s | {r['size']} B | {r['ticks']} | {'torn' if r['torn'] else 'whole'} "
-              f"| {r['removed']} B | {r['verify'] if r['ok'] else 'FAILED: ' + r['why']} |")
-    return [f"kill {i}: {r['why']}" for i, r in enumerate(rows, 1) if not r["ok"]]
+        print(f"| {i} | {r['moment']:.3f} s | {r['size']} B | {cells(r['killed'])} | {r['cut_at']} B "
+              f"| {cells(r['cut'])} |")
+        failures += [f"kill {i} ({what}): {r[what]['why']}" for what in ("killed", "cut") if not r[what]["ok"]]
+    return failures
 
 
 # --- main --------------------------------------------------------------------------------

@@ -994,10 +994,16 @@ fn main() {
         }
         let outcome = run(decoder, budget, seed);
         let ok = outcome.panics == 0 && outcome.over_bound == 0 && outcome.oracle_failures == 0;
+        let heap = match outcome.max_peak {
+            (0, _) => "no heap allocation".to_owned(),
+            (peak, len) => format!(
+                "most heap held {peak} B (for a {len} B input), at most {:.1} B per input byte",
+                outcome.max_per_byte
+            ),
+        };
         println!(
             "test {} ... {} ({} inputs: {} accepted, {} refused, {} panics, {} over the \
-             allocation bound, {} oracle failures; most held {} B for a {} B input, at most \
-             {:.1} B per input byte)",
+             allocation bound, {} oracle failures; {heap})",
             decoder.name,
             if ok { "ok" } else { "FAILED" },
             outcome.inputs,
@@ -1006,9 +1012,6 @@ fn main() {
             outcome.panics,
             outcome.over_bound,
             outcome.oracle_failures,
-            outcome.max_peak.0,
-            outcome.max_peak.1,
-            outcome.max_per_byte,
         );
         for finding in &outcome.findings {
             println!("    {finding}");

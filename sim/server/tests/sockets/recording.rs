@@ -192,7 +192,8 @@ fn a_clean_stop_closes_the_recording_with_its_index() {
 /// The small version of `scripts/faults.py crash` (20 kills): three servers recording
 /// under two playing clients, each SIGKILLed at a seeded random moment. Each file reads
 /// up to its torn tail, `record::repair` (what `tickcast-replay repair` runs) leaves it
-/// whole with the same frames, and it verifies to its last tick.
+/// whole with the same frames, and it verifies to its last tick; and so does a copy cut
+/// at a seeded point, as a power loss could leave it.
 #[test]
 fn three_sigkills_at_seeded_moments_each_leave_a_recording_that_repairs_and_verifies() {
     let mut rng = SimRng::new(0x5eed_c4a5);
@@ -237,6 +238,30 @@ fn three_sigkills_at_seeded_moments_each_leave_a_recording_that_repairs_and_veri
         let verified = replay::verify(&whole, None, |_, _| {}).unwrap();
         assert!(verified.passed(), "round {round}: {verified:?}");
         assert_eq!(verified.ticks_checked, ticks);
+
+        // SIGKILL cannot tear a frame (each tick is one write, which the kernel
+        // finishes); a power loss can. A copy cut a seeded number of bytes short of its
+        // end repairs to its whole frames and verifies too.
+        let bytes = std::fs::read(&path).unwrap();
+        let header_end = whole.frames.first().map_or(bytes.len(), |(at, _)| *at as usize);
+        let cut_at = bytes.len() - 1 - rng.below((bytes.len() - header_end - 1) as u32) as usize;
+        let cut = dir.join("cut.tcrec");
+        std::fs::write(&cut, &bytes[..cut_at]).unwrap();
+        let torn = decode_recording(&bytes[..cut_at]).unwrap();
+        let kept = torn.frames.len();
+        assert!(kept < whole.frames.len(), "round {round}: cut at {cut_at}");
+        assert_eq!(whole.frames[..kept], torn.frames[..], "every whole frame before the cut");
+        let repaired = record::repair(&cut).unwrap();
+        assert_eq!(
+            repaired == Repair::Whole,
+            torn.torn.is_none(),
+            "round {round}: {repaired:?}"
+        );
+        let after = decode_recording(&std::fs::read(&cut).unwrap()).unwrap();
+        assert!(after.torn.is_none());
+        assert_eq!(after.frames, torn.frames);
+        let verified = replay::verify(&after, None, |_, _| {}).unwrap();
+        assert!(verified.passed(), "round {round}, cut: {verified:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
