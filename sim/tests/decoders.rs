@@ -148,7 +148,7 @@ struct Decoder {
     bound: fn(usize) -> usize,
     check: Check,
     /// Applied after mutation (a recording's CRCs), with the RNG deciding how often.
-    fix_up: Option<fn(&mut Vec<u8>, &mut SimRng)>,
+    fix_up: Option<fn(&mut [u8], &mut SimRng)>,
     seeds: Vec<Vec<u8>>,
 }
 
@@ -383,7 +383,7 @@ fn check_recording(bytes: &[u8]) -> Result<bool, String> {
 
 /// Recomputes the CRC of every whole frame after the preamble, so a mutation inside a
 /// frame reaches its decoder instead of stopping at the checksum.
-fn fix_recording_crcs(bytes: &mut Vec<u8>, rng: &mut SimRng) {
+fn fix_recording_crcs(bytes: &mut [u8], rng: &mut SimRng) {
     if rng.below(4) == 0 {
         return; // A quarter of the inputs keep their CRCs as mutated.
     }

@@ -62,7 +62,8 @@ fn loopback_only(server: SocketAddr) -> Result<(), FloodError> {
 /// A quinn-proto client configuration: any will do, since the flood never reads the
 /// server's answer (the certificate is never checked).
 fn proto_client_config() -> Result<quinn_proto::ClientConfig, FloodError> {
-    let crypto = tls::client_crypto_pinned([0; 32]).map_err(|e| FloodError::Setup(e.to_string()))?;
+    let crypto =
+        tls::client_crypto_pinned([0; 32]).map_err(|e| FloodError::Setup(e.to_string()))?;
     let quic = quinn_proto::crypto::rustls::QuicClientConfig::try_from(crypto)
         .map_err(|e| FloodError::Setup(e.to_string()))?;
     Ok(quinn_proto::ClientConfig::new(Arc::new(quic)))
@@ -74,9 +75,13 @@ pub fn send_initials(flood: &InitialFlood) -> Result<InitialsSent, FloodError> {
     loopback_only(flood.server)?;
     let config = proto_client_config()?;
     let bind: SocketAddr = if flood.server.is_ipv6() {
-        "[::1]:0".parse().map_err(|_| FloodError::Setup("::1".into()))?
+        "[::1]:0"
+            .parse()
+            .map_err(|_| FloodError::Setup("::1".into()))?
     } else {
-        "127.0.0.1:0".parse().map_err(|_| FloodError::Setup("127.0.0.1".into()))?
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|_| FloodError::Setup("127.0.0.1".into()))?
     };
     let sockets = (0..flood.source_ports.max(1))
         .map(|_| UdpSocket::bind(bind))
@@ -151,7 +156,11 @@ pub async fn half_open(
         tls::client_crypto_pinned(fingerprint).map_err(|e| FloodError::Setup(e.to_string()))?;
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
         .map_err(|e| FloodError::Setup(e.to_string()))?;
-    let bind = if server.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" };
+    let bind = if server.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
     let bind: SocketAddr = bind.parse().map_err(|_| FloodError::Setup(bind.into()))?;
     let mut endpoint =
         quinn::Endpoint::client(bind).map_err(|e| FloodError::Setup(e.to_string()))?;
@@ -227,7 +236,13 @@ mod tests {
             source_ports: 4,
         };
         let sent = send_initials(&flood).unwrap();
-        assert_eq!(sent, InitialsSent { sent: 12, send_errors: 0 });
+        assert_eq!(
+            sent,
+            InitialsSent {
+                sent: 12,
+                send_errors: 0
+            }
+        );
         let mut ports = std::collections::BTreeSet::new();
         let mut buf = [0u8; 2048];
         for _ in 0..12 {

@@ -383,8 +383,7 @@ async fn run_bot(
             }
         };
         // A session that will vanish gets an endpoint of its own, to mute.
-        let vanishes =
-            behaviour == Behaviour::Churn && config.churn_leave.vanishes(session_index);
+        let vanishes = behaviour == Behaviour::Churn && config.churn_leave.vanishes(session_index);
         let own = if vanishes {
             let options = EndpointOptions {
                 datagram_receive_buffer: config.datagram_receive_buffer,
@@ -403,7 +402,12 @@ async fn run_bot(
         let connecting = Instant::now();
         let attempt = tokio::time::timeout_at(
             end,
-            connect(session_endpoint, config.server, token, config.connect_timeout),
+            connect(
+                session_endpoint,
+                config.server,
+                token,
+                config.connect_timeout,
+            ),
         )
         .await;
         let session = match attempt {

@@ -43,7 +43,11 @@ async fn receive_a_few(session: &Session) {
     }
 }
 
-async fn polite_cycle(endpoint: tickcast_clients::quinn::Endpoint, server: SocketAddr, token: ConnectToken) {
+async fn polite_cycle(
+    endpoint: tickcast_clients::quinn::Endpoint,
+    server: SocketAddr,
+    token: ConnectToken,
+) {
     let session = connect(&endpoint, server, token, Duration::from_secs(10))
         .await
         .expect("admitted");
@@ -95,7 +99,11 @@ fn after_100_joins_and_leaves_half_of_them_vanishing_the_server_holds_nothing_fo
                 // players); a vanished id never does, so it is timed out rather than
                 // replaced by its own reconnect.
                 let cycle = (wave * WAVE + i) as u64;
-                let id = if i % 2 == 0 { cycle % 25 } else { 1_000 + cycle };
+                let id = if i % 2 == 0 {
+                    cycle % 25
+                } else {
+                    1_000 + cycle
+                };
                 let token = mint_token(&key, id, TOKEN_TTL).unwrap();
                 if i % 2 == 0 {
                     cycles.spawn(polite_cycle(endpoint.clone(), addr, token));
@@ -136,7 +144,11 @@ fn after_100_joins_and_leaves_half_of_them_vanishing_the_server_holds_nothing_fo
     let forgotten = eventually(Duration::from_secs(10), || {
         get(|c| &c.nonces_remembered) == 0
     });
-    assert!(forgotten, "{} nonces remembered", get(|c| &c.nonces_remembered));
+    assert!(
+        forgotten,
+        "{} nonces remembered",
+        get(|c| &c.nonces_remembered)
+    );
 
     // And the server is none the worse: a new client joins and is served.
     runtime.block_on(async {

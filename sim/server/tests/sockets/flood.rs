@@ -63,7 +63,12 @@ fn players_keep_their_snapshots_through_a_handshake_flood_and_its_state_stays_bo
         .build()
         .unwrap();
     let half = runtime
-        .block_on(half_open(addr, fingerprint, HALF_OPEN, Duration::from_secs(3)))
+        .block_on(half_open(
+            addr,
+            fingerprint,
+            HALF_OPEN,
+            Duration::from_secs(3),
+        ))
         .expect("half-open connections");
     let sent = initials.join().unwrap().expect("the flood runs");
     assert_eq!(sent.sent, INITIALS);
@@ -74,7 +79,11 @@ fn players_keep_their_snapshots_through_a_handshake_flood_and_its_state_stays_bo
         max_latency_p99_ms: None,
     };
     let report = Report::new(&outcomes, Duration::from_secs(4), gates);
-    assert_eq!(report.overall.connected, PLAYERS, "{:?}", report.overall.errors);
+    assert_eq!(
+        report.overall.connected, PLAYERS,
+        "{:?}",
+        report.overall.errors
+    );
     assert!(
         report.gates.passed,
         "delivery {} through the flood: {:?}",

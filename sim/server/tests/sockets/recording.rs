@@ -2,9 +2,9 @@
 //! then the file is read back and re-simulated.
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tickcast_clients::{InputHistory, client_endpoint, connect, mint_token};
@@ -208,7 +208,10 @@ fn three_sigkills_at_seeded_moments_each_leave_a_recording_that_repairs_and_veri
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while recorded_clients(&path) < 2 {
-            assert!(Instant::now() < deadline, "the clients were not recorded joining");
+            assert!(
+                Instant::now() < deadline,
+                "the clients were not recorded joining"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         // Somewhere in the next 1.5 s of play: in a tick frame, a keyframe (one a
@@ -243,14 +246,21 @@ fn three_sigkills_at_seeded_moments_each_leave_a_recording_that_repairs_and_veri
         // finishes); a power loss can. A copy cut a seeded number of bytes short of its
         // end repairs to its whole frames and verifies too.
         let bytes = std::fs::read(&path).unwrap();
-        let header_end = whole.frames.first().map_or(bytes.len(), |(at, _)| *at as usize);
+        let header_end = whole
+            .frames
+            .first()
+            .map_or(bytes.len(), |(at, _)| *at as usize);
         let cut_at = bytes.len() - 1 - rng.below((bytes.len() - header_end - 1) as u32) as usize;
         let cut = dir.join("cut.tcrec");
         std::fs::write(&cut, &bytes[..cut_at]).unwrap();
         let torn = decode_recording(&bytes[..cut_at]).unwrap();
         let kept = torn.frames.len();
         assert!(kept < whole.frames.len(), "round {round}: cut at {cut_at}");
-        assert_eq!(whole.frames[..kept], torn.frames[..], "every whole frame before the cut");
+        assert_eq!(
+            whole.frames[..kept],
+            torn.frames[..],
+            "every whole frame before the cut"
+        );
         let repaired = record::repair(&cut).unwrap();
         assert_eq!(
             repaired == Repair::Whole,
