@@ -294,7 +294,8 @@ fn admit(state: &Arc<NetState>, incoming: quinn::Incoming) {
         incoming.refuse();
         return;
     }
-    let validated = incoming.remote_address_validated() || !incoming.may_retry();
+    // An unvalidated address may always be retried (quinn guarantees `may_retry`).
+    let validated = incoming.remote_address_validated();
     if needs_address_validation(handshaking, state.config.retry_from_handshakes, validated) {
         // Stateless: the token carries everything; nothing is kept for this address.
         if incoming.retry().is_ok() {
