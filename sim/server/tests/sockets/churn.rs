@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use tickcast_clients::vanish::silenceable_endpoint;
 use tickcast_clients::{EndpointOptions, Session, client_endpoint, connect, mint_token};
-use tickcast_net::{DisconnectReason, NetCounters};
 use tickcast_net::tls::{TOKEN_KEY_FILE, load_token_key};
+use tickcast_net::{DisconnectReason, NetCounters};
 use tickcast_server::{Server, ServerConfig};
 use tickcast_shared::token::ConnectToken;
 
