@@ -68,9 +68,9 @@ class DrillError(Exception):
 def parse_faults(line):
     """The fault counters of one status line, or None.
 
-    >>> parse_faults("INFO tickcast::status: clients=3 tick=90 entities=203 tick_p99=250us "
-    ...     "fanout=40/90us out=1.0MiB/s rss=20.1MiB skipped_peer_ticks=0 handshaking=2 "
-    ...     "nonces=17 timed_out=5 retries=300 late_ticks=0")
+    >>> parse_faults("INFO tickcast::status: clients=3 tick=90 entities=203 tick_p99_us=250 "
+    ...     "fanout_mean_us=40 fanout_max_us=90 out_bytes_per_s=0 rss_bytes=1 "
+    ...     "skipped_peer_ticks=0 late_ticks=0 handshaking=2 nonces=17 timed_out=5 retries=300")
     {'clients': 3, 'handshaking': 2, 'nonces': 17, 'timed_out': 5, 'retries': 300}
     >>> parse_faults("INFO listening") is None
     True

@@ -625,13 +625,14 @@ fn log_status(
         out_bytes_per_s = status.bytes_out_per_s,
         rss_bytes = status.rss_bytes,
         skipped_peer_ticks = NetCounters::get(&counters.peer_ticks_skipped_backpressure),
+        late_ticks = status.late_ticks,
+        allocs = status.allocations,
+        fanout_allocs = status.fan_out_allocations,
+        // After late_ticks and the allocations, which scripts/bench.py reads in a row.
         handshaking = NetCounters::get(&counters.handshaking),
         nonces = NetCounters::get(&counters.nonces_remembered),
         timed_out = counters.disconnects_for(DisconnectReason::IdleTimeout),
         retries = NetCounters::get(&counters.handshakes_retried),
-        late_ticks = status.late_ticks,
-        allocs = status.allocations,
-        fanout_allocs = status.fan_out_allocations,
         agones = (agones != GameServerState::Disabled).then(|| tracing::field::display(agones.name())),
         draining = draining.then_some(true),
     );
