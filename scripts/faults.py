@@ -440,7 +440,7 @@ def main(argv):
         print(f"faults: unknown drill {unknown[0]} (churn, flood or crash)", file=sys.stderr)
         return 2
     if not args.no_build and not bench.cargo(
-            "build", "--release", "-p", "tickcast-server", "-p", "tickcast-clients",
+            "build", "--release", "-p", "tickcast-server", "-p", "tickcast-bots",
             "-p", "tickcast-tools", "--bins"):
         print("faults: the release build failed", file=sys.stderr)
         return 2
