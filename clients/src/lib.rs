@@ -24,6 +24,7 @@ mod input;
 pub mod pace;
 mod session;
 pub mod track;
+pub mod vanish;
 pub mod world;
 
 /// The QUIC stack this library is built on, for callers that name its types

@@ -121,19 +121,8 @@ pub fn client_endpoint_with(
     fingerprint: [u8; 32],
     options: &EndpointOptions,
 ) -> Result<quinn::Endpoint, ClientError> {
-    let bind: SocketAddr = match (server.is_ipv6(), server.ip().is_loopback()) {
-        (false, true) => (std::net::Ipv4Addr::LOCALHOST, 0).into(),
-        (false, false) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-        (true, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
-        (true, false) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let crypto =
-        tls::client_crypto_pinned(fingerprint).map_err(|e| ClientError::Setup(e.to_string()))?;
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
-        .map_err(|e| ClientError::Setup(e.to_string()))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(client_transport(options)));
-    let socket = tickcast_net::bind_udp(bind).map_err(|e| ClientError::Setup(e.to_string()))?;
+    let config = client_config(fingerprint, options)?;
+    let socket = client_socket(server)?;
     let cid_len = options.connection_id_len;
     if cid_len > 20 {
         return Err(ClientError::Setup(format!(
@@ -148,6 +137,32 @@ pub fn client_endpoint_with(
             .map_err(|e| ClientError::Setup(e.to_string()))?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
+}
+
+/// The QUIC client configuration: the pinned certificate and [`client_transport`].
+pub(crate) fn client_config(
+    fingerprint: [u8; 32],
+    options: &EndpointOptions,
+) -> Result<quinn::ClientConfig, ClientError> {
+    let crypto =
+        tls::client_crypto_pinned(fingerprint).map_err(|e| ClientError::Setup(e.to_string()))?;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+        .map_err(|e| ClientError::Setup(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(client_transport(options)));
+    Ok(config)
+}
+
+/// A UDP socket on an ephemeral port that can reach `server`: loopback for a loopback
+/// server, the unspecified address otherwise.
+pub(crate) fn client_socket(server: SocketAddr) -> Result<std::net::UdpSocket, ClientError> {
+    let bind: SocketAddr = match (server.is_ipv6(), server.ip().is_loopback()) {
+        (false, true) => (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+        (false, false) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        (true, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+        (true, false) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    tickcast_net::bind_udp(bind).map_err(|e| ClientError::Setup(e.to_string()))
 }
 
 /// An admitted client: the connection and what the server said in its Welcome.

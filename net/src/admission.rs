@@ -107,6 +107,19 @@ pub fn admit_connection(
     }
 }
 
+/// Whether a connection attempt from an address QUIC has not validated yet is answered
+/// with a stateless Retry instead of a handshake: when `handshaking` connections are
+/// already between their first packet and their Welcome, at least `retry_from` of them.
+///
+/// A Retry costs the server one small packet and no state; a client that really is at
+/// its address echoes the Retry's token and is then accepted as validated, one round trip
+/// later. A flood of Initials from spoofed or abandoned addresses never echoes it, so it
+/// holds at most `retry_from` handshakes (and their TLS work) at once instead of one per
+/// packet. Below the threshold nobody pays the round trip.
+pub fn needs_address_validation(handshaking: usize, retry_from: usize, validated: bool) -> bool {
+    !validated && handshaking >= retry_from
+}
+
 /// How full the server is, as a Hello sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Occupancy {
@@ -157,6 +170,13 @@ impl Gate {
     /// Nonces remembered now.
     pub fn nonces_remembered(&self) -> usize {
         self.nonces.len()
+    }
+
+    /// Forgets the nonces of tokens expired at `now_unix_s` (they would be refused as
+    /// expired anyway); returns how many. The glue calls it on a timer, so that the
+    /// cache empties after a burst of joins even when no new Hello arrives.
+    pub fn forget_expired_nonces(&mut self, now_unix_s: u64) -> usize {
+        self.nonces.forget_expired(now_unix_s)
     }
 
     /// Everything about a Hello that can refuse the client, in protocol order. The peer
@@ -675,6 +695,36 @@ mod tests {
             Err(RejectReason::ServerFull),
             "no overflow"
         );
+    }
+
+    #[test]
+    fn nonces_are_forgotten_once_their_tokens_expire_without_a_new_hello() {
+        let mut gate = gate();
+        for nonce in 1..=3 {
+            let expiry = NOW + 10 * u64::from(nonce);
+            assert!(
+                gate.check_hello(&hello(1, nonce, expiry), ROOM, Occupancy::default(), NOW)
+                    .is_ok()
+            );
+        }
+        assert_eq!(gate.nonces_remembered(), 3);
+        assert_eq!(gate.forget_expired_nonces(NOW + 9), 0);
+        assert_eq!(gate.forget_expired_nonces(NOW + 20), 2);
+        assert_eq!(gate.forget_expired_nonces(NOW + 30), 1);
+        assert_eq!(gate.nonces_remembered(), 0);
+    }
+
+    #[test]
+    fn unvalidated_addresses_get_a_retry_only_once_handshakes_pile_up() {
+        assert!(!needs_address_validation(0, 16, false));
+        assert!(!needs_address_validation(15, 16, false));
+        assert!(needs_address_validation(16, 16, false));
+        assert!(
+            !needs_address_validation(1_000, 16, true),
+            "an address that echoed a token is never retried again"
+        );
+        assert!(needs_address_validation(0, 0, false), "0: always validate");
+        assert!(!needs_address_validation(usize::MAX - 1, usize::MAX, false));
     }
 
     #[test]

@@ -162,6 +162,14 @@ pub struct NetConfig {
     /// and more than that many joins within a token's lifetime is not a game server's
     /// load. When full, the oldest is forgotten (counted).
     pub nonce_capacity: usize,
+    /// From this many connections in the handshake on, a connection attempt from an
+    /// address QUIC has not validated gets a stateless Retry (one more round trip for
+    /// that client) instead of a handshake (`admission::needs_address_validation`).
+    /// Default 16: a handful of joins at a time never pays the round trip, while a flood
+    /// of Initials from spoofed or abandoned addresses holds at most 16 handshakes, half
+    /// the 32 the memory budget allows beyond its clients. 0 retries every unvalidated
+    /// address; `usize::MAX` never retries.
+    pub retry_from_handshakes: usize,
 }
 
 impl Default for NetConfig {
@@ -192,6 +200,7 @@ impl Default for NetConfig {
             view_cells: 1,
             nonce_capacity: 100_000,
             congestion_window_floor: congestion::FLOOR_DEFAULT,
+            retry_from_handshakes: 16,
         }
     }
 }
@@ -303,6 +312,15 @@ pub struct NetCounters {
     pub fanout_spread_us_max: AtomicU64,
     /// Nonces forgotten because the replay cache was full.
     pub nonces_evicted: AtomicU64,
+    /// Nonces remembered now for replay protection (a gauge): it returns to zero once
+    /// the tokens seen have expired.
+    pub nonces_remembered: AtomicU64,
+    /// Connection attempts answered with a stateless Retry (address not validated, many
+    /// handshakes in flight).
+    pub handshakes_retried: AtomicU64,
+    /// The most connections ever in the handshake at once (a gauge of the high-water
+    /// mark of `handshaking`).
+    pub handshaking_peak: AtomicU64,
     /// Membership events that could not be queued (should stay 0).
     pub membership_events_lost: AtomicU64,
     /// Rejects by reason, indexed by [`RejectReason::code`].

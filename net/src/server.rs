@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 use crate::admission::{
     Gate, HelloDeadline, InputAllowance, Limits, Occupancy, PeerTable, Refusal, admit_connection,
+    needs_address_validation,
 };
 use crate::budget::{self, RssSample};
 use crate::congestion::FlooredCubic;
@@ -43,6 +44,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// How often the net thread publishes the connections' UDP totals (`NetCounters::udp`).
 const UDP_STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often expired nonces are forgotten. A token is refused from its expiry second
+/// on, so forgetting its nonce up to a second late changes nothing but the gauge.
+const NONCE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What quinn charges a peer's datagram send buffer per queued datagram on top of its
 /// payload: the `Bytes` handle it keeps (`quinn_proto::Datagram` wraps exactly one).
@@ -160,16 +165,17 @@ impl NetState {
                 .bytes(std::time::Instant::now(), budget::resident_set_bytes),
             ..peers.occupancy(hello.token.client_id)
         };
-        let admitted = self
-            .gate
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .check_hello(
-                hello,
-                advertised_max_datagram_frame_size(conn),
-                occupancy,
-                unix_now_s(),
-            )?;
+        let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        let admitted = gate.check_hello(
+            hello,
+            advertised_max_datagram_frame_size(conn),
+            occupancy,
+            unix_now_s(),
+        )?;
+        self.counters
+            .nonces_remembered
+            .store(gate.nonces_remembered() as u64, Ordering::Relaxed);
+        drop(gate);
         if admitted.evicted_a_nonce {
             self.count(|c| &c.nonces_evicted);
         }
@@ -222,6 +228,7 @@ pub(crate) async fn run(
     let fanout = tokio::spawn(fan_out(state.clone(), slot));
     let join_acks = tokio::spawn(deliver_join_acks(state.clone(), acks));
     let udp_stats = tokio::spawn(publish_udp_stats(state.clone()));
+    let nonce_sweep = tokio::spawn(sweep_expired_nonces(state.clone()));
     loop {
         tokio::select! {
             () = shutdown.notified() => break,
@@ -234,6 +241,7 @@ pub(crate) async fn run(
     fanout.abort();
     join_acks.abort();
     udp_stats.abort();
+    nonce_sweep.abort();
     let (code, reason): (u32, &[u8]) = if state.draining.load(Ordering::Relaxed) {
         (close::DRAINED, b"server drained")
     } else {
@@ -261,9 +269,27 @@ async fn deliver_join_acks(state: Arc<NetState>, mut acks: mpsc::Receiver<JoinAc
     }
 }
 
+/// Forgets the nonces of expired tokens once a second, and keeps the gauge current: the
+/// cache empties after a burst of joins even if no Hello follows.
+async fn sweep_expired_nonces(state: Arc<NetState>) {
+    let mut ticker = tokio::time::interval(NONCE_SWEEP_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let mut gate = state.gate.lock().unwrap_or_else(|e| e.into_inner());
+        gate.forget_expired_nonces(unix_now_s());
+        state
+            .counters
+            .nonces_remembered
+            .store(gate.nonces_remembered() as u64, Ordering::Relaxed);
+    }
+}
+
 /// Refuses before any TLS work when the server is full, or when the handshakes beyond
-/// the memory budget's clients are already at their allowance; otherwise hands the
-/// connection to its own task.
+/// the memory budget's clients are already at their allowance; answers with a stateless
+/// Retry when many handshakes are in flight and the address is not validated yet
+/// (`admission::needs_address_validation`); otherwise hands the connection to its own
+/// task.
 fn admit(state: &Arc<NetState>, incoming: quinn::Incoming) {
     let peers = NetCounters::get(&state.counters.peers) as usize;
     let handshaking = NetCounters::get(&state.counters.handshaking) as usize;
@@ -278,7 +304,20 @@ fn admit(state: &Arc<NetState>, incoming: quinn::Incoming) {
         incoming.refuse();
         return;
     }
-    state.counters.handshaking.fetch_add(1, Ordering::Relaxed);
+    // An unvalidated address may always be retried (quinn guarantees `may_retry`).
+    let validated = incoming.remote_address_validated();
+    if needs_address_validation(handshaking, state.config.retry_from_handshakes, validated) {
+        // Stateless: the token carries everything; nothing is kept for this address.
+        if incoming.retry().is_ok() {
+            state.count(|c| &c.handshakes_retried);
+        }
+        return;
+    }
+    let now_handshaking = state.counters.handshaking.fetch_add(1, Ordering::Relaxed) + 1;
+    state
+        .counters
+        .handshaking_peak
+        .fetch_max(now_handshaking, Ordering::Relaxed);
     let span = tracing::debug_span!("conn", remote = %incoming.remote_address());
     let state = state.clone();
     tokio::spawn(

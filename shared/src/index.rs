@@ -88,8 +88,10 @@ impl TickIndex {
             let Ok(ServerDatagram::Chunk(chunk)) = parse_datagram(&buffer[range]) else {
                 continue;
             };
-            let cell = chunk.header.cell.min(cells as u16);
-            while index.cell_first.len() <= usize::from(cell) {
+            // In usize: a grid may have more cells than a u16 counts, and a cell past
+            // the grid belongs after its last cell.
+            let cell = usize::from(chunk.header.cell).min(cells);
+            while index.cell_first.len() <= cell {
                 index.cell_first.push(position as u32);
             }
             for (entity, _) in chunk.ids_and_kinds().filter(|(_, k)| *k == KIND_PLAYER) {
@@ -135,5 +137,63 @@ impl TickIndex {
 
     fn cells(&self) -> usize {
         usize::from(self.columns) * usize::from(self.rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Tick;
+    use crate::chunk::{
+        CHUNK_HEADER_LEN, ChunkHeader, DirectoryHeader, ENTITY_RECORD_LEN, EntityRecord,
+        directory_len, write_directory, write_header, write_record,
+    };
+
+    fn frame(buffer: &mut Vec<u8>, message: &[u8]) {
+        buffer.extend_from_slice(&(message.len() as u16).to_le_bytes());
+        buffer.extend_from_slice(message);
+    }
+
+    /// Regression (found by `sim/tests/decoders.rs`): `of_buffer` clamped a chunk's cell
+    /// to the grid's cell count cast to `u16`, so on a grid of more than 65,536 cells
+    /// (256 × 300 here: 76,800, which wraps to 11,264) a chunk in cell 65,535 was
+    /// indexed under cell 11,264.
+    #[test]
+    fn a_cell_count_beyond_u16_no_longer_wraps_when_chunks_are_indexed() {
+        let (columns, rows) = (256u16, 300u16);
+        let cells = usize::from(columns) * usize::from(rows);
+        let mut directory = vec![0u8; directory_len(cells)];
+        let header = DirectoryHeader {
+            tick: Tick::new(1),
+            server_time_us: 0,
+            columns,
+            rows,
+        };
+        write_directory(&header, |cell| cell == 65_535, &mut directory);
+        let mut chunk = [0u8; CHUNK_HEADER_LEN + ENTITY_RECORD_LEN];
+        let (head, body) = chunk.split_at_mut(CHUNK_HEADER_LEN);
+        let chunk_header = ChunkHeader {
+            tick: Tick::new(1),
+            chunks_in_cell: 1,
+            cell: 65_535,
+            record_count: 1,
+            ..ChunkHeader::default()
+        };
+        write_header(&chunk_header, head.try_into().unwrap());
+        let player = EntityRecord {
+            net_id: 9,
+            kind: KIND_PLAYER,
+            ..EntityRecord::default()
+        };
+        write_record(&player, body.try_into().unwrap());
+        let mut buffer = Vec::new();
+        frame(&mut buffer, &directory);
+        frame(&mut buffer, &chunk);
+
+        let index = TickIndex::of_buffer(&buffer);
+        assert!(index.has_cells());
+        assert_eq!(index.frames_of_cells(65_535, 65_535), 1..2);
+        assert_eq!(index.frames_of_cells(11_264, 11_264), 1..1);
+        assert_eq!(index.player_cell(9), Some(65_535));
     }
 }

@@ -7,6 +7,8 @@
 //!   serve, repair.
 //! * `tickcast-fake-agones` is a fake Agones SDK sidecar ([`fake_agones`]) that records
 //!   every call, for tests and `scripts/fleet.py`, and the allocation step against it.
+//! * `tickcast-flood` sends a handshake flood (QUIC Initials from many ports, half-open
+//!   connections) at a server on this machine, for drills ([`flood`]).
 //! * `tickcast-chart` draws columns of a CSV time series as a PNG ([`chart`]), for
 //!   `scripts/bench.py`.
 //!
@@ -16,4 +18,5 @@
 
 pub mod chart;
 pub mod fake_agones;
+pub mod flood;
 pub mod plot;

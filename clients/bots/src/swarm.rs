@@ -16,6 +16,7 @@ use std::time::Duration;
 use quinn::SendDatagramError;
 use tickcast_clients::pace::InputPacer;
 use tickcast_clients::track::{SnapshotReceiver, View};
+use tickcast_clients::vanish::silenceable_endpoint;
 use tickcast_clients::{
     ClientError, EndpointOptions, InputHistory, Session, client_endpoint_with, connect,
     connection_error_key, mint_token, now_us_wrapping,
@@ -27,6 +28,48 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::behaviour::{Action, Behaviour, BehaviourSettings, Bot};
 use crate::mix::Mix;
 use crate::outcome::ClientOutcome;
+
+/// How a `churn` bot ends each session before it connects again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChurnLeave {
+    /// Closes with the normal code (the server frees the peer at once). The default.
+    #[default]
+    Close,
+    /// Vanishes: its socket falls silent with no close ([`tickcast_clients::vanish`]),
+    /// so the server must time the peer out (`idle_timeout`). It comes back as a new
+    /// player (the next client id block, or the next listed token), as a device that
+    /// died would not reconnect under the old connection: the ghost is the server's to
+    /// clear.
+    Vanish,
+    /// Alternates: closes, vanishes, closes, …
+    Alternate,
+}
+
+impl ChurnLeave {
+    /// Whether session `session` (0 = the first) of a churn bot ends by vanishing.
+    pub fn vanishes(self, session: u32) -> bool {
+        match self {
+            ChurnLeave::Close => false,
+            ChurnLeave::Vanish => true,
+            ChurnLeave::Alternate => session % 2 == 1,
+        }
+    }
+}
+
+impl std::str::FromStr for ChurnLeave {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "close" => Ok(ChurnLeave::Close),
+            "vanish" => Ok(ChurnLeave::Vanish),
+            "alternate" => Ok(ChurnLeave::Alternate),
+            other => Err(format!(
+                "`{other}` is not a way to leave (close, vanish or alternate)"
+            )),
+        }
+    }
+}
 
 /// Where bots get their connect tokens.
 #[derive(Debug)]
@@ -77,6 +120,8 @@ pub struct SwarmConfig {
     pub stall_after: Duration,
     /// `churn` bots reconnect this often. Default 3 s.
     pub churn_every: Duration,
+    /// How `churn` bots leave before reconnecting. Default [`ChurnLeave::Close`].
+    pub churn_leave: ChurnLeave,
     /// Most time a connect may take. Default 10 s.
     pub connect_timeout: Duration,
     /// Threads the bots run on, each with its own runtime and endpoints. Default 2:
@@ -98,6 +143,7 @@ impl Default for SwarmConfig {
             slow_read_rate: 100,
             stall_after: Duration::from_secs(1),
             churn_every: Duration::from_secs(3),
+            churn_leave: ChurnLeave::Close,
             connect_timeout: Duration::from_secs(10),
             threads: 2,
         }
@@ -154,14 +200,20 @@ struct Shared {
 }
 
 impl Shared {
-    fn token(&self, bot: usize, session: u32) -> Result<ConnectToken, String> {
+    /// The token for session `session` of bot `bot`, playing as player `player`: 0 at
+    /// first, and after a vanished session a new one (the session's number), whose
+    /// minted client id is `bot + player × clients` after the first.
+    fn token(&self, bot: usize, session: u32, player: u32) -> Result<ConnectToken, String> {
         match &self.tokens {
             TokenSource::Mint {
                 key,
                 first_client_id,
                 ttl,
             } => {
-                mint_token(key, first_client_id.wrapping_add(bot as u64), *ttl).map_err(|e| e.key())
+                let id = first_client_id
+                    .wrapping_add(bot as u64)
+                    .wrapping_add(u64::from(player).wrapping_mul(self.config.clients as u64));
+                mint_token(key, id, *ttl).map_err(|e| e.key())
             }
             TokenSource::List(tokens) => {
                 let index = if session == 0 {
@@ -320,18 +372,44 @@ async fn run_bot(
         },
     );
     let mut session_index = 0u32;
+    // Which player this bot is: a new one after each vanished session, since the ghost
+    // of the old one is still on the server until it times out.
+    let mut player = 0u32;
     while Instant::now() < end {
-        let token = match shared.token(index, session_index) {
+        let token = match shared.token(index, session_index, player) {
             Ok(token) => token,
             Err(key) => {
                 outcome.errors.push(format!("connect:{key}"));
                 break;
             }
         };
+        // A session that will vanish gets an endpoint of its own, to mute.
+        let vanishes = behaviour == Behaviour::Churn && config.churn_leave.vanishes(session_index);
+        let own = if vanishes {
+            let options = EndpointOptions {
+                datagram_receive_buffer: config.datagram_receive_buffer,
+                ..EndpointOptions::default()
+            };
+            match silenceable_endpoint(config.server, config.fingerprint, &options) {
+                Ok(own) => Some(own),
+                Err(e) => {
+                    outcome.errors.push(format!("connect:{}", e.key()));
+                    break;
+                }
+            }
+        } else {
+            None
+        };
+        let session_endpoint = own.as_ref().map_or(endpoint, |(own, _)| own);
         let connecting = Instant::now();
         let attempt = tokio::time::timeout_at(
             end,
-            connect(endpoint, config.server, token, config.connect_timeout),
+            connect(
+                session_endpoint,
+                config.server,
+                token,
+                config.connect_timeout,
+            ),
         )
         .await;
         let session = match attempt {
@@ -364,7 +442,16 @@ async fn run_bot(
         outcome.udp_bytes_out += stats.udp_tx.bytes;
         outcome.udp_packets_in += stats.udp_rx.datagrams;
         outcome.udp_packets_out += stats.udp_tx.datagrams;
-        session.close();
+        match &own {
+            // Gone without a close: the server times the peer out.
+            Some((_, silencer)) => silencer.silence(),
+            None => session.close(),
+        }
+        drop(session);
+        drop(own);
+        if vanishes {
+            player = session_index + 1;
+        }
         shared.live.connected.fetch_sub(1, Ordering::Relaxed);
         if let Some(key) = lost {
             outcome.disconnected = Some(key);
@@ -506,12 +593,12 @@ mod tests {
             next_spare_token: AtomicUsize::new(0),
             live: Arc::default(),
         };
-        assert_eq!(shared.token(2, 0), Ok(tokens[2]));
-        assert_eq!(shared.token(0, 0), Ok(tokens[0]));
+        assert_eq!(shared.token(2, 0, 0), Ok(tokens[2]));
+        assert_eq!(shared.token(0, 0, 0), Ok(tokens[0]));
         // Reconnects take the spares after the first `clients`, whoever asks.
-        assert_eq!(shared.token(1, 1), Ok(tokens[3]));
-        assert_eq!(shared.token(0, 4), Ok(tokens[4]));
-        assert_eq!(shared.token(2, 1), Err("no_token".to_string()));
+        assert_eq!(shared.token(1, 1, 1), Ok(tokens[3]));
+        assert_eq!(shared.token(0, 4, 0), Ok(tokens[4]));
+        assert_eq!(shared.token(2, 1, 0), Err("no_token".to_string()));
     }
 
     #[test]
@@ -526,10 +613,25 @@ mod tests {
             next_spare_token: AtomicUsize::new(0),
             live: Arc::default(),
         };
-        let first = shared.token(7, 0).unwrap();
-        let again = shared.token(7, 1).unwrap();
+        let first = shared.token(7, 0, 0).unwrap();
+        let again = shared.token(7, 1, 0).unwrap();
         assert_eq!(first.client_id, 107);
         assert_eq!(again.client_id, 107);
         assert_ne!(first.nonce, again.nonce);
+        // After a vanished session the bot comes back as a player of its own: the
+        // default swarm has 10 clients, so player 2's id is 20 on, and its polite
+        // reconnects keep that id.
+        assert_eq!(shared.token(7, 2, 2).unwrap().client_id, 127);
+        assert_eq!(shared.token(7, 3, 2).unwrap().client_id, 127);
+    }
+
+    #[test]
+    fn churn_leaves_close_vanish_or_alternate() {
+        assert_eq!("close".parse(), Ok(ChurnLeave::Close));
+        assert_eq!("alternate".parse(), Ok(ChurnLeave::Alternate));
+        assert!("Vanish".parse::<ChurnLeave>().is_err());
+        let pattern: Vec<bool> = (0..4).map(|s| ChurnLeave::Alternate.vanishes(s)).collect();
+        assert_eq!(pattern, [false, true, false, true]);
+        assert!(ChurnLeave::Vanish.vanishes(0) && !ChurnLeave::Close.vanishes(1));
     }
 }

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use tickcast_net::budget::TickBufferSize;
-use tickcast_net::{MemoryPlan, NetConfig, NetCounters, NetHandle, budget};
+use tickcast_net::{DisconnectReason, MemoryPlan, NetConfig, NetCounters, NetHandle, budget};
 use tickcast_shared::chunk::{
     CHUNK_HEADER_LEN, ENTITY_RECORD_LEN, TICK_FRAME_PREFIX_LEN, directory_len, records_per_chunk,
 };
@@ -628,6 +628,11 @@ fn log_status(
         late_ticks = status.late_ticks,
         allocs = status.allocations,
         fanout_allocs = status.fan_out_allocations,
+        // After late_ticks and the allocations, which scripts/bench.py reads in a row.
+        handshaking = NetCounters::get(&counters.handshaking),
+        nonces = NetCounters::get(&counters.nonces_remembered),
+        timed_out = counters.disconnects_for(DisconnectReason::IdleTimeout),
+        retries = NetCounters::get(&counters.handshakes_retried),
         agones = (agones != GameServerState::Disabled).then(|| tracing::field::display(agones.name())),
         draining = draining.then_some(true),
     );

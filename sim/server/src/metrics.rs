@@ -261,6 +261,17 @@ fn families(sources: &MetricSources, resident_set_bytes: u64) -> Vec<MetricFamil
         "Connections between accept and Welcome or Reject.",
         get(&net.handshaking) as f64,
     );
+    f.gauge(
+        "tickcast_handshakes_in_progress_peak",
+        "The most connections ever between accept and Welcome or Reject at once.",
+        get(&net.handshaking_peak) as f64,
+    );
+    f.counter(
+        "tickcast_handshakes_retried_total",
+        "Connection attempts from unvalidated addresses answered with a stateless QUIC \
+         Retry (many handshakes in flight).",
+        get(&net.handshakes_retried),
+    );
     f.counter(
         "tickcast_admissions_total",
         "Clients admitted (sent a Welcome).",
@@ -401,6 +412,12 @@ fn families(sources: &MetricSources, resident_set_bytes: u64) -> Vec<MetricFamil
         "tickcast_nonces_evicted_total",
         "Connect-token nonces forgotten because the replay cache was full.",
         get(&net.nonces_evicted),
+    );
+    f.gauge(
+        "tickcast_nonces_remembered",
+        "Connect-token nonces remembered for replay protection (forgotten when their \
+         tokens expire).",
+        get(&net.nonces_remembered) as f64,
     );
     f.counter(
         "tickcast_membership_events_lost_total",

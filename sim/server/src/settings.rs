@@ -125,6 +125,13 @@ pub struct Settings {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub congestion_window_floor: Option<u64>,
+    /// From this many connections in the handshake on, a new one from an address not
+    /// yet validated gets a stateless QUIC Retry (one more round trip) instead of a
+    /// handshake, so a flood of Initials holds bounded state; 0 for always, `never` for
+    /// no Retry.
+    #[arg(long, value_name = "N|never")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_from_handshakes: Option<RetryFrom>,
     /// Record every tick to this file (read it with `tickcast-replay`).
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -230,6 +237,7 @@ impl Settings {
             congestion_window_floor: over
                 .congestion_window_floor
                 .or(self.congestion_window_floor),
+            retry_from_handshakes: over.retry_from_handshakes.or(self.retry_from_handshakes),
             record: over.record.or(self.record),
             keyframe_interval: over.keyframe_interval.or(self.keyframe_interval),
             log_format: over.log_format.or(self.log_format),
@@ -258,6 +266,7 @@ impl Settings {
             cell_size,
             view_cells,
             congestion_window_floor,
+            retry_from_handshakes,
             record,
             keyframe_interval,
             log_format,
@@ -283,6 +292,10 @@ impl Settings {
         set(&mut sim.cell_size, cell_size);
         set(&mut net.view_cells, view_cells.map(|v| v.0));
         set(&mut net.congestion_window_floor, congestion_window_floor);
+        set(
+            &mut net.retry_from_handshakes,
+            retry_from_handshakes.map(|r| r.0),
+        );
         if let Some(path) = record {
             match &mut run.server.record {
                 Some(record) => record.path = path,
@@ -341,6 +354,7 @@ impl Settings {
             cell_size: Some(sim.cell_size),
             view_cells: Some(ViewCells(net.view_cells)),
             congestion_window_floor: Some(net.congestion_window_floor),
+            retry_from_handshakes: Some(RetryFrom(net.retry_from_handshakes)),
             record: run.server.record.as_ref().map(|r| r.path.clone()),
             keyframe_interval: Some(keyframe_interval),
             log_format: Some(run.log_format),
@@ -674,6 +688,40 @@ impl Serialize for ViewCells {
     }
 }
 
+/// `retry-from-handshakes`: a number of handshakes in flight, or `never` (no Retry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "IntOrText")]
+pub struct RetryFrom(pub usize);
+
+impl FromStr for RetryFrom {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "never" {
+            return Ok(Self(usize::MAX));
+        }
+        text.parse()
+            .map(Self)
+            .map_err(|_| format!("`{text}` is not a number of handshakes or `never`"))
+    }
+}
+
+impl TryFrom<IntOrText> for RetryFrom {
+    type Error = String;
+    fn try_from(value: IntOrText) -> Result<Self, Self::Error> {
+        value.into_text().parse()
+    }
+}
+
+impl Serialize for RetryFrom {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match (self.0, i64::try_from(self.0)) {
+            (usize::MAX, _) => serializer.serialize_str("never"),
+            (_, Ok(n)) => serializer.serialize_i64(n),
+            (n, Err(_)) => serializer.collect_str(&n),
+        }
+    }
+}
+
 /// The world's seed: any `u64`. TOML integers stop at 2^63 − 1, so a larger seed is
 /// written as a string of digits (`--print-config` does so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -874,6 +922,7 @@ mod tests {
             memory_budget: Some(ByteSize(3 << 30)),
             seed: Some(Seed(u64::MAX)),
             view_cells: Some(ViewCells(VIEW_ALL)),
+            retry_from_handshakes: Some(RetryFrom(usize::MAX)),
             record: Some("match.tcrec".into()),
             keyframe_interval: Some(90),
             cert: Some("chain.pem".into()),

@@ -27,7 +27,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use tickcast_net::NetConfig;
 use tickcast_shared::event::{JoinAck, PeerEvent};
-use tickcast_sim::record::{Frame, Recording, decode_recording};
+use tickcast_sim::record::{Frame, Recording, Repair, decode_recording};
 use tickcast_sim::replay::{self, ExportFormat};
 use tickcast_sim::{FixedStep, Sim, SimConfig};
 
@@ -356,20 +356,14 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Repair { file } => {
-            let recording = read(&file)?;
-            match &recording.torn {
-                None => outln!("{} is whole; nothing to repair", file.display()),
-                Some(torn) => {
-                    let handle = std::fs::OpenOptions::new().write(true).open(&file)?;
-                    handle.set_len(recording.valid_len)?;
-                    handle.sync_all()?;
-                    outln!(
-                        "truncated {} to {} bytes (removed {} torn bytes)",
-                        file.display(),
-                        recording.valid_len,
-                        torn.bytes
-                    );
-                }
+            let repair = tickcast_sim::record::repair(&file)
+                .with_context(|| format!("repairing {}", file.display()))?;
+            match repair {
+                Repair::Whole => outln!("{} is whole; nothing to repair", file.display()),
+                Repair::Truncated { valid_len, removed } => outln!(
+                    "truncated {} to {valid_len} bytes (removed {removed} torn bytes)",
+                    file.display(),
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -23,7 +23,7 @@ use tickcast_bots::behaviour::Behaviour;
 use tickcast_bots::cli::{ServerArgs, random_u32};
 use tickcast_bots::mix::Mix;
 use tickcast_bots::report::{Gates, LinkFigures, NetsimFigures, Report, Summary, Verdict};
-use tickcast_bots::swarm::{LiveCounters, SwarmConfig, TokenSource, run_swarm};
+use tickcast_bots::swarm::{ChurnLeave, LiveCounters, SwarmConfig, TokenSource, run_swarm};
 use tickcast_netsim::{NetsimSpec, Proxy, ProxyConfig};
 
 /// Load generator and judge for a tickcast server.
@@ -64,6 +64,17 @@ struct Args {
     /// How often a `churn` bot reconnects.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     churn_every: Duration,
+    /// Validity of each minted token, e.g. 30s (default: 5 minutes, or the whole run
+    /// if longer). A token is minted per connect, so it only has to outlive its
+    /// handshake; a short one lets the server forget its nonce soon after (the churn
+    /// drill watches the replay cache empty).
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "token_file")]
+    token_ttl: Option<Duration>,
+    /// How a `churn` bot leaves before reconnecting: close (the normal close code),
+    /// vanish (its socket falls silent, no close: the server times it out; it comes back
+    /// as a new player) or alternate.
+    #[arg(long, default_value = "close")]
+    churn_leave: ChurnLeave,
     /// Gate: exit 1 unless the walk and idle clients all connected and their delivery
     /// ratio is at least this (0 to 1).
     #[arg(long)]
@@ -164,7 +175,9 @@ fn tokens(args: &Args) -> anyhow::Result<TokenSource> {
         key,
         first_client_id,
         // Long enough for any run plus its ramp; tokens are per connect anyway.
-        ttl: Duration::from_secs(300).max(args.duration + args.ramp),
+        ttl: args
+            .token_ttl
+            .unwrap_or_else(|| Duration::from_secs(300).max(args.duration + args.ramp)),
     })
 }
 
@@ -203,6 +216,7 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
         slow_read_rate: args.slow_read_rate,
         stall_after: args.stall_after,
         churn_every: args.churn_every,
+        churn_leave: args.churn_leave,
         threads: args.threads,
         ..SwarmConfig::default()
     };

@@ -14,6 +14,7 @@ use crate::common::{start_server, temp_data_dir};
 
 #[test]
 fn a_mixed_swarm_is_reported_per_behaviour_and_judged_on_walk_and_idle() {
+    let _machine = crate::common::one_load_test_at_a_time();
     let data_dir = temp_data_dir("bots-mix");
     let server = start_server(&data_dir);
     let key = load_token_key(&data_dir.join(TOKEN_KEY_FILE)).unwrap();

@@ -167,3 +167,13 @@ pub async fn connect_clients(
     }
     (endpoint, sessions)
 }
+
+/// Held by the tests that load the machine and judge delivery against a gate (the
+/// handshake flood, churn, the lossy links, the bot swarm): they run one at a time, so
+/// that on a 2-core machine one drill's load is not judged as another's lost ticks. The
+/// other socket tests still run beside them.
+pub fn one_load_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A failed test poisons the lock; the next one still gets the machine.
+    MACHINE.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -8,10 +8,12 @@
 
 mod agones;
 mod bots;
+mod churn;
 mod cli;
 mod common;
 mod drain;
 mod end_to_end;
+mod flood;
 mod metrics;
 mod netsim;
 mod network;

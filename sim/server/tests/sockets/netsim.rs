@@ -75,6 +75,7 @@ fn chunks_lost_ratio(report: &Report) -> f64 {
 
 #[test]
 fn twenty_percent_loss_costs_about_twenty_percent_of_chunks_and_no_connection() {
+    let _machine = crate::common::one_load_test_at_a_time();
     let (report, link, counters) =
         through_netsim("netsim-loss", |_| {}, "loss=20%,delay=30ms,seed=7", 4, 4);
     let s = &report.overall;
@@ -114,6 +115,7 @@ fn twenty_percent_loss_costs_about_twenty_percent_of_chunks_and_no_connection() 
 
 #[test]
 fn a_link_capped_below_the_stream_gets_skipped_ticks_a_bounded_queue_and_stays_connected() {
+    let _machine = crate::common::one_load_test_at_a_time();
     // Six players behind one 256 kbit/s (32 KB/s) link, each sent the whole 30-NPC world
     // (~15 KB/s): twice what the link carries. Six congestion-window floors (72 KB) are
     // more than the link's queue (32 KiB): only because the floor yields once the queue
@@ -164,6 +166,7 @@ fn a_link_capped_below_the_stream_gets_skipped_ticks_a_bounded_queue_and_stays_c
 /// 200-NPC world (several near-full datagrams a tick) reaches it.
 #[test]
 fn a_client_with_20_byte_connection_ids_on_a_1200_byte_path_is_admitted_and_gets_whole_ticks() {
+    let _machine = crate::common::one_load_test_at_a_time();
     let data_dir = temp_data_dir("netsim-cid");
     let mut config = test_config(&data_dir);
     config.sim.npcs = 200;

@@ -3,14 +3,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tickcast_clients::{InputHistory, client_endpoint, connect, mint_token};
 use tickcast_net::tls::{TOKEN_KEY_FILE, fingerprint_from_data_dir, load_token_key};
 use tickcast_shared::Tick;
 use tickcast_shared::msg::{BUTTON_FIRE, InputCmd};
-use tickcast_sim::record::{Frame, decode_recording};
+use tickcast_sim::record::{self, Frame, Repair, decode_recording};
 use tickcast_sim::replay;
+use tickcast_sim::rng::SimRng;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tickcast-rec-{name}-{}", std::process::id()));
@@ -111,6 +114,14 @@ fn play(dir: &Path, addr: std::net::SocketAddr, play: Duration) {
     });
 }
 
+/// Clients seen joining in the recording so far (0 while it does not read).
+fn recorded_clients(path: &Path) -> usize {
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| decode_recording(&bytes).ok())
+        .map_or(0, |r| replay::info(&r).distinct_clients)
+}
+
 fn recorded_ticks(path: &Path) -> usize {
     std::fs::read(path)
         .ok()
@@ -176,4 +187,128 @@ fn a_clean_stop_closes_the_recording_with_its_index() {
             .passed()
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The small version of `scripts/faults.py crash` (20 kills): three servers recording
+/// under two playing clients, each SIGKILLed at a seeded random moment. Each file reads
+/// up to its torn tail, `record::repair` (what `tickcast-replay repair` runs) leaves it
+/// whole with the same frames, and it verifies to its last tick; and so does a copy cut
+/// at a seeded point, as a power loss could leave it.
+#[test]
+fn three_sigkills_at_seeded_moments_each_leave_a_recording_that_repairs_and_verifies() {
+    let mut rng = SimRng::new(0x5eed_c4a5);
+    for round in 0..3 {
+        let dir = scratch(&format!("kill-{round}"));
+        let (mut server, addr) = start_server(&dir);
+        let path = dir.join("match.tcrec");
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || play_until_stopped(&dir, addr, &stop))
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while recorded_clients(&path) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the clients were not recorded joining"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Somewhere in the next 1.5 s of play: in a tick frame, a keyframe (one a
+        // second) or between two.
+        let moment = Duration::from_millis(u64::from(rng.below(1_500)));
+        std::thread::sleep(moment);
+        server.kill().unwrap(); // SIGKILL
+        server.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        clients.join().unwrap();
+
+        let read = decode_recording(&std::fs::read(&path).unwrap())
+            .unwrap_or_else(|e| panic!("round {round} ({moment:?}): {e}"));
+        let ticks = replay::info(&read).ticks;
+        assert!(ticks > 0, "round {round}");
+        let repaired = record::repair(&path).unwrap();
+        let whole = decode_recording(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(whole.torn.is_none(), "round {round}: {repaired:?}");
+        assert_eq!(whole.frames, read.frames, "repair keeps every whole frame");
+        match (repaired, &read.torn) {
+            (Repair::Whole, None) => {}
+            (Repair::Truncated { valid_len, removed }, Some(torn)) => {
+                assert_eq!((valid_len, removed), (torn.offset, torn.bytes));
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+        let verified = replay::verify(&whole, None, |_, _| {}).unwrap();
+        assert!(verified.passed(), "round {round}: {verified:?}");
+        assert_eq!(verified.ticks_checked, ticks);
+
+        // SIGKILL cannot tear a frame (each tick is one write, which the kernel
+        // finishes); a power loss can. A copy cut a seeded number of bytes short of its
+        // end repairs to its whole frames and verifies too.
+        let bytes = std::fs::read(&path).unwrap();
+        let header_end = whole
+            .frames
+            .first()
+            .map_or(bytes.len(), |(at, _)| *at as usize);
+        let cut_at = bytes.len() - 1 - rng.below((bytes.len() - header_end - 1) as u32) as usize;
+        let cut = dir.join("cut.tcrec");
+        std::fs::write(&cut, &bytes[..cut_at]).unwrap();
+        let torn = decode_recording(&bytes[..cut_at]).unwrap();
+        let kept = torn.frames.len();
+        assert!(kept < whole.frames.len(), "round {round}: cut at {cut_at}");
+        assert_eq!(
+            whole.frames[..kept],
+            torn.frames[..],
+            "every whole frame before the cut"
+        );
+        let repaired = record::repair(&cut).unwrap();
+        assert_eq!(
+            repaired == Repair::Whole,
+            torn.torn.is_none(),
+            "round {round}: {repaired:?}"
+        );
+        let after = decode_recording(&std::fs::read(&cut).unwrap()).unwrap();
+        assert!(after.torn.is_none());
+        assert_eq!(after.frames, torn.frames);
+        let verified = replay::verify(&after, None, |_, _| {}).unwrap();
+        assert!(verified.passed(), "round {round}, cut: {verified:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Two clients walk and fire until `stop` is set (at most 20 s).
+fn play_until_stopped(dir: &Path, addr: std::net::SocketAddr, stop: &AtomicBool) {
+    let data = dir.join("data");
+    let key = load_token_key(&data.join(TOKEN_KEY_FILE)).unwrap();
+    let fingerprint = fingerprint_from_data_dir(&data).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let endpoint = client_endpoint(addr, fingerprint).unwrap();
+        let mut sessions = Vec::new();
+        for client_id in [1u64, 2] {
+            let token = mint_token(&key, client_id, Duration::from_secs(60)).unwrap();
+            if let Ok(session) = connect(&endpoint, addr, token, Duration::from_secs(10)).await {
+                sessions.push(session);
+            }
+        }
+        let mut history = InputHistory::default();
+        let end = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut n = 0u32;
+        while tokio::time::Instant::now() < end && !stop.load(Ordering::Relaxed) {
+            for session in &sessions {
+                let cmd = InputCmd {
+                    move_x: 100,
+                    aim: (n * 1000) as u16,
+                    buttons: if n.is_multiple_of(3) { BUTTON_FIRE } else { 0 },
+                    ..Default::default()
+                };
+                let _ = session.send_input(&history.push(cmd, Tick::new(n)));
+            }
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(33)).await;
+        }
+    });
 }
