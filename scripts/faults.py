@@ -24,7 +24,7 @@ separate processes on 127.0.0.1, each drill bounded in count and time; markdown 
     python3 scripts/faults.py churn
     python3 scripts/faults.py flood
     python3 scripts/faults.py crash --kills 20 --seed 14
-    python3 scripts/faults.py --quick          # every drill, small: about 2 minutes
+    python3 scripts/faults.py --quick          # every drill, small: a few minutes
 
 Builds what it runs (release, each cargo call under `flock /tmp/tickcast-cargo.lock`);
 `--no-build` uses target/release as it is. Every process it starts is stopped before it

@@ -14,7 +14,7 @@
 //! | `datagram_messages` | `chunk::datagram_messages` (client, every datagram) | 0 |
 //! | `tick_frames` | `chunk::tick_frames` | 0 |
 //! | `tick_index` | `TickIndex::of_buffer` | 80·n + 1 KiB: frame ranges (16 B per 2 input bytes) and cell starts (4 B per cell, 8 cells per directory byte), each vector at most twice its length |
-//! | `recording` | `record::decode_recording` (`tickcast-replay`) | 540·n + 64 KiB: a keyframe inflates at most 255× (lz4's ratio) and is copied once while it is read; frames and events cost at most 16 B per input byte |
+//! | `recording` | `record::decode_recording` (`tickcast-replay`) | 272·n + 64 KiB: an input byte inside a compressed keyframe inflates to at most 255 (lz4's limit; the reader refuses a claim beyond it and keeps the block it decompressed, no copy), one elsewhere costs at most 17 B of frames and events |
 //!
 //! Runs without the test harness (`harness = false`): a counting global allocator
 //! tracks this thread's live heap bytes, and the peak over each decode is checked

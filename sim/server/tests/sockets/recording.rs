@@ -196,6 +196,8 @@ fn a_clean_stop_closes_the_recording_with_its_index() {
 /// at a seeded point, as a power loss could leave it.
 #[test]
 fn three_sigkills_at_seeded_moments_each_leave_a_recording_that_repairs_and_verifies() {
+    // Three servers, debug re-simulations: it loads the machine like the drills do.
+    let _machine = crate::common::one_load_test_at_a_time();
     let mut rng = SimRng::new(0x5eed_c4a5);
     for round in 0..3 {
         let dir = scratch(&format!("kill-{round}"));
