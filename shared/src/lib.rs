@@ -24,6 +24,7 @@ pub mod event;
 pub mod hex;
 pub mod index;
 pub mod msg;
+pub mod schema;
 pub mod tick;
 pub mod token;
 pub mod unix_time;

@@ -9,9 +9,55 @@ use bevy_ecs::prelude::*;
 use tickcast_shared::Tick;
 use tickcast_shared::chunk::{KIND_NPC, KIND_PLAYER, KIND_PROJECTILE, POSITION_SCALE};
 use tickcast_shared::msg::{BUTTON_FIRE, InputCmd};
+use tickcast_shared::schema::{
+    EntityKind, Field, FieldRole, FieldType, InputField, InputRole, Schema, SchemaError,
+};
 
 use crate::config::SimConfig;
 use crate::rng::SimRng;
+
+/// The demo game's name in its [`arena_schema`].
+pub const ARENA_GAME: &str = "arena";
+/// The demo game's version in its [`arena_schema`]: raised when its records, inputs or
+/// rules change, so a recording of another version is refused rather than misread.
+pub const ARENA_GAME_VERSION: u16 = 1;
+
+/// What the demo game's snapshot records and inputs hold, as a
+/// [`tickcast_shared::schema::Schema`]: a program with only this schema reads the same
+/// values as one compiled against `tickcast_shared::chunk::EntityRecord` and
+/// `tickcast_shared::msg::InputCmd` (a test in `sim/tests/schema.rs` holds the two equal
+/// on a real tick). Every kind shares one 14-byte layout, the last field named for what
+/// it carries in that kind.
+pub fn arena_schema() -> Result<Schema, SchemaError> {
+    let scale = POSITION_SCALE as u16;
+    let kind = |kind: u8, name: &str, glyph: u8, aux: &str| EntityKind {
+        kind,
+        name: name.into(),
+        glyph,
+        fields: vec![
+            Field::new("health", FieldType::U8).role(FieldRole::Health),
+            Field::new("x", FieldType::U16).role(FieldRole::PositionX).scale(scale),
+            Field::new("y", FieldType::U16).role(FieldRole::PositionY).scale(scale),
+            Field::new("angle", FieldType::U16).role(FieldRole::Angle),
+            Field::new(aux, FieldType::U16),
+        ],
+    };
+    Schema::new(
+        ARENA_GAME,
+        ARENA_GAME_VERSION,
+        vec![
+            kind(KIND_PLAYER, "player", b'P', "score"),
+            kind(KIND_NPC, "npc", b'n', "aux"),
+            kind(KIND_PROJECTILE, "projectile", b'*', "owner"),
+        ],
+        vec![
+            InputField::new("move_x", FieldType::I8, -127, 127).role(InputRole::MoveX),
+            InputField::new("move_y", FieldType::I8, -127, 127).role(InputRole::MoveY),
+            InputField::new("aim", FieldType::U16, 0, 65_535).role(InputRole::Aim),
+            InputField::new("buttons", FieldType::U8, 0, 255).buttons(&["fire"]),
+        ],
+    )
+}
 
 /// The order systems run in within a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, SystemSet)]
