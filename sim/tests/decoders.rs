@@ -14,6 +14,8 @@
 //! | `datagram_messages` | `chunk::datagram_messages` (client, every datagram) | 0 |
 //! | `tick_frames` | `chunk::tick_frames` | 0 |
 //! | `tick_index` | `TickIndex::of_buffer` | 80·n + 1 KiB: frame ranges (16 B per 2 input bytes) and cell starts (4 B per cell, 8 cells per directory byte), each vector at most twice its length |
+//! | `schema` | `schema::Schema::decode` (clients, recordings) | 32 KiB: at most 146 fields in 1,024 bytes (7 bytes each at least), each with its name, bit names and offset, and the re-encoding `Schema::new` measures |
+//! | `schema_records` | `Schema::records` over a chunk body, with the arena's schema | 0: it borrows |
 //! | `recording` | `record::decode_recording` (`tickcast-replay`) | 272·n + 64 KiB: an input byte inside a compressed keyframe inflates to at most 255 (lz4's limit; the reader refuses a claim beyond it and keeps the block it decompressed, no copy), one elsewhere costs at most 17 B of frames and events |
 //!
 //! Runs without the test harness (`harness = false`): a counting global allocator
@@ -51,6 +53,7 @@ use tickcast_shared::index::TickIndex;
 use tickcast_shared::msg::{
     Hello, InputCmd, InputDatagram, Reject, RejectReason, ServerMessage, Welcome,
 };
+use tickcast_shared::schema::Schema;
 use tickcast_shared::token::{ConnectToken, TokenKey};
 use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
 use tickcast_sim::record::{
@@ -194,6 +197,45 @@ fn check_input_datagram(bytes: &[u8]) -> Result<bool, String> {
         return Err("inputs() disagrees with count".into());
     }
     Ok(true)
+}
+
+/// What decodes must encode to the same bytes.
+fn check_schema(bytes: &[u8]) -> Result<bool, String> {
+    let Ok(schema) = measured(|| Schema::decode(bytes)) else {
+        return Ok(false);
+    };
+    if schema.encode() != bytes {
+        return Err(format!("{schema} does not re-encode to its bytes"));
+    }
+    Ok(true)
+}
+
+fn arena_schema() -> &'static Schema {
+    static ARENA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
+    ARENA.get_or_init(|| tickcast_sim::game::arena_schema().expect("the arena's schema is valid"))
+}
+
+/// A chunk body walked with the arena's schema: the records it yields lie within the
+/// bytes, and a walk that never fails covers them exactly.
+fn check_schema_records(bytes: &[u8]) -> Result<bool, String> {
+    let schema = arena_schema();
+    let (used, whole) = measured(|| {
+        let mut used = 0;
+        for record in schema.records(bytes) {
+            match record {
+                Ok(view) => {
+                    used += view.bytes().len();
+                    let _ = (view.net_id(), view.position(), view.raw(4), view.value(9));
+                }
+                Err(_) => return (used, false),
+            }
+        }
+        (used, true)
+    });
+    if used > bytes.len() || (whole && used != bytes.len()) {
+        return Err(format!("records cover {used} of {} bytes", bytes.len()));
+    }
+    Ok(whole)
 }
 
 fn check_token(bytes: &[u8]) -> Result<bool, String> {
@@ -704,6 +746,25 @@ fn decoders() -> Vec<Decoder> {
                 .iter()
                 .cloned()
                 .chain([oversized_grid_buffer()])
+                .collect(),
+        },
+        Decoder {
+            name: "schema",
+            bound: |_| 32 << 10,
+            check: check_schema,
+            fix_up: None,
+            seeds: vec![arena_schema().encode()],
+        },
+        Decoder {
+            name: "schema_records",
+            bound: |_| 0,
+            check: check_schema_records,
+            fix_up: None,
+            seeds: messages
+                .iter()
+                .filter(|m| m.first() == Some(&SNAPSHOT_CHUNK_KIND))
+                .take(16)
+                .map(|m| m[CHUNK_HEADER_LEN..].to_vec())
                 .collect(),
         },
         Decoder {
