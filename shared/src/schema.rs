@@ -6,7 +6,7 @@
 //! fields (integer widths, a fixed-point scale, a role such as the position the engine
 //! cuts cells by), and lists the fields of one input command with their ranges. Its byte
 //! encoding ([`Schema::encode`], [`Schema::decode`]) is specified byte by byte in
-//! `docs/PROTOCOL.md` §9, is versioned, and is bounded by [`MAX_SCHEMA_LEN`].
+//! `docs/PROTOCOL.md` §8, is versioned, and is bounded by [`MAX_SCHEMA_LEN`].
 //!
 //! Records and inputs are laid out from the schema alone:
 //! * an entity record is `[net_id u32][kind u8]` followed by that kind's fields in order,
@@ -394,8 +394,9 @@ pub struct Schema {
     kinds: Vec<EntityKind>,
     input: Vec<InputField>,
     layouts: Vec<KindLayout>,
-    /// Index into `kinds` for each kind byte; `u8::MAX` where undeclared.
-    by_kind: [u8; 256],
+    /// Index into `kinds` for each kind byte; `u8::MAX` where undeclared. Boxed so a
+    /// schema is small to move (it sits in recording headers and messages).
+    by_kind: Box<[u8; 256]>,
     input_offsets: Vec<usize>,
     input_len: usize,
 }
@@ -414,7 +415,7 @@ impl Schema {
         if kinds.is_empty() || kinds.len() > MAX_KINDS {
             return invalid(format!("{} kinds (1 to {MAX_KINDS} allowed)", kinds.len()));
         }
-        let mut by_kind = [u8::MAX; 256];
+        let mut by_kind = Box::new([u8::MAX; 256]);
         let mut layouts = Vec::with_capacity(kinds.len());
         for (i, kind) in kinds.iter().enumerate() {
             let at = format!("kind {} ({})", kind.kind, kind.name);
@@ -429,7 +430,8 @@ impl Schema {
                 return invalid(format!("{at}: a kind of that name already exists"));
             }
             by_kind[usize::from(kind.kind)] = i as u8;
-            layouts.push(kind_layout(kind).map_err(|e| SchemaError::Invalid(format!("{at}: {e}")))?);
+            layouts
+                .push(kind_layout(kind).map_err(|e| SchemaError::Invalid(format!("{at}: {e}")))?);
         }
         let (input_offsets, input_len) =
             input_layout(&input).map_err(|e| SchemaError::Invalid(format!("input: {e}")))?;
@@ -554,7 +556,7 @@ impl Schema {
         Ok((seq, clamped))
     }
 
-    /// The schema's bytes (`docs/PROTOCOL.md` §9).
+    /// The schema's bytes (`docs/PROTOCOL.md` §8).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(&SCHEMA_MAGIC);
@@ -642,8 +644,10 @@ impl Schema {
             let name = c.name("an input field name")?;
             let ty = c.field_type()?;
             let code = c.u8("an input role")?;
-            let role =
-                InputRole::from_code(code).ok_or(SchemaError::UnknownRole { what: "input", code })?;
+            let role = InputRole::from_code(code).ok_or(SchemaError::UnknownRole {
+                what: "input",
+                code,
+            })?;
             let min = i32::from_le_bytes(c.array("an input minimum")?);
             let max = i32::from_le_bytes(c.array("an input maximum")?);
             let bits = c.names("button names")?;
@@ -715,7 +719,10 @@ impl<'a> RecordView<'a> {
 
     /// The position the engine cuts cells by, in game units.
     pub fn position(&self) -> (f64, f64) {
-        (self.value(self.layout.position.0), self.value(self.layout.position.1))
+        (
+            self.value(self.layout.position.0),
+            self.value(self.layout.position.1),
+        )
     }
 
     /// The record's bytes, prefix included.
@@ -745,25 +752,32 @@ impl<'a> Iterator for Records<'a> {
         };
         if self.rest.len() < RECORD_PREFIX_LEN {
             let len = self.rest.len();
-            return fail(self, SchemaError::ShortRecord {
-                what: "record",
-                len,
-                need: RECORD_PREFIX_LEN,
-            });
+            return fail(
+                self,
+                SchemaError::ShortRecord {
+                    what: "record",
+                    len,
+                    need: RECORD_PREFIX_LEN,
+                },
+            );
         }
         let kind_byte = self.rest[4];
         let index = usize::from(self.schema.by_kind[usize::from(kind_byte)]);
-        let (Some(kind), Some(layout)) = (self.schema.kinds.get(index), self.schema.layouts.get(index))
+        let (Some(kind), Some(layout)) =
+            (self.schema.kinds.get(index), self.schema.layouts.get(index))
         else {
             return fail(self, SchemaError::UnknownKind(kind_byte));
         };
         if self.rest.len() < layout.len {
             let len = self.rest.len();
-            return fail(self, SchemaError::ShortRecord {
-                what: "record",
-                len,
-                need: layout.len,
-            });
+            return fail(
+                self,
+                SchemaError::ShortRecord {
+                    what: "record",
+                    len,
+                    need: layout.len,
+                },
+            );
         }
         let (bytes, rest) = self.rest.split_at(layout.len);
         self.rest = rest;
@@ -776,7 +790,9 @@ impl<'a> Iterator for Records<'a> {
 }
 
 fn check_name(what: &str, name: &str, allow_dash: bool) -> Result<(), SchemaError> {
-    let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || (allow_dash && b == b'-');
+    let allowed = |b: u8| {
+        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || (allow_dash && b == b'-')
+    };
     if name.is_empty() || name.len() > MAX_NAME_LEN || !name.bytes().all(allowed) {
         return Err(SchemaError::Invalid(format!(
             "{what} name {name:?} must be 1-{MAX_NAME_LEN} bytes of [a-z0-9_{}]",
@@ -815,7 +831,10 @@ fn check_bits(ty: FieldType, is_flags: bool, bits: &[String]) -> Result<(), Stri
 
 fn kind_layout(kind: &EntityKind) -> Result<KindLayout, String> {
     if kind.fields.len() > MAX_FIELDS {
-        return Err(format!("{} fields (at most {MAX_FIELDS})", kind.fields.len()));
+        return Err(format!(
+            "{} fields (at most {MAX_FIELDS})",
+            kind.fields.len()
+        ));
     }
     let names: Vec<String> = kind.fields.iter().map(|f| f.name.clone()).collect();
     check_names("field", &names)?;
@@ -824,7 +843,10 @@ fn kind_layout(kind: &EntityKind) -> Result<KindLayout, String> {
     let (mut x, mut y) = (None, None);
     for (i, field) in kind.fields.iter().enumerate() {
         if field.scale == 0 {
-            return Err(format!("field {}: the scale must be at least 1", field.name));
+            return Err(format!(
+                "field {}: the scale must be at least 1",
+                field.name
+            ));
         }
         check_bits(field.ty, field.role == FieldRole::Flags, &field.bits)
             .map_err(|e| format!("field {}: {e}", field.name))?;
@@ -849,7 +871,9 @@ fn kind_layout(kind: &EntityKind) -> Result<KindLayout, String> {
         return Err("a kind needs a position_x and a position_y field".into());
     };
     if len > MAX_RECORD_LEN {
-        return Err(format!("a record of {len} bytes (at most {MAX_RECORD_LEN})"));
+        return Err(format!(
+            "a record of {len} bytes (at most {MAX_RECORD_LEN})"
+        ));
     }
     Ok(KindLayout {
         offsets,
@@ -883,7 +907,9 @@ fn input_layout(input: &[InputField]) -> Result<(Vec<usize>, usize), String> {
         len += field.ty.width();
     }
     if len > MAX_RECORD_LEN {
-        return Err(format!("an input of {len} bytes (at most {MAX_RECORD_LEN})"));
+        return Err(format!(
+            "an input of {len} bytes (at most {MAX_RECORD_LEN})"
+        ));
     }
     Ok((offsets, len))
 }
@@ -968,8 +994,12 @@ mod tests {
 
     fn position() -> Vec<Field> {
         vec![
-            Field::new("x", FieldType::U16).role(FieldRole::PositionX).scale(64),
-            Field::new("y", FieldType::U16).role(FieldRole::PositionY).scale(64),
+            Field::new("x", FieldType::U16)
+                .role(FieldRole::PositionX)
+                .scale(64),
+            Field::new("y", FieldType::U16)
+                .role(FieldRole::PositionY)
+                .scale(64),
         ]
     }
 
@@ -1021,7 +1051,10 @@ mod tests {
         body.extend_from_slice(&(-300i16).to_le_bytes());
         let records: Vec<RecordView> = schema.records(&body).map(|r| r.unwrap()).collect();
         assert_eq!(records.len(), 2);
-        assert_eq!((records[0].net_id(), records[0].kind().name.as_str()), (7, "runner"));
+        assert_eq!(
+            (records[0].net_id(), records[0].kind().name.as_str()),
+            (7, "runner")
+        );
         assert_eq!(records[0].position(), (10.0, 0.5));
         assert_eq!(records[1].net_id(), 8);
         assert_eq!(records[1].position(), (0.0, 65_535.0 / 64.0));
@@ -1076,18 +1109,21 @@ mod tests {
 
     #[test]
     fn broken_schemas_are_refused_with_the_rule_they_break() {
-        let refused = |kinds: Vec<EntityKind>, input: Vec<InputField>| {
-            match Schema::new("g", 1, kinds, input) {
-                Err(SchemaError::Invalid(text)) => text,
-                other => panic!("expected a refusal, got {other:?}"),
-            }
+        let refused = |kinds: Vec<EntityKind>, input: Vec<InputField>| match Schema::new(
+            "g", 1, kinds, input,
+        ) {
+            Err(SchemaError::Invalid(text)) => text,
+            other => panic!("expected a refusal, got {other:?}"),
         };
         assert!(refused(vec![], vec![]).contains("kinds"));
         assert!(refused(vec![kind(1, "a", vec![])], vec![]).contains("position_x"));
         assert!(refused(vec![kind(0, "a", position())], vec![]).contains("1-255"));
         assert!(
-            refused(vec![kind(1, "a", position()), kind(1, "b", position())], vec![])
-                .contains("unique")
+            refused(
+                vec![kind(1, "a", position()), kind(1, "b", position())],
+                vec![]
+            )
+            .contains("unique")
         );
         let mut signed = position();
         signed[0].ty = FieldType::I16;
@@ -1111,7 +1147,10 @@ mod tests {
         assert_eq!(Schema::decode(b"TCSX"), Err(SchemaError::BadMagic));
         let mut future = bytes.clone();
         future[4] = 2;
-        assert_eq!(Schema::decode(&future), Err(SchemaError::UnsupportedFormat(2)));
+        assert_eq!(
+            Schema::decode(&future),
+            Err(SchemaError::UnsupportedFormat(2))
+        );
         assert!(matches!(
             Schema::decode(&bytes[..bytes.len() - 1]),
             Err(SchemaError::Truncated(_))

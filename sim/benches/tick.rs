@@ -100,6 +100,7 @@ fn whole_tick_recorded(bencher: Bencher, npcs: u32) {
             config: sim.config().clone(),
             build_id: "bench".into(),
             keyframe_interval: 300,
+            schema: tickcast_sim::game::arena_schema().unwrap(),
         },
     )
     .expect("temporary recording");

@@ -36,8 +36,12 @@ pub fn arena_schema() -> Result<Schema, SchemaError> {
         glyph,
         fields: vec![
             Field::new("health", FieldType::U8).role(FieldRole::Health),
-            Field::new("x", FieldType::U16).role(FieldRole::PositionX).scale(scale),
-            Field::new("y", FieldType::U16).role(FieldRole::PositionY).scale(scale),
+            Field::new("x", FieldType::U16)
+                .role(FieldRole::PositionX)
+                .scale(scale),
+            Field::new("y", FieldType::U16)
+                .role(FieldRole::PositionY)
+                .scale(scale),
             Field::new("angle", FieldType::U16).role(FieldRole::Angle),
             Field::new(aux, FieldType::U16),
         ],

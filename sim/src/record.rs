@@ -18,13 +18,15 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tickcast_shared::Tick;
 use tickcast_shared::event::PeerEvent;
 use tickcast_shared::msg::{INPUT_DATAGRAM_LEN, InputDatagram};
+use tickcast_shared::schema::{MAX_SCHEMA_LEN, Schema, SchemaError};
 
 use crate::SimConfig;
 
 /// First bytes of every recording.
 pub const MAGIC: [u8; 8] = *b"TICKCAST";
-/// Version of the recording format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// Version of the recording format this code writes and reads. Version 2 added the
+/// game's replication schema to the header.
+pub const FORMAT_VERSION: u16 = 2;
 /// Bytes before the first frame: magic, format version, protocol version.
 pub const PREAMBLE_LEN: usize = 12;
 /// Bytes before a frame's kind: payload length and CRC.
@@ -51,6 +53,9 @@ pub struct RecordingHeader {
     pub build_id: String,
     /// A keyframe (the tick's snapshot) is written every this many ticks; 0 = never.
     pub keyframe_interval: u32,
+    /// The game's replication schema: which game and version recorded, and how its
+    /// keyframes' records read without its code.
+    pub schema: Schema,
 }
 
 /// One tick as the simulation applied it.
@@ -180,6 +185,9 @@ pub enum FrameError {
     /// A frame kind this build does not know.
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
+    /// The header's replication schema does not decode.
+    #[error("the game's schema: {0}")]
+    Schema(#[source] SchemaError),
 }
 
 /// Where and why reading stopped early.
@@ -319,6 +327,10 @@ fn encode_header(header: &RecordingHeader, out: &mut Vec<u8>) {
     let build = &build[..build.len().min(u16::MAX as usize)];
     out.extend_from_slice(&(build.len() as u16).to_le_bytes());
     out.extend_from_slice(build);
+    // A schema is at most MAX_SCHEMA_LEN bytes (checked when it was built).
+    let schema = header.schema.encode();
+    out.extend_from_slice(&(schema.len() as u16).to_le_bytes());
+    out.extend_from_slice(&schema);
 }
 
 fn encode_tick(tick: &TickRecord, out: &mut Vec<u8>) {
@@ -426,12 +438,18 @@ fn decode_header(payload: &[u8]) -> Result<RecordingHeader, FrameError> {
     let keyframe_interval = c.u32()?;
     let build_len = usize::from(c.u16()?);
     let build_id = String::from_utf8_lossy(c.take(build_len)?).into_owned();
+    let schema_len = usize::from(c.u16()?);
+    if schema_len > MAX_SCHEMA_LEN {
+        return Err(FrameError::Schema(SchemaError::TooLong(schema_len)));
+    }
+    let schema = Schema::decode(c.take(schema_len)?).map_err(FrameError::Schema)?;
     c.finish()?;
     Ok(RecordingHeader {
         protocol_version,
         config,
         build_id,
         keyframe_interval,
+        schema,
     })
 }
 
@@ -933,6 +951,7 @@ mod tests {
             },
             build_id: "tickcast-sim test".into(),
             keyframe_interval: 10,
+            schema: crate::game::arena_schema().unwrap(),
         }
     }
 

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
+use crate::game::{ARENA_GAME, ARENA_GAME_VERSION};
 use crate::record::{Frame, Recording};
 use crate::{Sim, SimConfig};
 use tickcast_shared::Tick;
@@ -131,6 +132,49 @@ fn differences(recorded: &[u8], replayed: &[u8]) -> Vec<EntityDifference> {
         .collect()
 }
 
+/// A recording made by another game, or another version of this one: its rules are not
+/// this build's, so re-simulating it would report a divergence that is no fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the recording is of {recorded_game} v{recorded_version}; this build re-simulates \
+     {expected_game} v{expected_version} (use that game's own server binary's replay)"
+)]
+pub struct OtherGame {
+    /// The game named in the recording's schema.
+    pub recorded_game: String,
+    /// Its version.
+    pub recorded_version: u16,
+    /// The game this build simulates.
+    pub expected_game: &'static str,
+    /// Its version.
+    pub expected_version: u16,
+}
+
+/// Checks that this build's game recorded `recording`.
+pub fn check_game(recording: &Recording) -> Result<(), OtherGame> {
+    let schema = &recording.header.schema;
+    if schema.game() == ARENA_GAME && schema.game_version() == ARENA_GAME_VERSION {
+        return Ok(());
+    }
+    Err(OtherGame {
+        recorded_game: schema.game().to_owned(),
+        recorded_version: schema.game_version(),
+        expected_game: ARENA_GAME,
+        expected_version: ARENA_GAME_VERSION,
+    })
+}
+
+/// Why [`verify`] could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The recording's configuration does not build a world.
+    #[error("the recording's configuration: {0}")]
+    Config(#[from] crate::ConfigError),
+    /// Another game, or another version, recorded it.
+    #[error(transparent)]
+    OtherGame(#[from] OtherGame),
+}
+
 /// Re-simulates the recording from its header (or from `config`, to test a rule
 /// change against it) through the same `Sim` API the server runs, comparing every
 /// tick's state hash. `progress` is called with (ticks done, ticks total).
@@ -138,7 +182,8 @@ pub fn verify(
     recording: &Recording,
     config: Option<SimConfig>,
     mut progress: impl FnMut(u64, u64),
-) -> Result<Verification, crate::ConfigError> {
+) -> Result<Verification, VerifyError> {
+    check_game(recording)?;
     let config = config.unwrap_or_else(|| recording.header.config.clone());
     let mut sim = Sim::new(config)?;
     let total = recording.ticks().count() as u64;
@@ -193,6 +238,9 @@ pub enum EntitiesAtError {
     /// The recording's configuration does not build a world.
     #[error("the recording's configuration: {0}")]
     Config(#[from] crate::ConfigError),
+    /// Another game, or another version, recorded it.
+    #[error(transparent)]
+    OtherGame(#[from] OtherGame),
     /// The recording skips ticks before the one asked for.
     #[error("tick {tick} is not reachable: the recording jumps from {from} to {to}")]
     Unreachable {
@@ -216,6 +264,7 @@ pub fn entities_at(
     recording: &Recording,
     tick: Tick,
 ) -> Result<BTreeMap<u32, EntityRecord>, EntitiesAtError> {
+    check_game(recording)?;
     let mut sim = Sim::new(recording.header.config.clone())?;
     for frame in recording.ticks() {
         if frame.tick != sim.tick() {

@@ -572,6 +572,7 @@ fn recordings(buffers: &[Vec<u8>]) -> Vec<Vec<u8>> {
         },
         build_id: "tickcast-sim fuzz".into(),
         keyframe_interval: 10,
+        schema: tickcast_sim::game::arena_schema().unwrap(),
     };
     let tick = |tick: u32, events: Vec<PeerEvent>| {
         Frame::Tick(TickRecord {

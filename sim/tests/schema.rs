@@ -12,7 +12,9 @@ use tickcast_sim::{Sim, SimConfig};
 
 /// The schema as a client in another language would have it: decoded from its bytes.
 fn schema_from_bytes() -> Schema {
-    let bytes = arena_schema().expect("the arena's schema is valid").encode();
+    let bytes = arena_schema()
+        .expect("the arena's schema is valid")
+        .encode();
     Schema::decode(&bytes).expect("the arena's schema decodes")
 }
 
@@ -130,4 +132,23 @@ fn every_input_command_reads_the_same_through_the_schema_alone() {
     bytes[4] = 0x80;
     assert_eq!(schema.read_input(&bytes, &mut values), Ok((0, 1)));
     assert_eq!(values[0], -127);
+}
+
+#[test]
+fn the_arena_schema_has_the_bytes_protocol_md_shows() {
+    let bytes = arena_schema().unwrap().encode();
+    assert_eq!(bytes.len(), 263);
+    // docs/PROTOCOL.md §8: the preamble, the game, and the player kind up to its first field.
+    let start = [
+        0x54, 0x43, 0x53, 0x43, 0x01, 0x05, 0x61, 0x72, 0x65, 0x6e, 0x61, 0x01, 0x00, 0x03, 0x01,
+        0x06, 0x70, 0x6c, 0x61, 0x79, 0x65, 0x72, 0x50, 0x05, 0x06, 0x68, 0x65, 0x61, 0x6c, 0x74,
+        0x68, 0x01, 0x05, 0x01, 0x00, 0x00,
+    ];
+    assert_eq!(&bytes[..start.len()], &start);
+    // ... and its last input field, the buttons with their one named bit.
+    let buttons = [
+        0x07, 0x62, 0x75, 0x74, 0x74, 0x6f, 0x6e, 0x73, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00, 0xff,
+        0x00, 0x00, 0x00, 0x01, 0x04, 0x66, 0x69, 0x72, 0x65,
+    ];
+    assert_eq!(&bytes[bytes.len() - buttons.len()..], &buttons);
 }

@@ -53,6 +53,11 @@ fn events(tick: u32) -> Vec<PeerEvent> {
 
 /// Runs the match and records it exactly as the server loop does.
 fn record_match(path: &Path) {
+    record_match_as(path, tickcast_sim::game::arena_schema().unwrap());
+}
+
+/// The same match, with `schema` in the header as the game that recorded it.
+fn record_match_as(path: &Path, schema: tickcast_shared::schema::Schema) {
     let mut sim = Sim::new(config()).unwrap();
     let mut recorder = Recorder::start(
         path,
@@ -61,6 +66,7 @@ fn record_match(path: &Path) {
             config: config(),
             build_id: "test".into(),
             keyframe_interval: 50,
+            schema,
         },
     )
     .unwrap();
@@ -81,6 +87,39 @@ fn record_match(path: &Path) {
         );
     }
     recorder.finish();
+}
+
+#[test]
+fn a_recording_of_another_game_or_version_is_refused_by_name() {
+    let arena = tickcast_sim::game::arena_schema().unwrap();
+    let other = |game: &str, version: u16| {
+        tickcast_shared::schema::Schema::new(
+            game,
+            version,
+            arena.kinds().to_vec(),
+            arena.input().to_vec(),
+        )
+        .unwrap()
+    };
+    for (game, version) in [("pickups", 1), ("arena", 2)] {
+        let path = temp_file(&format!("other-{game}-{version}"));
+        record_match_as(&path, other(game, version));
+        let recording = decode_recording(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(recording.header.schema.game(), game);
+        let refused = replay::verify(&recording, None, |_, _| {}).unwrap_err();
+        assert!(matches!(refused, replay::VerifyError::OtherGame(_)));
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "the recording is of {game} v{version}; this build re-simulates arena v1 (use \
+                 that game's own server binary's replay)"
+            )
+        );
+        assert!(matches!(
+            replay::entities_at(&recording, Tick::new(10)),
+            Err(replay::EntitiesAtError::OtherGame(_))
+        ));
+    }
 }
 
 #[test]

@@ -252,6 +252,7 @@ impl Server {
                     config: sim.config().clone(),
                     build_id: concat!("tickcast-sim ", env!("CARGO_PKG_VERSION")).to_owned(),
                     keyframe_interval: record.keyframe_interval,
+                    schema: tickcast_sim::game::arena_schema().context("the game's schema")?,
                 };
                 let recorder = Recorder::start(&record.path, header)
                     .with_context(|| format!("creating the recording {}", record.path.display()))?;

@@ -188,6 +188,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 h.protocol_version
             );
             outln!("build           {}", h.build_id);
+            outln!("game            {}", h.schema);
             outln!("tick rate       {} Hz", h.config.tick_rate);
             outln!("seed            {}", h.config.seed);
             outln!(
@@ -299,13 +300,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "health",
                 "aux"
             );
+            let schema = &recording.header.schema;
             for r in entities.values() {
-                let kind = match r.kind {
-                    1 => "player",
-                    2 => "npc",
-                    3 => "shot",
-                    _ => "?",
-                };
+                let kind = schema.kind(r.kind).map_or("?", |k| k.name.as_str());
                 outln!(
                     "{:>8} {:>5} {:>9.2} {:>9.2} {:>6} {:>6} {:>6}",
                     r.net_id,
@@ -352,6 +349,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 bail!("--speed must be a positive number");
             }
             let recording = read(&file)?;
+            // Serving re-simulates the recording with this build's rules.
+            replay::check_game(&recording)?;
             serve(&recording, listen, data_dir, speed)?;
             Ok(ExitCode::SUCCESS)
         }
