@@ -406,17 +406,26 @@ pub fn direction_of(angle: u16) -> (i32, i32) {
 }
 
 /// Players holding fire shoot along their aim, at most once per fire interval.
+///
+/// Players are visited in client-id order (the [`Clients`] map), not query order: each
+/// shot takes the next [`NetId`], and query order is storage order, which no rule
+/// chose (the engine's determinism check, reordering storage, caught the first version
+/// of this system handing out ids in query order).
 pub fn fire_projectiles(
     mut commands: Commands,
     settings: Res<Settings>,
     mut ids: ResMut<NetIds>,
+    clients: Res<Clients>,
     mut players: Query<(&NetId, &Position, &mut Player)>,
 ) {
     let config = &settings.0;
     let speed = step_per_tick(config.projectile_speed, config.tick_rate);
     let lifetime = config.ticks_for_ms(config.projectile_lifetime_ms);
     let interval = config.ticks_for_ms(config.fire_interval_ms) as u16;
-    for (id, position, mut player) in &mut players {
+    for &entity in clients.0.values() {
+        let Ok((id, position, mut player)) = players.get_mut(entity) else {
+            continue;
+        };
         if player.cooldown > 0 {
             player.cooldown -= 1;
             continue;

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod determinism;
 pub mod game;
 mod pacing;
 pub mod record;

@@ -2,7 +2,8 @@
 //! or clock. The server loop and the replay tools drive this same API.
 
 use bevy_ecs::prelude::*;
-use bevy_ecs::schedule::SingleThreadedExecutor;
+use bevy_ecs::schedule::{IntoScheduleConfigs, SingleThreadedExecutor};
+use bevy_ecs::system::ScheduleSystem;
 use tickcast_shared::Tick;
 use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_shared::msg::InputDatagram;
@@ -55,6 +56,19 @@ impl Sim {
             build_snapshot.in_set(TickSet::Snapshot),
         ));
         Ok(Self { world, schedule })
+    }
+
+    /// Adds systems to the fixed-step schedule: in the `Simulate` set, after the demo
+    /// game's own systems, one after another in the order given (one thread, a fixed
+    /// order: the same inputs still give the same world). The seam a game's rules plug
+    /// into; [`crate::determinism::assert_deterministic`] checks what they do.
+    pub fn add_game_systems<M>(&mut self, systems: impl IntoScheduleConfigs<ScheduleSystem, M>) {
+        self.schedule.add_systems(
+            systems
+                .chain()
+                .in_set(TickSet::Simulate)
+                .after(game::respawn_fallen),
+        );
     }
 
     /// The configuration the world runs with.

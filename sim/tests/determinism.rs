@@ -1,8 +1,11 @@
 //! The same seed and the same inputs give the same world, tick for tick.
 
+use bevy_ecs::prelude::{Query, With};
 use tickcast_shared::Tick;
 use tickcast_shared::event::PeerEvent;
 use tickcast_shared::msg::{BUTTON_FIRE, InputCmd, InputDatagram};
+use tickcast_sim::determinism::{assert_deterministic, check_determinism};
+use tickcast_sim::game::{Health, NetId, Player};
 use tickcast_sim::{Sim, SimConfig};
 
 const TICKS: u32 = 1_000;
@@ -111,4 +114,51 @@ fn a_different_seed_gives_a_different_world() {
     let (a, _) = run(42, None);
     let (b, _) = run(43, None);
     assert_ne!(a[0], b[0]);
+}
+
+#[test]
+fn the_arena_passes_the_engines_determinism_check_with_its_storage_reordered() {
+    let agreement = assert_deterministic(
+        || Sim::new(config(42)).unwrap(),
+        400,
+        |tick| script(tick.get(), None),
+    );
+    assert_eq!(agreement.ticks, 400);
+}
+
+/// A rule written wrong: the first player a query yields gains health each tick.
+/// Query order is storage order, which the rules never chose.
+fn heal_the_first_player_found(mut players: Query<&mut Health, With<Player>>) {
+    if let Some(mut health) = players.iter_mut().next() {
+        health.0 = health.0.wrapping_add(1);
+    }
+}
+
+/// The same rule written right: the player with the lowest net id.
+fn heal_the_lowest_id_player(mut players: Query<(&NetId, &mut Health), With<Player>>) {
+    if let Some((_, mut health)) = players.iter_mut().min_by_key(|(id, _)| **id) {
+        health.0 = health.0.wrapping_add(1);
+    }
+}
+
+#[test]
+fn a_rule_that_depends_on_query_order_is_caught_and_its_sorted_twin_passes() {
+    let with = |order_dependent: bool| {
+        move || {
+            let mut sim = Sim::new(config(42)).unwrap();
+            match order_dependent {
+                true => sim.add_game_systems(heal_the_first_player_found),
+                false => sim.add_game_systems(heal_the_lowest_id_player),
+            }
+            sim
+        }
+    };
+    let caught = check_determinism(with(true), 400, |tick| script(tick.get(), None))
+        .expect_err("storage order reached the world");
+    // Players join from tick 0; with two of them the first found is storage's choice.
+    assert!(caught.tick.get() < 50, "{caught}");
+    assert!(caught.to_string().starts_with("not deterministic: at tick"));
+    let passed = check_determinism(with(false), 400, |tick| script(tick.get(), None))
+        .expect("sorting by net id is deterministic");
+    assert!(passed.distinct_hashes > 1);
 }
