@@ -283,6 +283,7 @@ impl Server {
                     memory_plan: memory_plan.clone(),
                     max_clients: config.net.max_clients,
                     tick_rate: config.sim.tick_rate,
+                    agones: agones_status.clone(),
                 },
             )?),
             None => None,

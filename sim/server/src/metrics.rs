@@ -26,6 +26,7 @@ use tickcast_sim::Sim;
 use tickcast_sim::record::RecorderCounters;
 
 use crate::LoopProgress;
+use crate::agones::{AgonesStatus, GameServerState};
 
 /// The content type of [`encode`]'s output: the text format 0.0.4
 /// (`prometheus::TEXT_FORMAT`), in UTF-8.
@@ -89,6 +90,8 @@ pub struct MetricSources {
     pub max_clients: usize,
     /// Ticks per second.
     pub tick_rate: u16,
+    /// The Agones GameServer's state and the SDK calls (state `Disabled` off Agones).
+    pub agones: Arc<AgonesStatus>,
 }
 
 /// Reads every source and renders the exposition.
@@ -141,6 +144,27 @@ impl Families {
             })
             .collect();
         self.family(name, help, MetricType::COUNTER, metrics);
+    }
+
+    /// A gauge with one label, one series per `(label value, value)`.
+    fn gauge_by<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: impl IntoIterator<Item = (&'a str, f64)>,
+    ) {
+        let metrics = values
+            .into_iter()
+            .map(|(value, level)| {
+                let mut gauge = Gauge::default();
+                gauge.set_value(level);
+                let mut metric = labelled(&[(label, value)]);
+                metric.set_gauge(gauge);
+                metric
+            })
+            .collect();
+        self.family(name, help, MetricType::GAUGE, metrics);
     }
 
     fn gauge(&mut self, name: &str, help: &str, value: f64) {
@@ -491,6 +515,38 @@ fn families(sources: &MetricSources, resident_set_bytes: u64) -> Vec<MetricFamil
         );
     }
 
+    // Agones: one series per state, 1 for the state last seen (an alert can ask for
+    // `tickcast_agones_state{state="Unhealthy"} == 1` without parsing a log line).
+    let agones = &*sources.agones;
+    let state = agones.state();
+    f.gauge_by(
+        "tickcast_agones_state",
+        "The Agones GameServer state last seen (label state; Disabled off Agones): 1 for that state, 0 for the others.",
+        "state",
+        GameServerState::ALL
+            .into_iter()
+            .map(|s| (s.name(), if s == state { 1.0 } else { 0.0 })),
+    );
+    f.counter_by(
+        "tickcast_agones_sdk_calls_total",
+        "Agones SDK calls to the sidecar, by result: ok (a 2xx answer) or failed (not listening, timed out, or another status).",
+        "result",
+        [
+            ("ok", get(&agones.calls_ok)),
+            ("failed", get(&agones.calls_failed)),
+        ],
+    );
+    f.counter(
+        "tickcast_agones_health_pings_total",
+        "Health pings the Agones sidecar accepted.",
+        get(&agones.health_pings),
+    );
+    f.counter(
+        "tickcast_agones_watch_reconnects_total",
+        "Times the Agones GameServer watch was reopened after it dropped or failed.",
+        get(&agones.watch_reconnects),
+    );
+
     let protocol_version = tickcast_shared::PROTOCOL_VERSION.to_string();
     f.gauge_with(
         "tickcast_build_info",
@@ -534,6 +590,7 @@ mod tests {
             ),
             max_clients: 2000,
             tick_rate: 30,
+            agones: Arc::default(),
         }
     }
 
@@ -591,6 +648,40 @@ mod tests {
             (512u64 << 20) as f64
         );
         assert!(value(&text, "tickcast_memory_budget_clients") > 0.0);
+    }
+
+    #[test]
+    fn the_agones_state_gauge_marks_the_state_last_seen_and_only_it() {
+        let mut sources = sources();
+        let text = encode(&sources, 0);
+        assert_eq!(
+            value(&text, r#"tickcast_agones_state{state="Disabled"}"#),
+            1.0
+        );
+        let status = Arc::new(AgonesStatus::new(GameServerState::Allocated));
+        status.calls_ok.store(4, Ordering::Relaxed);
+        status.calls_failed.store(1, Ordering::Relaxed);
+        sources.agones = status;
+        let text = encode(&sources, 0);
+        let lit: Vec<&str> = GameServerState::ALL
+            .into_iter()
+            .map(|s| s.name())
+            .filter(|name| {
+                value(
+                    &text,
+                    &format!(r#"tickcast_agones_state{{state="{name}"}}"#),
+                ) == 1.0
+            })
+            .collect();
+        assert_eq!(lit, ["Allocated"]);
+        assert_eq!(
+            value(&text, r#"tickcast_agones_sdk_calls_total{result="ok"}"#),
+            4.0
+        );
+        assert_eq!(
+            value(&text, r#"tickcast_agones_sdk_calls_total{result="failed"}"#),
+            1.0
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tickcast_shared::Tick;
 use tickcast_shared::chunk::datagram_messages;
 use tickcast_tools::fake_agones::{Behaviour, FakeSidecar, GameServerModel, RecordedCall};
 
-use crate::common::{temp_data_dir, test_config};
+use crate::common::{scrape_until, temp_data_dir, test_config};
 
 /// A fake sidecar on a free port.
 pub fn fake_sidecar() -> FakeSidecar {
@@ -35,6 +35,7 @@ pub fn start_with_agones(name: &str, fake: &FakeSidecar) -> (Server, std::path::
         health_interval: Duration::from_millis(100),
         call_timeout: Duration::from_millis(300),
     });
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     (Server::start(config).expect("server starts"), data_dir)
 }
 
@@ -111,6 +112,13 @@ fn the_server_annotates_its_fingerprint_then_marks_ready_and_follows_allocation(
     wait_until("the server sees the allocation", || {
         server.agones_status().state() == GameServerState::Allocated
     });
+    // ... and so does a scrape: an alert needs no log line.
+    let metrics = server.metrics_addr().expect("metrics endpoint");
+    let text = scrape_until(metrics, r#"tickcast_agones_state{state="Allocated"}"#, 1.0);
+    assert!(
+        text.contains(r#"tickcast_agones_state{state="Ready"} 0"#),
+        "{text}"
+    );
     assert_eq!(
         count_of(&fake.calls(), "POST /ready"),
         1,
