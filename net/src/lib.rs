@@ -105,11 +105,22 @@ pub struct NetConfig {
     /// Most clients admitted at once. Default 2,000: above the ~1,400 one core can serve
     /// at 30 Hz with stock quinn, so the memory budget, not this, is usually the limit.
     pub max_clients: usize,
-    /// A connection with no valid Hello this long after its first packet is closed.
-    /// Default 5 s: a storm of a thousand connects in one second (both ends busy with
-    /// TLS) took over 2 s for about 1 % of them, and a slot held 5 s by a silent client
-    /// costs nothing the handshake limit does not already bound.
+    /// A connection that has finished the QUIC handshake but sent no valid Hello this
+    /// long after is closed (`admission::HelloDeadline`). Default 10 s, the idle
+    /// timeout: after a handshake that lost flight after flight, the client's QUIC
+    /// retransmits its Hello on a timer that has doubled each time (at 20 % loss each
+    /// way and a 200 ms round trip, 5 s was not enough for 1 player in 50), and a slot
+    /// held that long by a silent client costs nothing the handshake limit does not
+    /// already bound.
     pub hello_timeout: Duration,
+    /// A connection whose QUIC handshake has not finished this long after its first
+    /// packet is closed (counted with the Hello timeouts). Default 20 s: on the same
+    /// link the 99th percentile of connects that succeeded was near 10 s (QUIC doubles
+    /// its wait after each lost flight: 1, 2, 4, 8 s), and with a 10 s bound 1 to 2
+    /// players in 50 were still cut off mid-handshake; a handshake that hears nothing for the idle
+    /// timeout (10 s) is dropped by quinn sooner, so this bounds only one still making
+    /// progress. Stateless Retry keeps a flood of Initials from holding handshakes.
+    pub handshake_timeout: Duration,
     /// A silent peer is dropped after this. Default 10 s: long enough for a stalled
     /// client to come back, short enough that a vanished one frees its slot.
     pub idle_timeout: Duration,
@@ -182,7 +193,8 @@ impl Default for NetConfig {
             key_file: None,
             memory_budget: None,
             max_clients: 2000,
-            hello_timeout: Duration::from_secs(5),
+            hello_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(10),
             chunk_payload: DEFAULT_CHUNK_PAYLOAD,
             datagram_send_buffer: 64 * 1024,

@@ -388,8 +388,10 @@ async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), HelloEr
 }
 
 async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: HandshakeSlot) {
-    let deadline = Instant::from_std(
-        HelloDeadline::new(std::time::Instant::now(), state.config.hello_timeout).at(),
+    let deadline = HelloDeadline::new(
+        std::time::Instant::now(),
+        state.config.handshake_timeout,
+        state.config.hello_timeout,
     );
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
@@ -398,7 +400,7 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
             return;
         }
     };
-    let conn = match timeout_at(deadline, connecting).await {
+    let conn = match timeout_at(Instant::from_std(deadline.handshake_by()), connecting).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             tracing::debug!("handshake failed: {e}");
@@ -410,7 +412,8 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
         }
     };
     let _udp = UdpOfConnection(state.clone(), conn.clone());
-    let (mut send, recv, hello) = match timeout_at(deadline, read_hello(&conn)).await {
+    let hello_by = Instant::from_std(deadline.hello_by(std::time::Instant::now()));
+    let (mut send, recv, hello) = match timeout_at(hello_by, read_hello(&conn)).await {
         Ok(Ok(parts)) => parts,
         Ok(Err(HelloError::Protocol(why))) => {
             tracing::debug!("protocol error in the handshake: {why}");

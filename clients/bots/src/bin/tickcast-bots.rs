@@ -83,6 +83,11 @@ struct Args {
     /// many milliseconds.
     #[arg(long)]
     max_latency_p99_ms: Option<f64>,
+    /// Most time one connect (QUIC handshake, Hello, Welcome) may take, e.g. 30s. On a
+    /// lossy link QUIC doubles its wait after each lost flight, so a handshake at 20 %
+    /// loss and 200 ms round trip can take over 10 s and still succeed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
     /// Run the bots through an in-process link conditioner in front of --server, e.g.
     /// "loss=5%,delay=40ms" or "down:loss=20%,delay=100ms,seed=7" (keys: loss, burst,
     /// delay, jitter, reorder, reorder-gap, dup, rate, queue, mtu, seed; docs/CLIENTS.md).
@@ -218,6 +223,7 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
         churn_every: args.churn_every,
         churn_leave: args.churn_leave,
         threads: args.threads,
+        connect_timeout: args.connect_timeout,
         ..SwarmConfig::default()
     };
     let live = Arc::new(LiveCounters::default());

@@ -29,8 +29,10 @@ fn players_keep_their_snapshots_through_a_handshake_flood_and_its_state_stays_bo
     let _machine = crate::common::one_load_test_at_a_time();
     let data_dir = temp_data_dir("flood");
     let mut config = test_config(&data_dir);
-    // Half-open connections are closed a second after their first packet.
+    // Half-open connections are closed a second after their handshake; handshakes that
+    // never finish (the flood's Initials that got one) two seconds after their first packet.
     config.net.hello_timeout = Duration::from_secs(1);
+    config.net.handshake_timeout = Duration::from_secs(2);
     let retry_from = config.net.retry_from_handshakes;
     let server = Server::start(config).expect("server starts");
     let (addr, fingerprint) = (server.local_addr(), server.fingerprint());
