@@ -3,7 +3,8 @@
 # and tickcast-bots, one server on its defaults (200 NPCs, 3 x 3-cell views), and for
 # each row a fresh swarm of walking bots through an in-process tickcast-netsim link
 # (`tickcast-bots --netsim`). Two passes, each on a fresh server: the shipped congestion
-# policy (`floor`), then stock Cubic (`stock-cubic`, --congestion-window-floor 0).
+# policy (`floor`: Cubic with a floor and a queueing-delay bound), then stock Cubic
+# (`stock-cubic`, --congestion-window-floor 0, which turns off both).
 # Prints a markdown table per pass; the bots' JSON reports and the server logs stay in
 # the output directory.
 #
@@ -73,8 +74,10 @@ run_pass() {
     local rss_before skipped_before rss_after skipped_after
     rss_before=$(rss_kib)
     skipped_before=$(skipped || true)
+    # 30 s to connect: at 20 % loss each way QUIC's doubling retransmission timer can
+    # take a handshake past the default 10 s and still succeed.
     "$root/target/release/tickcast-bots" --clients "$bots" --duration "$duration" \
-      --netsim "$spec" --json --quiet > "$out/$pass-row$index.json" || true
+      --connect-timeout 30s --netsim "$spec" --json --quiet > "$out/$pass-row$index.json" || true
     sleep 2 # one more status line
     rss_after=$(rss_kib)
     skipped_after=$(skipped || true)

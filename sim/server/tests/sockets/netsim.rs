@@ -117,9 +117,9 @@ fn twenty_percent_loss_costs_about_twenty_percent_of_chunks_and_no_connection() 
 fn a_link_capped_below_the_stream_gets_skipped_ticks_a_bounded_queue_and_stays_connected() {
     let _machine = crate::common::one_load_test_at_a_time();
     // Six players behind one 256 kbit/s (32 KB/s) link, each sent the whole 30-NPC world
-    // (~15 KB/s): twice what the link carries. Six congestion-window floors (72 KB) are
-    // more than the link's queue (32 KiB): only because the floor yields once the queue
-    // shows in the round trip do they not hold it full.
+    // (~15 KB/s): about three times what the link carries. Six congestion-window floors
+    // (72 KB) are more than the link's queue (32 KiB): only because the windows shrink
+    // once the queue shows in the round trip do they not hold it full.
     let (report, link, counters) = through_netsim(
         "netsim-cap",
         |_| {},
@@ -134,22 +134,29 @@ fn a_link_capped_below_the_stream_gets_skipped_ticks_a_bounded_queue_and_stays_c
     let sent = NetCounters::get(&counters.peer_ticks_sent);
     eprintln!(
         "netsim cap: server sent {sent} and skipped {skipped} peer-ticks; link queue peak {} B, \
-         {} of {} packets queue-dropped; delivery {:.3}; server send queue peak {} B",
+         {} of {} packets queue-dropped; delivery {:.3}; server send queue peak {} B; \
+         latency p50 {:?} p99 {:?} ms",
         link.down.queue_peak_bytes,
         link.down.dropped_queue,
         link.down.packets,
         s.delivery_ratio,
         NetCounters::get(&counters.peer_send_queue_peak_bytes),
+        s.latency_ms_p50,
+        s.latency_ms_p99,
     );
     // The server notices the link cannot take the stream and skips ticks...
     assert!(skipped > sent / 4, "sent {sent}, skipped {skipped}");
     // ...instead of flooding it: the congestion windows, not the link's drop-tail,
     // bound what is in flight. Sent blind at its own rate the stream would lose two
-    // packets in three at the bottleneck; six connections starting at once overfill it
-    // with their initial windows, so in a run this short about a third meet a full
-    // queue (measured 33 %; 37 % with a floor that ignores the queue).
+    // packets in three at the bottleneck; with stock Cubic (a floor of 0) six
+    // connections starting at once overfill it with their initial windows, and in a
+    // run this short about a third meet a full queue (measured 34 %, 101 of 293). The
+    // delay window shrinks as soon as the queue shows in the round trip: measured 0 of
+    // 133 dropped (queue peak 27.7 of its 32 KiB). (The bots' latency is not asserted:
+    // in four seconds it is the connect-time queue draining, p99 2.1 s either way; the
+    // steady state is `congestion`'s shared-bottleneck test and the netsim table.)
     assert!(
-        link.down.dropped_queue * 5 <= link.down.packets * 2,
+        link.down.dropped_queue * 10 <= link.down.packets,
         "{} of {} packets dropped at the bottleneck",
         link.down.dropped_queue,
         link.down.packets
