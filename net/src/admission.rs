@@ -297,7 +297,11 @@ pub struct HelloDeadline {
 
 impl HelloDeadline {
     /// The deadlines of a connection whose first packet arrived at `first_packet`.
-    pub fn new(first_packet: Instant, handshake_timeout: Duration, hello_timeout: Duration) -> Self {
+    pub fn new(
+        first_packet: Instant,
+        handshake_timeout: Duration,
+        hello_timeout: Duration,
+    ) -> Self {
         Self {
             handshake_by: first_packet + handshake_timeout,
             hello_timeout,
@@ -789,7 +793,10 @@ mod tests {
         assert!(!deadline.has_passed(t0 + Duration::from_millis(11_999), Some(done)));
         assert!(deadline.has_passed(t0 + s(12), Some(done)));
         // A quick one gets no more than its 5 s either: a half-open connection is bounded.
-        assert!(deadline.has_passed(t0 + s(5) + Duration::from_millis(100), Some(t0 + Duration::from_millis(100))));
+        assert!(deadline.has_passed(
+            t0 + s(5) + Duration::from_millis(100),
+            Some(t0 + Duration::from_millis(100))
+        ));
     }
 
     #[test]

@@ -291,10 +291,7 @@ impl QueueDelayWindow {
         if self.recovery_start.is_some_and(|start| sent <= start) {
             return;
         }
-        if self
-            .queue_delay()
-            .is_some_and(|queue| queue > QUEUE_TARGET)
-        {
+        if self.queue_delay().is_some_and(|queue| queue > QUEUE_TARGET) {
             self.recovery_start = Some(now);
             self.allowance /= 2;
         }
@@ -564,7 +561,12 @@ mod tests {
         assert_eq!(floored.window(), 8_400);
         // A floor of zero is stock Cubic, without the delay window either.
         let mut zero = Arc::new(FlooredCubic::new(0)).build(start, 1200);
-        assert!(zero.clone_box().into_any().downcast::<FlooredController>().is_err());
+        assert!(
+            zero.clone_box()
+                .into_any()
+                .downcast::<FlooredController>()
+                .is_err()
+        );
         lose_every_round(zero.as_mut(), start, 20);
         assert_eq!(zero.window(), 2_400);
     }
@@ -688,7 +690,11 @@ mod tests {
             controller.on_end_acks(now, 0, false, Some(round));
         }
         assert!(controller.queueing);
-        assert_eq!(controller.window(), 1_201, "below the floor, one packet in flight");
+        assert_eq!(
+            controller.window(),
+            1_201,
+            "below the floor, one packet in flight"
+        );
         assert_eq!(controller.metrics().congestion_window, 1_201);
     }
 
@@ -770,7 +776,11 @@ mod tests {
             samples.sort_unstable();
             MS(samples[samples.len() * 99 / 100])
         };
-        (p99(ages), p99(queued), f64::from(taken) / f64::from(offered))
+        (
+            p99(ages),
+            p99(queued),
+            f64::from(taken) / f64::from(offered),
+        )
     }
 
     #[test]
