@@ -153,7 +153,7 @@ fn a_link_capped_below_the_stream_gets_skipped_ticks_a_bounded_queue_and_stays_c
     // run this short about a third meet a full queue (measured 34 %, 101 of 293). The
     // delay window shrinks as soon as the queue shows in the round trip: measured 0 of
     // 133 dropped (queue peak 27.7 of its 32 KiB). (The bots' latency is not asserted:
-    // in four seconds it is the connect-time queue draining, p99 2.1 s either way; the
+    // in four seconds it is the connect-time queue draining, p99 2.1–2.2 s either way; the
     // steady state is `congestion`'s shared-bottleneck test and the netsim table.)
     assert!(
         link.down.dropped_queue * 10 <= link.down.packets,
