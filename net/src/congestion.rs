@@ -25,17 +25,21 @@
 //! connection also has a delay-based window ([`QueueDelayWindow`]), LEDBAT's idea (RFC
 //! 6817): the queueing delay is the newest round trip (the least of the last few, which
 //! filters out the peer's delayed acknowledgements) less the least round trip of the
-//! path ([`BaseRtt`]); once a round trip, while it is above [`QUEUE_TARGET`] the window
-//! shrinks by at least a quarter, and by the share of the round trip that is queue when
-//! that is more (so a deep queue is drained in a round or two), and it halves on a loss
-//! with a queue; below the target it grows, by a quarter a round while the queue is
-//! under half the target, else by a sixteenth of a packet (additive increase,
-//! multiplicative decrease: the players behind one bottleneck converge to equal shares). Unlike LEDBAT it may go down to one packet in flight, below the
-//! floor and below Cubic's two-packet minimum: a game stream's packets are small, and a
-//! window of two full packets is most ticks of most streams, so it would not hold them
-//! back at all. What a window holds back the fan-out then skips (`fanout`: a peer with
-//! more than a tick queued gets no new tick), so the link's queue stays near the target,
-//! the server sends fewer ticks, and the ticks that arrive are fresh. The window sent
+//! path ([`BaseRtt`]). As soon as that is above [`QUEUE_TARGET`], and then once a round
+//! trip while it stays there, the window shrinks by at least a quarter, and by the
+//! share of the round trip that is queue when that is more (so a deep queue drains in a
+//! round or two); it halves on a loss with a queue. Below the target it grows, by a
+//! quarter a round while the queue is under half the target, else by a sixteenth of a
+//! packet (additive increase near the target, multiplicative decrease: the rule that
+//! tends flows sharing a queue to equal shares). Unlike LEDBAT it may go down to one
+//! packet in flight, below the floor and below Cubic's two-packet minimum: a game
+//! stream's packets are small, and a window of two full packets is most ticks of most
+//! streams, so it would not hold them back at all. What a window holds back the fan-out
+//! then skips (`fanout`: a peer with more than a tick queued gets no new tick), so the
+//! link's queue stays near the target and the server sends fewer ticks. What is left of
+//! a tick's age is its wait at the server for the window, up to a round trip for each
+//! tick the fan-out lets queue before it (`docs/PERFORMANCE.md`, the netsim table's
+//! capped row, and the shared-bottleneck test below). The window sent
 //! with is the smaller of the two; the delay window never holds a stream back on a path
 //! without a queue, since it grows to twice what the stream had in flight, and it can
 //! never grow far past that (an application-limited stream would otherwise build a
