@@ -1,6 +1,8 @@
 //! tickcast-net: the QUIC layer, on a thread of its own.
 //!
-//! What it does: owns the quinn endpoint and every peer; runs the handshake on the
+//! What it does: owns the QUIC endpoint and every peer, on one thread that drives
+//! quinn-proto over a batched UDP socket ([`driver`]; the `quinn-endpoint` feature runs
+//! quinn's own endpoint on tokio instead, as the baseline of the A/B); runs the handshake on the
 //! control stream (Hello → Welcome/Reject, connect tokens, limits); turns peers' actions
 //! into [`PeerEvent`]s on bounded channels; and fans each published tick out to every
 //! peer as datagrams, the same bytes to all (a refcount clone per chunk, no copy, no
@@ -18,12 +20,23 @@
 pub mod admission;
 pub mod budget;
 pub mod congestion;
+#[cfg(not(feature = "quinn-endpoint"))]
+pub mod driver;
 pub mod fanout;
 pub mod histogram;
 mod nonce;
 pub mod peer_params;
+#[cfg(feature = "quinn-endpoint")]
 mod server;
 pub mod tls;
+mod transport;
+
+// The default build runs the sans-IO driver; `quinn-endpoint` the quinn + tokio baseline.
+// Both offer the same `Endpoint::new`/`start`, `TickSlot` and `Controls`.
+#[cfg(not(feature = "quinn-endpoint"))]
+use driver as backend;
+#[cfg(feature = "quinn-endpoint")]
+use server as backend;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -483,7 +496,7 @@ pub struct PublishedTick {
 /// a tick the net thread has not taken yet is replaced by the newer one.
 #[derive(Debug, Clone)]
 pub struct TickPublisher {
-    slot: tokio::sync::watch::Sender<Option<PublishedTick>>,
+    slot: backend::TickSlot,
     counters: Arc<NetCounters>,
 }
 
@@ -493,12 +506,12 @@ impl TickPublisher {
     pub fn publish(&self, tick: Tick, buffer: Bytes, index: Arc<TickIndex>) {
         // The replaced tick (if the net thread never took it) is dropped here; the net
         // thread counts the gap as coalesced.
-        self.slot.send_replace(Some(PublishedTick {
+        self.slot.publish(PublishedTick {
             tick,
             buffer,
             index,
             published_at: std::time::Instant::now(),
-        }));
+        });
     }
 
     /// Counters shared with the net thread.
@@ -516,8 +529,7 @@ pub struct NetHandle {
     publisher: TickPublisher,
     membership: Receiver<PeerEvent>,
     inputs: Receiver<PeerEvent>,
-    join_acks: tokio::sync::mpsc::Sender<JoinAck>,
-    shutdown: Arc<tokio::sync::Notify>,
+    controls: backend::Controls,
     draining: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -573,7 +585,7 @@ impl NetHandle {
     /// Tells the net thread which entity a joined client got. The channel is sized to the
     /// client limit; when full the ack is lost and that client's join times out.
     pub fn acknowledge_join(&self, ack: JoinAck) {
-        if self.join_acks.try_send(ack).is_err() {
+        if !self.controls.acknowledge_join(ack) {
             NetCounters::add(&self.counters.membership_events_lost, 1);
         }
     }
@@ -584,7 +596,7 @@ impl NetHandle {
     }
 
     fn stop(&mut self) {
-        self.shutdown.notify_one();
+        self.controls.shutdown();
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {
@@ -620,6 +632,17 @@ pub fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
     Ok(socket.into())
 }
 
+/// What the net thread is started with, whichever driver runs it.
+pub(crate) struct NetParts {
+    pub(crate) config: NetConfig,
+    pub(crate) memory_plan: MemoryPlan,
+    pub(crate) token_key: tickcast_shared::token::TokenKey,
+    pub(crate) counters: Arc<NetCounters>,
+    pub(crate) membership: crossbeam_channel::Sender<PeerEvent>,
+    pub(crate) inputs: crossbeam_channel::Sender<PeerEvent>,
+    pub(crate) draining: Arc<AtomicBool>,
+}
+
 /// Binds the UDP socket, loads or creates the TLS identity and token key, and starts the
 /// net thread. Fails early, with the reason, if the address is taken.
 pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
@@ -635,39 +658,16 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
         what: "reading the bound address".into(),
         source,
     })?;
-    let server_config = server::quinn_server_config(&config, identity)?;
+    let server_config = transport::quinn_server_config(&config, identity)?;
 
     let counters = Arc::new(NetCounters::default());
-    let (slot_tx, slot_rx) = tokio::sync::watch::channel(None);
     // Each connection contributes at most one Joined and one Left in flight; four per
     // client leaves room for replacements.
     let membership_capacity = config.max_clients.saturating_mul(4).max(64);
     let (membership_tx, membership_rx) = crossbeam_channel::bounded(membership_capacity);
     let (inputs_tx, inputs_rx) = crossbeam_channel::bounded(config.input_channel_capacity);
-    let (acks_tx, acks_rx) = tokio::sync::mpsc::channel(membership_capacity);
-    let shutdown = Arc::new(tokio::sync::Notify::new());
     let draining = Arc::new(AtomicBool::new(false));
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| NetError::Io {
-            what: "starting the net runtime".into(),
-            source,
-        })?;
-    let endpoint = {
-        let _guard = runtime.enter();
-        quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server_config),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(|source| NetError::Io {
-            what: "starting the QUIC endpoint".into(),
-            source,
-        })?
-    };
+    let endpoint = backend::Endpoint::new(socket, server_config)?;
     // Measured last, with the world, the pools, the channels and the endpoint allocated:
     // what the server costs before its first client.
     let memory_plan = MemoryPlan::new(
@@ -698,45 +698,26 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
             memory_plan.clients
         );
     }
-    let state = server::NetState::new(
+    let parts = NetParts {
         config,
-        memory_plan.clone(),
+        memory_plan: memory_plan.clone(),
         token_key,
-        counters.clone(),
-        membership_tx,
-        inputs_tx,
-        draining.clone(),
-    );
-    let thread_shutdown = shutdown.clone();
-    let thread = std::thread::Builder::new()
-        .name("tickcast-net".into())
-        .spawn(move || {
-            runtime.block_on(server::run(
-                endpoint,
-                state,
-                slot_rx,
-                acks_rx,
-                thread_shutdown,
-            ));
-        })
-        .map_err(|source| NetError::Io {
-            what: "spawning the net thread".into(),
-            source,
-        })?;
+        counters: counters.clone(),
+        membership: membership_tx,
+        inputs: inputs_tx,
+        draining: draining.clone(),
+    };
+    let (thread, slot, controls) = endpoint.start(parts, membership_capacity)?;
     tracing::info!(%local_addr, "listening (QUIC)");
     Ok(NetHandle {
         local_addr,
         fingerprint,
         memory_plan,
         counters: counters.clone(),
-        publisher: TickPublisher {
-            slot: slot_tx,
-            counters,
-        },
+        publisher: TickPublisher { slot, counters },
         membership: membership_rx,
         inputs: inputs_rx,
-        join_acks: acks_tx,
-        shutdown,
+        controls,
         draining,
         thread: Some(thread),
     })

@@ -46,6 +46,16 @@ pub fn advertised_max_datagram_frame_size(conn: &Connection) -> Option<u64> {
         .max_datagram_frame_size
 }
 
+/// The same for a quinn-proto connection's crypto session (the default driver owns
+/// `quinn_proto::Connection`s, whose `crypto_session()` this takes).
+pub fn session_max_datagram_frame_size(session: &dyn crypto::Session) -> Option<u64> {
+    session
+        .handshake_data()?
+        .downcast::<PeerHandshake>()
+        .ok()?
+        .max_datagram_frame_size
+}
+
 /// Reads `max_datagram_frame_size` from encoded transport parameters (RFC 9000 §18: each
 /// parameter is a varint id, a varint length and that many bytes). `None` when absent
 /// or malformed.

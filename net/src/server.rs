@@ -1,4 +1,5 @@
-//! The net thread's glue: quinn and tokio tasks for accept, handshake, each peer's input
+//! The `quinn-endpoint` baseline (a build option for the A/B, not the default): the net
+//! thread's glue as quinn and tokio tasks for accept, handshake, each peer's input
 //! loop and the fan-out. The decisions they carry out — who is admitted, how many inputs
 //! a peer may send, what each peer is sent — are plain code in [`crate::admission`] and
 //! [`crate::fanout`]; this file moves bytes and time into them.
@@ -7,17 +8,15 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
+use tickcast_shared::Tick;
 use tickcast_shared::chunk::TICK_FRAME_PREFIX_LEN;
 use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_shared::msg::{Hello, InputDatagram, Reject, RejectReason, ServerMessage, Welcome};
-use tickcast_shared::token::TokenKey;
 use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
-use tickcast_shared::{PROTOCOL_VERSION, Tick, close, unix_time};
+use tickcast_shared::{PROTOCOL_VERSION, close};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::Instrument;
@@ -27,31 +26,14 @@ use crate::admission::{
     needs_address_validation,
 };
 use crate::budget::{self, RssSample};
-use crate::congestion::FlooredCubic;
 use crate::fanout::{DatagramShape, FanOutScope, PeerSendState, SendDecision, plan_tick_for_peer};
-use crate::peer_params::{AdvertisedLimits, advertised_max_datagram_frame_size};
-use crate::{DisconnectReason, MemoryPlan, NetConfig, NetCounters, NetError, PublishedTick, tls};
+use crate::peer_params::advertised_max_datagram_frame_size;
+use crate::transport::{
+    DATAGRAM_QUEUE_ENTRY_BYTES, JOIN_ACK_TIMEOUT, NONCE_SWEEP_INTERVAL, REJECT_LINGER,
+    SHUTDOWN_GRACE, UDP_STATS_INTERVAL, UdpTally, datagram_for_peer, unix_now_s,
+};
+use crate::{DisconnectReason, NetConfig, NetCounters, NetError, NetParts, PublishedTick};
 
-/// How long a joining client waits for the sim to spawn its entity. A healthy sim answers
-/// within a tick; this only bounds a stuck one.
-const JOIN_ACK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How long the server lingers after a Reject so the client can read it before the close.
-const REJECT_LINGER: Duration = Duration::from_millis(500);
-
-/// How long shutdown waits for peers to acknowledge the close.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-
-/// How often the net thread publishes the connections' UDP totals (`NetCounters::udp`).
-const UDP_STATS_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How often expired nonces are forgotten. A token is refused from its expiry second
-/// on, so forgetting its nonce up to a second late changes nothing but the gauge.
-const NONCE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-
-/// What quinn charges a peer's datagram send buffer per queued datagram on top of its
-/// payload: the `Bytes` handle it keeps (`quinn_proto::Datagram` wraps exactly one).
-const DATAGRAM_QUEUE_ENTRY_BYTES: usize = std::mem::size_of::<Bytes>();
 
 /// The glue's per-peer state, kept in the [`PeerTable`].
 struct Peer {
@@ -63,7 +45,7 @@ struct Peer {
 
 /// State shared by the net thread's tasks. They all run on one current-thread runtime;
 /// the mutexes are never held across an await.
-pub(crate) struct NetState {
+struct NetState {
     config: NetConfig,
     counters: Arc<NetCounters>,
     membership: Sender<PeerEvent>,
@@ -87,15 +69,16 @@ pub(crate) struct NetState {
 }
 
 impl NetState {
-    pub(crate) fn new(
-        config: NetConfig,
-        memory_plan: MemoryPlan,
-        token_key: TokenKey,
-        counters: Arc<NetCounters>,
-        membership: Sender<PeerEvent>,
-        inputs: Sender<PeerEvent>,
-        draining: Arc<AtomicBool>,
-    ) -> Self {
+    fn new(parts: NetParts) -> Self {
+        let NetParts {
+            config,
+            memory_plan,
+            token_key,
+            counters,
+            membership,
+            inputs,
+            draining,
+        } = parts;
         let limits = Limits::new(
             config.max_clients,
             memory_plan.clients,
@@ -184,40 +167,8 @@ impl NetState {
     }
 }
 
-pub(crate) fn quinn_server_config(
-    config: &NetConfig,
-    identity: tls::Identity,
-) -> Result<quinn::ServerConfig, NetError> {
-    let crypto = tls::server_crypto(identity)?;
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
-        .map_err(|e| NetError::Tls(e.to_string()))?;
-    // Wrapped so admission can read what each client advertised (`peer_params`).
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(AdvertisedLimits::new(quic)));
-    let idle = quinn::IdleTimeout::try_from(config.idle_timeout).map_err(|_| {
-        NetError::Config(crate::NetConfigError {
-            field: "idle_timeout",
-            reason: "is too large for QUIC".into(),
-        })
-    })?;
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        // One control stream, nothing else: a peer cannot make us hold stream state.
-        .max_concurrent_bidi_streams(VarInt::from_u32(1))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
-        // The control stream carries one Hello; flow control bounds what a peer can push.
-        .stream_receive_window(VarInt::from_u32(4096))
-        .receive_window(VarInt::from_u32(8192))
-        .datagram_receive_buffer_size(Some(config.datagram_receive_buffer))
-        .datagram_send_buffer_size(config.datagram_send_buffer)
-        .max_idle_timeout(Some(idle))
-        // Loss costs only the loss: Cubic, its window never below the initial window
-        // (`congestion`).
-        .congestion_controller_factory(Arc::new(FlooredCubic::new(config.congestion_window_floor)));
-    server.transport_config(Arc::new(transport));
-    Ok(server)
-}
 
-pub(crate) async fn run(
+async fn run(
     endpoint: quinn::Endpoint,
     state: NetState,
     slot: watch::Receiver<Option<PublishedTick>>,
@@ -737,23 +688,6 @@ async fn fan_out(state: Arc<NetState>, mut slot: watch::Receiver<Option<Publishe
     }
 }
 
-/// UDP packets and bytes each way, from quinn's connection statistics.
-#[derive(Debug, Clone, Copy, Default)]
-struct UdpTally {
-    packets_sent: u64,
-    bytes_sent: u64,
-    packets_received: u64,
-    bytes_received: u64,
-}
-
-impl UdpTally {
-    fn add(&mut self, stats: &quinn::ConnectionStats) {
-        self.packets_sent += stats.udp_tx.datagrams;
-        self.bytes_sent += stats.udp_tx.bytes;
-        self.packets_received += stats.udp_rx.datagrams;
-        self.bytes_received += stats.udp_rx.bytes;
-    }
-}
 
 /// Adds a connection's UDP traffic to the ended connections' when its task ends.
 struct UdpOfConnection(Arc<NetState>, Connection);
@@ -781,59 +715,105 @@ async fn publish_udp_stats(state: Arc<NetState>) {
         for peer in state.peers().peers_mut() {
             total.add(&peer.conn.stats());
         }
-        let udp = &state.counters.udp;
-        udp.packets_sent
-            .fetch_max(total.packets_sent, Ordering::Relaxed);
-        udp.bytes_sent
-            .fetch_max(total.bytes_sent, Ordering::Relaxed);
-        udp.packets_received
-            .fetch_max(total.packets_received, Ordering::Relaxed);
-        udp.bytes_received
-            .fetch_max(total.bytes_received, Ordering::Relaxed);
+        total.publish(&state.counters.udp);
     }
 }
 
-/// One datagram of the tick for one peer: a refcounted slice of the shared buffer.
-#[cfg(not(feature = "per-client-encode"))]
-fn datagram_for_peer(tick: &Bytes, range: Range<usize>) -> Bytes {
-    tick.slice(range)
+
+
+/// The quinn endpoint on its tokio runtime, created but not yet running: `spawn` measures
+/// the memory baseline between the two steps.
+pub(crate) struct Endpoint {
+    runtime: tokio::runtime::Runtime,
+    endpoint: quinn::Endpoint,
 }
 
-/// The per-client mode of the A/B benchmark (`docs/PERFORMANCE.md`), never a shipped
-/// build: every peer's datagram is serialized anew into a fresh allocation, the way a
-/// server that builds a message per client per tick works. Chunks are decoded and
-/// re-encoded record by record; the directory is copied.
-#[cfg(feature = "per-client-encode")]
-fn datagram_for_peer(tick: &Bytes, range: Range<usize>) -> Bytes {
-    use tickcast_shared::chunk::{
-        CHUNK_HEADER_LEN, ENTITY_RECORD_LEN, parse_chunk, tick_frames, write_header, write_record,
-    };
-    let bytes = &tick[range];
-    let mut out = vec![0u8; bytes.len()];
-    for frame in tick_frames(bytes) {
-        let prefix = frame.start - TICK_FRAME_PREFIX_LEN;
-        out[prefix..frame.start].copy_from_slice(&bytes[prefix..frame.start]);
-        let message = &bytes[frame.clone()];
-        let Ok(chunk) = parse_chunk(message) else {
-            out[frame].copy_from_slice(message);
-            continue;
+impl Endpoint {
+    /// Creates the endpoint on `socket`.
+    pub(crate) fn new(
+        socket: std::net::UdpSocket,
+        server_config: quinn::ServerConfig,
+    ) -> Result<Self, NetError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| NetError::Io {
+                what: "starting the net runtime".into(),
+                source,
+            })?;
+        let endpoint = {
+            let _guard = runtime.enter();
+            quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(server_config),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+            .map_err(|source| NetError::Io {
+                what: "starting the QUIC endpoint".into(),
+                source,
+            })?
         };
-        let (head, body) = out[frame].split_at_mut(CHUNK_HEADER_LEN);
-        if let Ok(head) = head.try_into() {
-            write_header(&chunk.header, head);
-        }
-        for (record, slot) in chunk
-            .records()
-            .zip(body.chunks_exact_mut(ENTITY_RECORD_LEN))
-        {
-            if let Ok(slot) = slot.try_into() {
-                write_record(&record, slot);
-            }
-        }
+        Ok(Self { runtime, endpoint })
     }
-    Bytes::from(out)
+
+    /// Starts the net thread.
+    pub(crate) fn start(
+        self,
+        parts: NetParts,
+        join_ack_capacity: usize,
+    ) -> Result<(std::thread::JoinHandle<()>, TickSlot, Controls), NetError> {
+        let (slot_tx, slot_rx) = watch::channel(None);
+        let (acks_tx, acks_rx) = mpsc::channel(join_ack_capacity);
+        let shutdown = Arc::new(Notify::new());
+        let state = NetState::new(parts);
+        let thread_shutdown = shutdown.clone();
+        let Self { runtime, endpoint } = self;
+        let thread = std::thread::Builder::new()
+            .name("tickcast-net".into())
+            .spawn(move || {
+                runtime.block_on(run(endpoint, state, slot_rx, acks_rx, thread_shutdown));
+            })
+            .map_err(|source| NetError::Io {
+                what: "spawning the net thread".into(),
+                source,
+            })?;
+        Ok((
+            thread,
+            TickSlot(slot_tx),
+            Controls {
+                join_acks: acks_tx,
+                shutdown,
+            },
+        ))
+    }
 }
 
-fn unix_now_s() -> u64 {
-    unix_time::seconds(SystemTime::now())
+/// The sim's end of the latest-wins handoff: a watch channel.
+#[derive(Debug, Clone)]
+pub(crate) struct TickSlot(watch::Sender<Option<PublishedTick>>);
+
+impl TickSlot {
+    /// Replaces any tick not taken yet.
+    pub(crate) fn publish(&self, tick: PublishedTick) {
+        self.0.send_replace(Some(tick));
+    }
+}
+
+/// The handle's way into the net thread: join answers and the shutdown.
+pub(crate) struct Controls {
+    join_acks: mpsc::Sender<JoinAck>,
+    shutdown: Arc<Notify>,
+}
+
+impl Controls {
+    /// Hands a join answer over; `false` when the channel is full.
+    pub(crate) fn acknowledge_join(&self, ack: JoinAck) -> bool {
+        self.join_acks.try_send(ack).is_ok()
+    }
+
+    /// Asks the thread to close every connection and stop.
+    pub(crate) fn shutdown(&self) {
+        self.shutdown.notify_one();
+    }
 }
