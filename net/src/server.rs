@@ -34,7 +34,6 @@ use crate::transport::{
 };
 use crate::{DisconnectReason, NetConfig, NetCounters, NetError, NetParts, PublishedTick};
 
-
 /// The glue's per-peer state, kept in the [`PeerTable`].
 struct Peer {
     conn: Connection,
@@ -166,7 +165,6 @@ impl NetState {
         Ok(AdmissionSlot(Some(self.clone())))
     }
 }
-
 
 async fn run(
     endpoint: quinn::Endpoint,
@@ -688,7 +686,6 @@ async fn fan_out(state: Arc<NetState>, mut slot: watch::Receiver<Option<Publishe
     }
 }
 
-
 /// Adds a connection's UDP traffic to the ended connections' when its task ends.
 struct UdpOfConnection(Arc<NetState>, Connection);
 
@@ -718,8 +715,6 @@ async fn publish_udp_stats(state: Arc<NetState>) {
         total.publish(&state.counters.udp);
     }
 }
-
-
 
 /// The quinn endpoint on its tokio runtime, created but not yet running: `spawn` measures
 /// the memory baseline between the two steps.

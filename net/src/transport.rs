@@ -97,7 +97,8 @@ impl UdpTally {
         use std::sync::atomic::Ordering::Relaxed;
         udp.packets_sent.fetch_max(self.packets_sent, Relaxed);
         udp.bytes_sent.fetch_max(self.bytes_sent, Relaxed);
-        udp.packets_received.fetch_max(self.packets_received, Relaxed);
+        udp.packets_received
+            .fetch_max(self.packets_received, Relaxed);
         udp.bytes_received.fetch_max(self.bytes_received, Relaxed);
     }
 }

@@ -22,7 +22,10 @@ pub(super) enum Phase {
     /// `unavailable` at `deadline` if it has not answered.
     AwaitingJoin { client_id: u64, deadline: Instant },
     /// A Reject was written; closed when the client has read it or at `until`.
-    Rejecting { reason: RejectReason, until: Instant },
+    Rejecting {
+        reason: RejectReason,
+        until: Instant,
+    },
     /// Welcomed and in the peer table with `generation`.
     Joined {
         client_id: u64,
