@@ -65,6 +65,10 @@ pub const RECV_BATCHES_PER_TURN: usize = 16;
 /// 64 KiB: one GRO batch, about forty full-size packets.
 const RX_CHUNK: usize = 64 * 1024;
 
+/// Packets one transmit may carry to one peer (GSO), at most: as quinn's own driver, so
+/// the reused transmit buffer stays within 64 KiB.
+const MAX_TRANSMIT_SEGMENTS: usize = 10;
+
 /// The poller's token for the socket.
 const SOCKET: mio::Token = mio::Token(0);
 /// The poller's token for the sim's wake-ups.
@@ -360,7 +364,9 @@ impl Driver {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
-            if let Some(tick) = tick {
+            if let Some(tick) = tick
+                && self.closing_until.is_none()
+            {
                 self.fan_out(tick);
             }
             if now >= self.next_housekeeping {
@@ -612,7 +618,7 @@ impl Driver {
         if self.io.is_blocked() {
             self.socket_blocked(handle);
         } else {
-            let segments = self.io.max_gso_segments();
+            let segments = self.io.max_gso_segments().min(MAX_TRANSMIT_SEGMENTS);
             loop {
                 self.transmit.clear();
                 let Some(transmit) = conn.quic.poll_transmit(now, segments, &mut self.transmit)
@@ -1283,11 +1289,20 @@ impl Driver {
             .count_disconnects(disconnect, self.peers.len() as u64);
         tracing::info!("closing every connection: {}", close::name(code.into()));
         for slot in 0..self.conns.len() {
-            if let Some(conn) = self.conns[slot].as_mut() {
-                conn.quic
-                    .close(now, VarInt::from_u32(code), Bytes::from_static(reason));
-                self.touch(ConnectionHandle(slot));
+            let handle = ConnectionHandle(slot);
+            let Some(mut conn) = self.take(handle) else {
+                continue;
+            };
+            conn.quic
+                .close(now, VarInt::from_u32(code), Bytes::from_static(reason));
+            if matches!(conn.phase, Phase::Joined { .. }) {
+                // Counted above, all at once; the sim is stopping and needs no Left.
+                conn.phase = Phase::Closed;
+            } else {
+                self.release(handle, &mut conn, None);
             }
+            self.put(handle, conn);
+            self.touch(handle);
         }
         self.closing_until = Some(now + SHUTDOWN_GRACE);
     }

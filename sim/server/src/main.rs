@@ -103,6 +103,7 @@ mod counting {
 const BENCHMARK_FEATURES: &[(&str, bool)] = &[
     ("count-allocs", cfg!(feature = "count-allocs")),
     ("per-client-encode", cfg!(feature = "per-client-encode")),
+    ("quinn-endpoint", cfg!(feature = "quinn-endpoint")),
 ];
 
 fn main() -> ExitCode {
