@@ -232,8 +232,9 @@ struct Driver {
     endpoint: quinn_proto::Endpoint,
     /// Every connection, at its handle's index (quinn-proto's handles are slab keys).
     /// Boxed: a connection is taken out of the slab while it is driven, and
-    /// `quinn_proto::Connection` is kilobytes large — moving it in and out by value cost
-    /// 15 % of the net thread in memmove (perf, 1,000 clients).
+    /// `quinn_proto::Connection` is kilobytes large. Moved by value, `memmove` was the
+    /// top symbol of the server's profile at 1,000 clients (15.7 % of `perf` samples);
+    /// boxed, every malloc/memcpy symbol together was 1.2 %.
     conns: Vec<Option<Box<Conn>>>,
     timers: Timers,
     inbox: Arc<Inbox>,
