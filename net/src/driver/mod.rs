@@ -232,7 +232,7 @@ struct Driver {
     endpoint: quinn_proto::Endpoint,
     /// Every connection, at its handle's index (quinn-proto's handles are slab keys).
     /// Boxed: a connection is taken out of the slab while it is driven, and
-    /// `quinn_proto::Connection` is kilobytes large. Moved by value, `memmove` was the
+    /// `quinn_proto::Connection` is a large struct. Moved by value, `memmove` was the
     /// top symbol of the server's profile at 1,000 clients (15.7 % of `perf` samples);
     /// boxed, every malloc/memcpy symbol together was 1.2 %.
     conns: Vec<Option<Box<Conn>>>,
@@ -544,10 +544,7 @@ impl Driver {
                 if self.conns.len() <= slot {
                     self.conns.resize_with(slot + 1, || None);
                 }
-                self.conns[slot] = Some(Box::new(Conn::new(
-                    quic,
-                    now + self.config.hello_timeout,
-                )));
+                self.conns[slot] = Some(Box::new(Conn::new(quic, now + self.config.hello_timeout)));
                 self.touch(handle);
             }
             Err(e) => {
