@@ -9,15 +9,19 @@ use quinn_proto::StreamId;
 use tickcast_shared::msg::{Hello, RejectReason};
 use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
 
-use crate::admission::InputAllowance;
+use crate::admission::{HelloDeadline, InputAllowance};
 
 /// Where a connection is in tickcast's handshake, and what it holds: each phase but
 /// `Joined` and `Closed` holds one `handshaking` count; `AwaitingJoin` also holds a place
 /// in the peer table and the client's pending join.
 #[derive(Debug)]
 pub(super) enum Phase {
-    /// Accepted; no Hello yet. Closed with `hello_timeout` at `deadline`.
-    AwaitingHello { deadline: Instant },
+    /// Accepted; no Hello yet. Closed with `hello_timeout` at `deadline`: the
+    /// handshake's bound until QUIC connects, then the Hello's (`bounds`).
+    AwaitingHello {
+        deadline: Instant,
+        bounds: HelloDeadline,
+    },
     /// The Hello passed; the sim is spawning the client's entity. Rejected with
     /// `unavailable` at `deadline` if it has not answered.
     AwaitingJoin { client_id: u64, deadline: Instant },
@@ -40,7 +44,7 @@ impl Phase {
     /// The phase's own deadline, besides quinn's timers.
     pub(super) fn deadline(&self) -> Option<Instant> {
         match self {
-            Phase::AwaitingHello { deadline } | Phase::AwaitingJoin { deadline, .. } => {
+            Phase::AwaitingHello { deadline, .. } | Phase::AwaitingJoin { deadline, .. } => {
                 Some(*deadline)
             }
             Phase::Rejecting { until, .. } => Some(*until),
@@ -64,11 +68,12 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn new(quic: quinn_proto::Connection, hello_deadline: Instant) -> Self {
+    pub(super) fn new(quic: quinn_proto::Connection, bounds: HelloDeadline) -> Self {
         Self {
             quic,
             phase: Phase::AwaitingHello {
-                deadline: hello_deadline,
+                deadline: bounds.handshake_by(),
+                bounds,
             },
             control: None,
             hello: Some(Box::new(HelloFrame::default())),

@@ -38,7 +38,7 @@ use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
 use tickcast_shared::{PROTOCOL_VERSION, Tick, close};
 
 use crate::admission::{
-    Gate, InputAllowance, Limits, Occupancy, PeerTable, Refusal, admit_connection,
+    Gate, HelloDeadline, InputAllowance, Limits, Occupancy, PeerTable, Refusal, admit_connection,
     needs_address_validation,
 };
 use crate::budget::{self, RssSample};
@@ -544,7 +544,12 @@ impl Driver {
                 if self.conns.len() <= slot {
                     self.conns.resize_with(slot + 1, || None);
                 }
-                self.conns[slot] = Some(Box::new(Conn::new(quic, now + self.config.hello_timeout)));
+                let bounds = HelloDeadline::new(
+                    now,
+                    self.config.handshake_timeout,
+                    self.config.hello_timeout,
+                );
+                self.conns[slot] = Some(Box::new(Conn::new(quic, bounds)));
                 self.touch(handle);
             }
             Err(e) => {
@@ -705,10 +710,14 @@ impl Driver {
                     self.read_inputs(handle, conn, now);
                 }
             }
-            Event::HandshakeDataReady
-            | Event::Connected
-            | Event::DatagramsUnblocked
-            | Event::Stream(_) => {}
+            Event::Connected => {
+                // The Hello's own bound starts now (a handshake slowed by loss does not
+                // eat the Hello's time).
+                if let Phase::AwaitingHello { deadline, bounds } = &mut conn.phase {
+                    *deadline = bounds.hello_by(now);
+                }
+            }
+            Event::HandshakeDataReady | Event::DatagramsUnblocked | Event::Stream(_) => {}
         }
     }
 
