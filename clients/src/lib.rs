@@ -20,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod driver;
 mod input;
 pub mod pace;
 mod session;

@@ -299,6 +299,69 @@ pub struct Report {
     /// The conditioned link, when the bots ran through `--netsim`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netsim: Option<NetsimFigures>,
+    /// What the bots process itself cost, when the caller measured it (`tickcast-bots`
+    /// does; a swarm run inside a test does not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bots_process: Option<ProcessFigures>,
+}
+
+/// The CPU the bots process used, per client-tick it played: the bots' side of the
+/// server's `us_per_client_tick`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcessFigures {
+    /// Which driver carried the bots (`proto` or `quinn-endpoint`).
+    pub driver: &'static str,
+    /// Threads the bots ran on.
+    pub threads: usize,
+    /// CPU seconds (user + system) of the whole process over the swarm's run.
+    pub cpu_s: f64,
+    /// Wall-clock seconds of the swarm's run.
+    pub wall_s: f64,
+    /// `cpu_s / wall_s`.
+    pub cores: f64,
+    /// Connected client-seconds times the tick rate, summed over clients.
+    pub client_ticks: f64,
+    /// `cpu_s` per client-tick, in microseconds; none when no client played.
+    pub cpu_us_per_client_tick: Option<f64>,
+}
+
+impl ProcessFigures {
+    /// The figures of a run of `outcomes` that took `cpu_s` CPU seconds over `wall_s`.
+    pub fn new(
+        driver: &'static str,
+        threads: usize,
+        cpu_s: f64,
+        wall_s: f64,
+        outcomes: &[ClientOutcome],
+    ) -> Self {
+        let client_ticks: f64 = outcomes
+            .iter()
+            .map(|o| o.played_for.as_secs_f64() * f64::from(o.tick_rate))
+            .sum();
+        Self {
+            driver,
+            threads,
+            cpu_s,
+            wall_s,
+            cores: if wall_s > 0.0 { cpu_s / wall_s } else { 0.0 },
+            client_ticks,
+            cpu_us_per_client_tick: (client_ticks > 0.0).then(|| cpu_s * 1e6 / client_ticks),
+        }
+    }
+}
+
+/// User plus system CPU seconds from the text of `/proc/<pid>/stat` (fields 14 and 15,
+/// in clock ticks of `USER_HZ`, which Linux fixes at 100 on every architecture it
+/// exports to user space). `None` if the text is not that file's.
+pub fn cpu_seconds_from_proc_stat(stat: &str) -> Option<f64> {
+    // The command name (field 2) is in parentheses and may hold spaces: count fields
+    // from the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 /// What the run means for the exit code.
@@ -387,6 +450,7 @@ impl Report {
             groups,
             gates,
             netsim: None,
+            bots_process: None,
         }
     }
 
@@ -410,6 +474,29 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_cpu_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (tickcast (bots) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 3 0";
+        assert_eq!(cpu_seconds_from_proc_stat(stat), Some(3.25));
+        assert_eq!(cpu_seconds_from_proc_stat("no parenthesis here"), None);
+        assert_eq!(cpu_seconds_from_proc_stat("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn bots_cpu_is_divided_by_the_client_ticks_played() {
+        let mut a = ClientOutcome::new(Behaviour::Walk);
+        a.tick_rate = 30;
+        a.played_for = Duration::from_secs(10);
+        let mut b = a.clone();
+        b.played_for = Duration::from_secs(5);
+        let never = ClientOutcome::new(Behaviour::Walk);
+        let figures = ProcessFigures::new("proto", 1, 0.9, 10.0, &[a, b, never]);
+        assert_eq!(figures.client_ticks, 450.0);
+        assert_eq!(figures.cpu_us_per_client_tick, Some(2000.0));
+        assert!((figures.cores - 0.09).abs() < 1e-12);
+        assert_eq!(ProcessFigures::new("proto", 1, 1.0, 1.0, &[]).cpu_us_per_client_tick, None);
+    }
 
     fn client(
         behaviour: Behaviour,

@@ -22,8 +22,13 @@ use clap::Parser;
 use tickcast_bots::behaviour::Behaviour;
 use tickcast_bots::cli::{ServerArgs, random_u32};
 use tickcast_bots::mix::Mix;
-use tickcast_bots::report::{Gates, LinkFigures, NetsimFigures, Report, Summary, Verdict};
-use tickcast_bots::swarm::{ChurnLeave, LiveCounters, SwarmConfig, TokenSource, run_swarm};
+use tickcast_bots::report::{
+    Gates, LinkFigures, NetsimFigures, ProcessFigures, Report, Summary, Verdict,
+    cpu_seconds_from_proc_stat,
+};
+use tickcast_bots::swarm::{
+    BotDriver, ChurnLeave, LiveCounters, SwarmConfig, TokenSource, run_swarm,
+};
 use tickcast_netsim::{NetsimSpec, Proxy, ProxyConfig};
 
 /// Load generator and judge for a tickcast server.
@@ -52,9 +57,14 @@ struct Args {
     /// receive buffer).
     #[arg(long, default_value_t = 200)]
     clients_per_endpoint: usize,
-    /// Threads the bots run on, each with its own runtime and endpoints.
+    /// Threads the bots run on, each with its own driver and sockets.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// What carries the bots: proto (one sans-IO quinn-proto driver per thread, the
+    /// default) or quinn-endpoint (quinn's async endpoint, a tokio task per bot; the
+    /// default of a build with the `quinn-endpoint` feature).
+    #[arg(long, default_value_t = BotDriver::default().name().to_string())]
+    driver: String,
     /// Datagrams per second a `slow` bot reads at most.
     #[arg(long, default_value_t = 100)]
     slow_read_rate: u32,
@@ -197,6 +207,7 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
         anyhow::bail!("--threads must be at least 1");
     }
     let gates = gates(&args)?;
+    let driver: BotDriver = args.driver.parse().map_err(anyhow::Error::msg)?;
     let fingerprint = args.access.pinned_fingerprint()?;
     let tokens = tokens(&args)?;
     // The proxy lives as long as the run; the bots connect to it instead of the server.
@@ -224,6 +235,7 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
         churn_leave: args.churn_leave,
         threads: args.threads,
         connect_timeout: args.connect_timeout,
+        driver,
         ..SwarmConfig::default()
     };
     let live = Arc::new(LiveCounters::default());
@@ -234,13 +246,24 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
             .name("progress".into())
             .spawn(move || show_progress(&live, &done, clients))
     });
+    let (cpu_before, wall_before) = (process_cpu_seconds(), Instant::now());
     let outcomes = run_swarm(config, tokens, live);
+    let (cpu_after, wall_s) = (process_cpu_seconds(), wall_before.elapsed().as_secs_f64());
     done.store(true, Ordering::Relaxed);
     if let Some(Ok(thread)) = progress {
         let _ = thread.join();
     }
     let outcomes = outcomes?;
     let mut report = Report::new(&outcomes, args.duration, gates);
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        report.bots_process = Some(ProcessFigures::new(
+            driver.name(),
+            args.threads,
+            after - before,
+            wall_s,
+            &outcomes,
+        ));
+    }
     if let Some(proxy) = proxy {
         let link = proxy.stop();
         report.netsim = Some(NetsimFigures {
@@ -255,6 +278,12 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
         print_human(&report);
     }
     Ok(report.verdict())
+}
+
+/// This process's CPU seconds so far (Linux; `None` elsewhere).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_seconds_from_proc_stat(&stat)
 }
 
 /// Progress on stderr: on a terminal one line rewritten four times a second, otherwise
@@ -407,6 +436,19 @@ fn print_human(report: &Report) {
                 link.queue_peak_bytes
             );
         }
+    }
+    if let Some(process) = &report.bots_process {
+        println!(
+            "bots process   {:.2} cores ({:.1} CPU s over {:.1} s, {} driver, {} threads); {} per client-tick",
+            process.cores,
+            process.cpu_s,
+            process.wall_s,
+            process.driver,
+            process.threads,
+            process
+                .cpu_us_per_client_tick
+                .map_or("-".to_string(), |us| format!("{us:.2} µs"))
+        );
     }
     let gates = &report.gates;
     if gates.min_delivery.is_some() || gates.max_latency_p99_ms.is_some() {
