@@ -32,6 +32,8 @@ Modes (default: all three; `--soak 10m` alone runs the soak):
     python3 scripts/bench.py ab capacity --out bench-out
     python3 scripts/bench.py --soak 10m
     python3 scripts/bench.py scrape --scrape-every 1s
+    python3 scripts/bench.py bots --counts 1000
+    python3 scripts/bench.py bots --bots-drivers proto --bots-cpu 1 --counts 2000,3000
 
 The driver builds what it runs (each cargo call under `flock /tmp/tickcast-cargo.lock`):
 the shipped binaries in target/release, A in target/bench-encode-once and B in
@@ -291,7 +293,7 @@ class Server:
     status lines are kept with the monotonic time they arrived; a sampler thread reads
     its RSS once a second."""
 
-    def __init__(self, binary, work, clients, npcs, metrics=False):
+    def __init__(self, binary, work, clients, npcs, metrics=False, prefix=()):
         self.addr = f"127.0.0.1:{free_udp_port()}"
         self.metrics_addr = f"127.0.0.1:{free_tcp_port()}" if metrics else None
         self.work = work
@@ -302,7 +304,7 @@ class Server:
         self.done = threading.Event()
         env = dict(os.environ, RUST_LOG="info", NO_COLOR="1")
         self.proc = subprocess.Popen(
-            [binary, "--listen", self.addr, "--max-clients", str(max(clients + 10, 100)),
+            [*prefix, binary, "--listen", self.addr, "--max-clients", str(max(clients + 10, 100)),
              "--npcs", str(npcs)]
             + (["--metrics-listen", self.metrics_addr] if metrics else []),
             cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -416,13 +418,13 @@ class Scraper:
 
 
 class Bots:
-    def __init__(self, work, server, clients, duration_s, ramp_s, mix):
-        self.err_path = os.path.join(work, "bots.log")
+    def __init__(self, work, server, clients, duration_s, ramp_s, mix, prefix=(), extra=(), log="bots.log"):
+        self.err_path = os.path.join(work, log)
         self.err = open(self.err_path, "w")
         self.proc = subprocess.Popen(
-            [BOTS, "--server", server.addr, "--data-dir", os.path.join(work, ".tickcast"),
+            [*prefix, BOTS, "--server", server.addr, "--data-dir", os.path.join(work, ".tickcast"),
              "--clients", str(clients), "--duration", f"{duration_s:g}s",
-             "--ramp", f"{ramp_s:g}s", "--mix", mix, "--json"],
+             "--ramp", f"{ramp_s:g}s", "--mix", mix, "--json", *extra],
             cwd=work, stdout=subprocess.PIPE, stderr=self.err, text=True,
         )
 
@@ -523,6 +525,7 @@ QUICK = {
     "scrape_counts": [100],
     "scrape_segments": 4,
     "scrape_segment_s": 3,
+    "bots_counts": [100],
 }
 FULL = {
     "quick": False,
@@ -538,6 +541,7 @@ FULL = {
     "scrape_counts": [1000],
     "scrape_segments": 12,
     "scrape_segment_s": 10,
+    "bots_counts": [1000],
 }
 
 
@@ -859,6 +863,85 @@ def write_csv(path, rows):
         writer.writerows(rows)
 
 
+def bots_cpu_figures(report):
+    """The bots process's own figures from its report (`bots_process`), or Nones.
+
+    >>> bots_cpu_figures({"bots_process": {"cores": 0.5, "cpu_us_per_client_tick": 12.5}})
+    (0.5, 12.5)
+    >>> bots_cpu_figures({})
+    (None, None)
+    """
+    process = report.get("bots_process") or {}
+    return process.get("cores"), process.get("cpu_us_per_client_tick")
+
+
+def mode_bots(preset, work, out, drivers, bots_cpu):
+    """One server per count; against it, one bots run per driver, one after the other, so
+    every driver meets the same server process. With `bots_cpu` the bots run on that CPU
+    alone (`taskset`, one thread) and the server on the others."""
+    print("## Bots: CPU of the load generator per client-tick, by driver\n")
+    pinned = bots_cpu is not None
+    others = ",".join(str(c) for c in range(os.cpu_count() or 1) if c != bots_cpu) if pinned else None
+    print(f"`target/release/tickcast-server` on its defaults (200 NPCs, 30 Hz), bots `walk=100`, drivers "
+          f"{', '.join(drivers)} in turn against the same server. "
+          + (f"Bots pinned to CPU {bots_cpu} with one thread (`taskset -c {bots_cpu}`), the server to CPU {others}. "
+             if pinned else "Bots on their default two threads, unpinned. ")
+          + "Bots CPU: the whole bots process over its run (user + system, /proc/self/stat) "
+          "per connected client-tick; server CPU: over the window.\n")
+    print("| clients | driver | connected | delivery | bots cores | bots CPU µs per client-tick | server CPU µs per client-tick | server cores |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|", flush=True)
+    rows = []
+    for clients in preset["bots_counts"]:
+        timing = timing_for(preset, clients)
+        ramp, settle, window = timing["ramp"], timing["settle"], timing["window"]
+        duration = ramp + settle + window + 1
+        run_work = os.path.join(work, f"bots-{clients}")
+        os.makedirs(run_work, exist_ok=True)
+        server = Server(SERVER, run_work, clients, 200,
+                        prefix=("taskset", "-c", others) if pinned else ())
+        try:
+            server.wait_ready()
+            for driver in drivers:
+                time.sleep(timing["idle"])
+                extra = ["--driver", driver] + (["--threads", "1"] if pinned else [])
+                bots = Bots(run_work, server, clients, duration, ramp, "walk=100",
+                            prefix=("taskset", "-c", str(bots_cpu)) if pinned else (),
+                            extra=extra, log=f"bots-{driver}.log")
+                try:
+                    time.sleep(ramp + settle)
+                    w0 = server.snapshot()
+                    time.sleep(window)
+                    w1 = server.snapshot()
+                    report = bots.report(timeout=ramp + duration + 60)
+                finally:
+                    bots.stop()
+                lines = server.status_between(w0["t"], w1["t"])
+                in_window = [s for t, s in lines if t > w0["t"]]
+                seconds = w1["t"] - w0["t"]
+                peers = statistics.fmean(s["clients"] for s in in_window) if in_window else None
+                cpu = w1["cpu"] - w0["cpu"]
+                server_us = cpu * 1e6 / (peers * seconds * TICK_RATE) if peers else None
+                cores, bots_us = bots_cpu_figures(report)
+                print(f"| {clients} | {driver} | {report['connected']} | {fmt(delivery(report), '.4f')} | "
+                      f"{fmt(cores, '.2f')} | {fmt(bots_us, '.1f')} | {fmt(server_us, '.1f')} | "
+                      f"{cpu / seconds:.2f} |", flush=True)
+                rows.append({"clients": clients, "driver": driver, "connected": report["connected"],
+                             "delivery": delivery(report), "bots_cores": cores,
+                             "bots_us_per_client_tick": bots_us, "server_us_per_client_tick": server_us,
+                             "server_cores": cpu / seconds, "bots_pinned_cpu": bots_cpu})
+                if server.proc.poll() is not None:
+                    raise BenchError(f"tickcast-server ended during the run in {run_work}\n{server.log_tail(5)}")
+        finally:
+            server.stop()
+    write_csv(os.path.join(out, "bots.csv"), rows)
+    by = {(r["clients"], r["driver"]): r["bots_us_per_client_tick"] for r in rows}
+    for clients in preset["bots_counts"]:
+        old, new = by.get((clients, "quinn-endpoint")), by.get((clients, "proto"))
+        if old and new:
+            print(f"\nAt {clients} clients: proto / quinn-endpoint bots CPU per client-tick = {new / old:.2f}.")
+    print()
+
+
 # --- building and the header ------------------------------------------------------------
 
 
@@ -927,7 +1010,7 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("modes", nargs="*", metavar="MODE",
-                        help="all, ab, capacity, soak, scrape (default: all = ab, capacity, soak; "
+                        help="all, ab, capacity, soak, scrape, bots (default: all = ab, capacity, soak; "
                              "`--soak D` alone: soak)")
     parser.add_argument("--quick", action="store_true", help="small counts, short windows: under 2 minutes")
     parser.add_argument("--soak", type=parse_duration, metavar="DURATION",
@@ -942,6 +1025,10 @@ def main(argv):
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
     parser.add_argument("--baseline-server", metavar="PATH",
                         help="ab: also run this count-allocs server binary (an earlier commit) as A0")
+    parser.add_argument("--bots-drivers", default="quinn-endpoint,proto", metavar="D,D",
+                        help="bots mode: the bot drivers to compare, in order (default quinn-endpoint,proto)")
+    parser.add_argument("--bots-cpu", type=int, metavar="CPU",
+                        help="bots mode: pin the bots to this CPU with one thread, the server to the others")
     parser.add_argument("--self-test", action="store_true", help="run the doctests and exit")
     args = parser.parse_args(argv)
     if args.self_test:
@@ -949,9 +1036,14 @@ def main(argv):
         failures, tests = doctest.testmod()
         print(f"bench.py self-test: {tests - failures} passed, {failures} failed")
         return 1 if failures else 0
-    unknown = set(args.modes) - {"all", "ab", "capacity", "soak", "scrape"}
+    unknown = set(args.modes) - {"all", "ab", "capacity", "soak", "scrape", "bots"}
     if unknown:
-        parser.error(f"unknown mode {', '.join(sorted(unknown))} (all, ab, capacity, soak, scrape)")
+        parser.error(f"unknown mode {', '.join(sorted(unknown))} (all, ab, capacity, soak, scrape, bots)")
+    drivers = [d for d in args.bots_drivers.split(",") if d]
+    if not drivers or set(drivers) - {"proto", "quinn-endpoint"}:
+        parser.error("--bots-drivers takes proto and/or quinn-endpoint")
+    if args.bots_cpu is not None and not shutil.which("taskset"):
+        parser.error("--bots-cpu needs taskset")
     if args.segments is not None and (args.segments < 2 or args.segments % 2):
         parser.error("--segments must be even and at least 2")
     if args.scrape_every <= 0:
@@ -964,7 +1056,7 @@ def main(argv):
         if min(args.counts) < 1:
             parser.error("--counts must be positive")
         preset = dict(preset, ab_counts=args.counts, capacity_counts=args.counts,
-                      scrape_counts=args.counts)
+                      scrape_counts=args.counts, bots_counts=args.counts)
     if args.segments:
         preset = dict(preset, scrape_segments=args.segments)
     duration = args.soak or preset["soak_duration"]
@@ -985,6 +1077,8 @@ def main(argv):
             mode_soak(preset, work, out, duration)
         if "scrape" in modes:
             mode_scrape(preset, work, out, args.scrape_every)
+        if "bots" in modes:
+            mode_bots(preset, work, out, drivers, args.bots_cpu)
     except BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1

@@ -37,9 +37,9 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use quinn::udp::{self, RecvMeta, UdpSockRef, UdpSocketState};
 use quinn_proto::{
-    ClientConfig, Connection, ConnectionError, ConnectionHandle, ConnectionStats,
-    DatagramEvent, Dir, Endpoint, EndpointConfig, Event, RandomConnectionIdGenerator,
-    SendDatagramError, StreamEvent, StreamId, VarInt,
+    ClientConfig, Connection, ConnectionError, ConnectionHandle, ConnectionStats, DatagramEvent,
+    Dir, Endpoint, EndpointConfig, Event, RandomConnectionIdGenerator, SendDatagramError,
+    StreamEvent, StreamId, VarInt,
 };
 use tickcast_shared::msg::{Hello, ServerMessage, Welcome};
 use tickcast_shared::token::ConnectToken;
@@ -267,7 +267,11 @@ impl ClientDriver {
 
     /// Silenced connections not yet drained: they wait for their own idle timeout.
     pub fn silent_connections(&self) -> usize {
-        self.slots.iter().flatten().filter(|slot| slot.silent).count()
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|slot| slot.silent)
+            .count()
     }
 
     /// Counters since the driver was made.
@@ -301,7 +305,11 @@ impl ClientDriver {
 
     /// Queues a datagram on an admitted connection; it leaves with [`Self::flush`].
     /// When the connection's send buffer is full the oldest queued datagram is dropped.
-    pub fn send_datagram(&mut self, id: ConnectionId, data: Bytes) -> Result<(), SendDatagramError> {
+    pub fn send_datagram(
+        &mut self,
+        id: ConnectionId,
+        data: Bytes,
+    ) -> Result<(), SendDatagramError> {
         let Some(slot) = self.slot_mut(id) else {
             return Err(SendDatagramError::Disabled);
         };
@@ -413,13 +421,18 @@ impl ClientDriver {
                 }
                 let udp_transmit = udp::Transmit {
                     destination: transmit.destination,
-                    ecn: transmit.ecn.and_then(|e| udp::EcnCodepoint::from_bits(e as u8)),
+                    ecn: transmit
+                        .ecn
+                        .and_then(|e| udp::EcnCodepoint::from_bits(e as u8)),
                     contents: &self.send_buf[..transmit.size],
                     segment_size: transmit.segment_size,
                     src_ip: transmit.src_ip,
                 };
                 self.counters.send_calls += 1;
-                if let Err(e) = socket.state.send(UdpSockRef::from(&socket.io), &udp_transmit) {
+                if let Err(e) = socket
+                    .state
+                    .send(UdpSockRef::from(&socket.io), &udp_transmit)
+                {
                     // Only "would block" comes back (quinn-udp logs the rest): the
                     // socket's buffer is full; QUIC's loss recovery resends.
                     tracing::trace!("send dropped: {e}");
@@ -466,9 +479,8 @@ impl ClientDriver {
         for _ in 0..RECV_ROUNDS_PER_TURN {
             let socket = &self.sockets[index];
             let mut chunks = self.recv_buf.chunks_mut(slot_bytes);
-            let mut iovs: [IoSliceMut<'_>; RECV_BATCH] = std::array::from_fn(|_| {
-                IoSliceMut::new(chunks.next().unwrap_or_default())
-            });
+            let mut iovs: [IoSliceMut<'_>; RECV_BATCH] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
             let received =
                 socket
                     .state
@@ -581,7 +593,9 @@ impl Slot {
                         self.fail(handle, now, close::PROTOCOL_ERROR, e, out);
                     }
                 }
-                Event::Stream(StreamEvent::Readable { id }) => self.read_control(handle, id, now, out),
+                Event::Stream(StreamEvent::Readable { id }) => {
+                    self.read_control(handle, id, now, out)
+                }
                 Event::DatagramReceived => datagrams = true,
                 Event::ConnectionLost { reason } => {
                     let event = match self.phase {
@@ -616,8 +630,8 @@ impl Slot {
             token,
         };
         let mut frame = [0u8; FRAME_PREFIX_LEN + MAX_MESSAGE_LEN];
-        let len =
-            wire::encode_frame(&hello, &mut frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let len = wire::encode_frame(&hello, &mut frame)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         match self.conn.send_stream(stream).write(&frame[..len]) {
             Ok(written) if written == len => {}
             Ok(_) => {
@@ -694,7 +708,13 @@ impl Slot {
                 if finished || failed.is_some() {
                     let why =
                         failed.unwrap_or_else(|| "the server ended the control stream".into());
-                    self.fail(handle, now, close::PROTOCOL_ERROR, ClientError::Protocol(why), out);
+                    self.fail(
+                        handle,
+                        now,
+                        close::PROTOCOL_ERROR,
+                        ClientError::Protocol(why),
+                        out,
+                    );
                 }
             }
             Answer::Welcome(welcome) => {

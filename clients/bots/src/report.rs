@@ -477,7 +477,8 @@ mod tests {
 
     #[test]
     fn process_cpu_is_read_past_a_command_name_with_spaces_and_parentheses() {
-        let stat = "4242 (tickcast (bots) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 3 0";
+        let stat =
+            "4242 (tickcast (bots) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 3 0";
         assert_eq!(cpu_seconds_from_proc_stat(stat), Some(3.25));
         assert_eq!(cpu_seconds_from_proc_stat("no parenthesis here"), None);
         assert_eq!(cpu_seconds_from_proc_stat("1 (x) S 1 2"), None);
@@ -495,7 +496,10 @@ mod tests {
         assert_eq!(figures.client_ticks, 450.0);
         assert_eq!(figures.cpu_us_per_client_tick, Some(2000.0));
         assert!((figures.cores - 0.09).abs() < 1e-12);
-        assert_eq!(ProcessFigures::new("proto", 1, 1.0, 1.0, &[]).cpu_us_per_client_tick, None);
+        assert_eq!(
+            ProcessFigures::new("proto", 1, 1.0, 1.0, &[]).cpu_us_per_client_tick,
+            None
+        );
     }
 
     fn client(

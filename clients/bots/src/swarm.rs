@@ -322,9 +322,7 @@ pub fn run_swarm(
                     .name(format!("bots-{shard}"))
                     .spawn_scoped(scope, move || match shared.config.driver {
                         BotDriver::Proto => driven::run_shard(shared, bots, start),
-                        BotDriver::QuinnEndpoint => {
-                            quinn_endpoint::run_shard(shared, bots, start)
-                        }
+                        BotDriver::QuinnEndpoint => quinn_endpoint::run_shard(shared, bots, start),
                     })
             })
             .collect();

@@ -115,7 +115,10 @@ pub(super) fn run_shard(
     }
     let counters = shard.driver.counters();
     tracing::debug!(?counters, "shard done");
-    Ok(bots.into_iter().map(|bot| (bot.index, bot.outcome)).collect())
+    Ok(bots
+        .into_iter()
+        .map(|bot| (bot.index, bot.outcome))
+        .collect())
 }
 
 /// A shard's driver and who owns which connection.
@@ -318,7 +321,12 @@ impl DrivenBot {
         now: Instant,
     ) {
         match (&mut self.state, event) {
-            (State::Connecting { began, vanishes, .. }, SessionEvent::Welcomed(welcome)) => {
+            (
+                State::Connecting {
+                    began, vanishes, ..
+                },
+                SessionEvent::Welcomed(welcome),
+            ) => {
                 let (began, vanishes) = (*began, *vanishes);
                 self.admitted(shard, id, *welcome, began, vanishes, now);
             }
@@ -447,7 +455,9 @@ impl DrivenBot {
                 .server_tick
                 .plus((elapsed * tick_rate) as u32)
                 .minus(2);
-            self.outcome.delivery.add_unseen_tail(&delivery, server_tick);
+            self.outcome
+                .delivery
+                .add_unseen_tail(&delivery, server_tick);
         }
         self.outcome.latency.merge(playing.receiver.latency());
         self.outcome.bytes_in += playing.receiver.bytes();

@@ -271,4 +271,3 @@ async fn play(
     outcome.malformed_chunks += receiver.malformed();
     lost
 }
-
