@@ -42,6 +42,7 @@ pub(super) fn run_shard(
             ..EndpointOptions::default()
         },
         sockets: bots.len().div_ceil(config.clients_per_endpoint.max(1)),
+        ..DriverOptions::default()
     };
     let mut shard = Shard {
         shared,
