@@ -161,7 +161,12 @@ mod tests {
         let hashes: Vec<u64> = (0..64u32).map(|id| hashing.hash_one(id)).collect();
         let low: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 63).collect();
         let high: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
-        assert!(low.len() >= 24 && high.len() >= 24, "{} {}", low.len(), high.len());
+        assert!(
+            low.len() >= 24 && high.len() >= 24,
+            "{} {}",
+            low.len(),
+            high.len()
+        );
     }
     use tickcast_shared::chunk::ServerDatagram;
 
