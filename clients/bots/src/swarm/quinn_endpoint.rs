@@ -1,7 +1,6 @@
 //! The swarm on quinn's async endpoint: each shard a current-thread tokio runtime, a
-//! few `quinn::Endpoint`s, and one task per bot. Kept for the A/B against the driver
-//! (`--driver quinn-endpoint`, or the default in a build with the `quinn-endpoint`
-//! feature).
+//! few `quinn::Endpoint`s, and one task per bot. The default driver
+//! (`--driver quinn-endpoint`), and the A/B's baseline against `--driver proto`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
