@@ -207,6 +207,9 @@ pub struct QueueDelayWindow {
     /// When the last cut for a loss was made: losses of packets sent before it belong
     /// to the same event (as in Cubic's recovery).
     recovery_start: Option<Instant>,
+    /// Whether a second witness agrees there is a queue (the owner's smoothed round
+    /// trip, [`QueueDelayWindow::corroborate`]); cuts wait for it. True until told.
+    corroborated: bool,
 }
 
 impl QueueDelayWindow {
@@ -226,7 +229,21 @@ impl QueueDelayWindow {
             hold_cuts_until: 0,
             last_sent: 0,
             recovery_start: None,
+            corroborated: true,
         }
+    }
+
+    /// Tells the window whether another measure agrees the path has a queue. The
+    /// filtered samples carry the peer's acknowledgement delay: a player's ACKs ride on
+    /// its inputs, half a tick after a snapshot, and a lost input moves them a whole tick
+    /// later, so under random loss four samples in a row can read 25 ms of "queue" that
+    /// is only late acknowledgements. Each such cut shrank the window to a few packets,
+    /// and a run of losses then took every acknowledgement in flight and stalled the
+    /// peer for a probe timeout or more (the 20 %-loss socket test: one run in ten had a
+    /// peer stalled over a second). quinn's smoothed round trip has the acknowledgement
+    /// delay taken out; a real bottleneck raises it too.
+    pub fn corroborate(&mut self, queue_seen: bool) {
+        self.corroborated = queue_seen;
     }
 
     /// The window: one packet of the path's size, plus the allowance. quinn sends while
@@ -275,7 +292,7 @@ impl QueueDelayWindow {
             return;
         };
         let queue = self.queue_delay();
-        if queue.is_some_and(|queue| queue > QUEUE_TARGET) {
+        if self.corroborated && queue.is_some_and(|queue| queue > QUEUE_TARGET) {
             // A queue: cut at once, then not again until what is sent after the cut is
             // acknowledged (it is what shows whether the cut was enough).
             if acked >= self.hold_cuts_until {
@@ -295,7 +312,7 @@ impl QueueDelayWindow {
         if self.recovery_start.is_some_and(|start| sent <= start) {
             return;
         }
-        if self.queue_delay().is_some_and(|queue| queue > QUEUE_TARGET) {
+        if self.corroborated && self.queue_delay().is_some_and(|queue| queue > QUEUE_TARGET) {
             self.recovery_start = Some(now);
             self.allowance /= 2;
         }
@@ -409,6 +426,7 @@ impl FlooredController {
     pub fn on_rtt(&mut self, smoothed: Duration, min: Duration) {
         let least = self.delay.base_rtt().unwrap_or(min);
         self.queueing = is_queueing(smoothed, least);
+        self.delay.corroborate(self.queueing);
     }
 
     /// The delay-based window.
