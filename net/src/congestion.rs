@@ -25,8 +25,12 @@
 //! connection also has a delay-based window ([`QueueDelayWindow`]), LEDBAT's idea (RFC
 //! 6817): the queueing delay is the newest round trip (the least of the last few, which
 //! filters out the peer's delayed acknowledgements) less the least round trip of the
-//! path ([`BaseRtt`]). As soon as that is above [`QUEUE_TARGET`], and then once a round
-//! trip while it stays there, the window shrinks by at least a quarter, and by the
+//! path ([`BaseRtt`]). As soon as that is above [`QUEUE_TARGET`] and quinn's smoothed
+//! round trip agrees there is a queue ([`is_queueing`]: it has the peer's ACK delay taken
+//! out, which the raw samples do not — a player's ACKs ride on its inputs, and under
+//! random loss a run of lost inputs reads as queue; cutting on that alone stalled a peer
+//! in one 20 %-loss test run in ten), and then once a round trip while it stays there,
+//! the window shrinks by at least a quarter, and by the
 //! share of the round trip that is queue when that is more (so a deep queue drains in a
 //! round or two); it halves on a loss with a queue. Below the target it grows, by a
 //! quarter a round while the queue is under half the target, else by a sixteenth of a
@@ -669,6 +673,28 @@ mod tests {
         // past a few sixteenths of a packet, up to twice what is used plus a packet.
         rounds(&mut window, now, &mut packet, 2_400, 20, |_| MS(81));
         assert_eq!(window.window(), 1_201 + 2 * 2_400 + 1_200);
+    }
+
+    #[test]
+    fn late_acknowledgements_the_smoothed_round_trip_does_not_confirm_cut_nothing() {
+        let t0 = Instant::now();
+        let mut packet = 0;
+        let mut window = QueueDelayWindow::new(FLOOR_DEFAULT, 1200);
+        let now = rounds(&mut window, t0, &mut packet, 2_400, 10, |_| MS(80));
+        let settled = window.window();
+        // Every sample 60 ms late (a player's ACKs held back by lost inputs) while
+        // quinn's smoothed round trip, its ACK delay taken out, shows no queue.
+        window.corroborate(false);
+        let now = rounds(&mut window, now, &mut packet, 2_400, 10, |_| MS(140));
+        assert_eq!(window.window(), settled);
+        for i in 1..5 {
+            window.on_loss(now + MS(i), now);
+        }
+        assert_eq!(window.window(), settled, "a loss without a confirmed queue");
+        // The same samples with the smoothed round trip agreeing: a queue, cut.
+        window.corroborate(true);
+        rounds(&mut window, now, &mut packet, 2_400, 4, |_| MS(140));
+        assert!(window.window() < settled, "{}", window.window());
     }
 
     #[test]
