@@ -33,11 +33,11 @@ mod quinn_endpoint;
 pub enum BotDriver {
     /// One thread, a few UDP sockets and a sans-IO `quinn_proto` endpoint for all its
     /// bots ([`tickcast_clients::driver::ClientDriver`]); each bot a state machine, no
-    /// task per bot. The default only in a build with the `proto-driver` feature until
-    /// the 20 % loss socket test passes with it every time (`docs/CLIENTS.md`).
+    /// task per bot. The default (the `proto-driver` feature, on by default).
     Proto,
     /// quinn's async endpoint on a current-thread tokio runtime, one task per bot: the
-    /// driver before issue #15. The default, and the A/B's baseline.
+    /// driver before issue #15, and the A/B's baseline (the default of a build without
+    /// the `proto-driver` feature).
     QuinnEndpoint,
 }
 
@@ -173,8 +173,8 @@ pub struct SwarmConfig {
     /// Threads the bots run on, each with its own driver (or runtime) and sockets.
     /// Default 2: this project's machines have two cores.
     pub threads: usize,
-    /// What carries the bots. Default [`BotDriver::QuinnEndpoint`] ([`BotDriver::Proto`]
-    /// in a build with the `proto-driver` feature).
+    /// What carries the bots. Default [`BotDriver::Proto`] ([`BotDriver::QuinnEndpoint`]
+    /// in a build without the `proto-driver` feature).
     pub driver: BotDriver,
 }
 

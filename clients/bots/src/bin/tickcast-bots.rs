@@ -60,9 +60,9 @@ struct Args {
     /// Threads the bots run on, each with its own driver and sockets.
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// What carries the bots: quinn-endpoint (quinn's async endpoint, a tokio task per
-    /// bot; the default) or proto (one sans-IO quinn-proto driver per thread; the
-    /// default of a build with the `proto-driver` feature).
+    /// What carries the bots: proto (one sans-IO quinn-proto driver per thread; the
+    /// default) or quinn-endpoint (quinn's async endpoint, a tokio task per bot; the
+    /// default of a build without the `proto-driver` feature).
     #[arg(long, default_value_t = BotDriver::default().name().to_string())]
     driver: String,
     /// Datagrams per second a `slow` bot reads at most.
