@@ -133,17 +133,10 @@ impl Families {
         label: &str,
         values: impl IntoIterator<Item = (&'a str, u64)>,
     ) {
-        let metrics = values
+        let values = values
             .into_iter()
-            .map(|(value, count)| {
-                let mut counter = Counter::default();
-                counter.set_value(count as f64);
-                let mut metric = labelled(&[(label, value)]);
-                metric.set_counter(counter);
-                metric
-            })
-            .collect();
-        self.family(name, help, MetricType::COUNTER, metrics);
+            .map(|(value, count)| (value, count as f64));
+        self.family_by(name, help, MetricType::COUNTER, label, values);
     }
 
     /// A gauge with one label, one series per `(label value, value)`.
@@ -154,17 +147,35 @@ impl Families {
         label: &str,
         values: impl IntoIterator<Item = (&'a str, f64)>,
     ) {
+        self.family_by(name, help, MetricType::GAUGE, label, values);
+    }
+
+    /// A counter or gauge family with one label, one series per `(label value, value)`.
+    fn family_by<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        label: &str,
+        values: impl IntoIterator<Item = (&'a str, f64)>,
+    ) {
         let metrics = values
             .into_iter()
             .map(|(value, level)| {
-                let mut gauge = Gauge::default();
-                gauge.set_value(level);
                 let mut metric = labelled(&[(label, value)]);
-                metric.set_gauge(gauge);
+                if kind == MetricType::COUNTER {
+                    let mut counter = Counter::default();
+                    counter.set_value(level);
+                    metric.set_counter(counter);
+                } else {
+                    let mut gauge = Gauge::default();
+                    gauge.set_value(level);
+                    metric.set_gauge(gauge);
+                }
                 metric
             })
             .collect();
-        self.family(name, help, MetricType::GAUGE, metrics);
+        self.family(name, help, kind, metrics);
     }
 
     fn gauge(&mut self, name: &str, help: &str, value: f64) {
