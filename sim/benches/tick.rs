@@ -100,7 +100,7 @@ fn whole_tick_recorded(bencher: Bencher, npcs: u32) {
             config: sim.config().clone(),
             build_id: "bench".into(),
             keyframe_interval: 300,
-            schema: tickcast_sim::game::arena_schema().unwrap(),
+            schema: tickcast_sim::arena::arena_schema().unwrap(),
         },
     )
     .expect("temporary recording");
@@ -117,7 +117,7 @@ fn snapshot_only(bencher: Bencher, npcs: u32) {
     let entities = sim.snapshot_entities();
     let mut schedule = Schedule::default();
     schedule.set_executor(SingleThreadedExecutor::new());
-    schedule.add_systems(build_snapshot);
+    schedule.add_systems(build_snapshot::<tickcast_sim::arena::Arena>);
     let world = sim.world_mut();
     bencher
         .counter(divan::counter::ItemsCount::new(entities))

@@ -951,7 +951,7 @@ mod tests {
             },
             build_id: "tickcast-sim test".into(),
             keyframe_interval: 10,
-            schema: crate::game::arena_schema().unwrap(),
+            schema: crate::arena::arena_schema().unwrap(),
         }
     }
 

@@ -5,11 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
-use crate::game::{ARENA_GAME, ARENA_GAME_VERSION};
+use crate::engine::Game;
 use crate::record::{Frame, Recording};
 use crate::{Sim, SimConfig};
 use tickcast_shared::Tick;
-use tickcast_shared::chunk::{EntityRecord, parse_chunk, tick_frames};
+use tickcast_shared::chunk::{CHUNK_HEADER_LEN, SNAPSHOT_CHUNK_KIND, tick_frames};
+use tickcast_shared::schema::Schema;
 
 /// Summary of a recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,15 +67,45 @@ pub fn info(recording: &Recording) -> Info {
     }
 }
 
+/// One entity's record as a snapshot carried it: read through the game's schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    /// The entity.
+    pub net_id: u32,
+    /// Its kind byte.
+    pub kind: u8,
+    /// The record's bytes, prefix included (`Schema::records` reads its fields).
+    pub bytes: Vec<u8>,
+}
+
+impl RawRecord {
+    /// The record's fields as `name=value` in game units, read with `schema`.
+    pub fn describe(&self, schema: &Schema) -> String {
+        match schema.records(&self.bytes).next() {
+            Some(Ok(view)) => {
+                let fields: Vec<String> = view
+                    .kind()
+                    .fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| format!("{}={}", f.name, view.value(i)))
+                    .collect();
+                format!("{} {}", view.kind().name, fields.join(" "))
+            }
+            _ => format!("kind {} ({} bytes)", self.kind, self.bytes.len()),
+        }
+    }
+}
+
 /// An entity that differs between the recording's keyframe and the re-simulation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntityDifference {
     /// The entity.
     pub net_id: u32,
     /// As recorded (None: absent from the recording).
-    pub recorded: Option<EntityRecord>,
+    pub recorded: Option<RawRecord>,
     /// As re-simulated (None: absent from the re-simulation).
-    pub replayed: Option<EntityRecord>,
+    pub replayed: Option<RawRecord>,
 }
 
 /// What `verify` found.
@@ -103,25 +134,40 @@ impl Verification {
     }
 }
 
-fn records_of(buffer: &[u8]) -> BTreeMap<u32, EntityRecord> {
+/// Every record of a tick buffer, by net id, read with `schema`.
+pub fn records_of(schema: &Schema, buffer: &[u8]) -> BTreeMap<u32, RawRecord> {
     let mut out = BTreeMap::new();
     for range in tick_frames(buffer) {
-        if let Ok(chunk) = parse_chunk(&buffer[range]) {
-            out.extend(chunk.records().map(|r| (r.net_id, r)));
+        let frame = &buffer[range];
+        if frame.first() != Some(&SNAPSHOT_CHUNK_KIND) || frame.len() < CHUNK_HEADER_LEN {
+            continue;
+        }
+        for view in schema
+            .records(&frame[CHUNK_HEADER_LEN..])
+            .map_while(Result::ok)
+        {
+            out.insert(
+                view.net_id(),
+                RawRecord {
+                    net_id: view.net_id(),
+                    kind: view.kind().kind,
+                    bytes: view.bytes().to_vec(),
+                },
+            );
         }
     }
     out
 }
 
-fn differences(recorded: &[u8], replayed: &[u8]) -> Vec<EntityDifference> {
-    let recorded = records_of(recorded);
-    let replayed = records_of(replayed);
+fn differences(schema: &Schema, recorded: &[u8], replayed: &[u8]) -> Vec<EntityDifference> {
+    let recorded = records_of(schema, recorded);
+    let replayed = records_of(schema, replayed);
     let ids: BTreeSet<u32> = recorded.keys().chain(replayed.keys()).copied().collect();
     ids.into_iter()
         .filter_map(|net_id| {
             let (a, b) = (
-                recorded.get(&net_id).copied(),
-                replayed.get(&net_id).copied(),
+                recorded.get(&net_id).cloned(),
+                replayed.get(&net_id).cloned(),
             );
             (a != b).then_some(EntityDifference {
                 net_id,
@@ -145,23 +191,34 @@ pub struct OtherGame {
     /// Its version.
     pub recorded_version: u16,
     /// The game this build simulates.
-    pub expected_game: &'static str,
+    pub expected_game: String,
     /// Its version.
     pub expected_version: u16,
 }
 
-/// Checks that this build's game recorded `recording`.
-pub fn check_game(recording: &Recording) -> Result<(), OtherGame> {
+/// Checks that the game whose schema is `expected` recorded `recording`.
+pub fn check_game(expected: &Schema, recording: &Recording) -> Result<(), OtherGame> {
     let schema = &recording.header.schema;
-    if schema.game() == ARENA_GAME && schema.game_version() == ARENA_GAME_VERSION {
+    if schema.game() == expected.game() && schema.game_version() == expected.game_version() {
         return Ok(());
     }
     Err(OtherGame {
         recorded_game: schema.game().to_owned(),
         recorded_version: schema.game_version(),
-        expected_game: ARENA_GAME,
-        expected_version: ARENA_GAME_VERSION,
+        expected_game: expected.game().to_owned(),
+        expected_version: expected.game_version(),
     })
+}
+
+/// `game`'s world built from `config`, after checking that `game` recorded `recording`.
+fn replay_world<G: Game>(
+    game: G,
+    recording: &Recording,
+    config: SimConfig,
+) -> Result<Sim, VerifyError> {
+    let sim = Sim::with_game(config, game)?;
+    check_game(sim.schema(), recording)?;
+    Ok(sim)
 }
 
 /// Why [`verify`] could not start.
@@ -175,17 +232,18 @@ pub enum VerifyError {
     OtherGame(#[from] OtherGame),
 }
 
-/// Re-simulates the recording from its header (or from `config`, to test a rule
-/// change against it) through the same `Sim` API the server runs, comparing every
-/// tick's state hash. `progress` is called with (ticks done, ticks total).
-pub fn verify(
+/// Re-simulates the recording with `game`'s rules from its header (or from `config`, to
+/// test a rule change against it) through the same `Sim` API the server runs, comparing
+/// every tick's state hash. `progress` is called with (ticks done, ticks total).
+pub fn verify<G: Game>(
+    game: G,
     recording: &Recording,
     config: Option<SimConfig>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Verification, VerifyError> {
-    check_game(recording)?;
     let config = config.unwrap_or_else(|| recording.header.config.clone());
-    let mut sim = Sim::new(config)?;
+    let mut sim = replay_world(game, recording, config)?;
+    let schema = sim.schema().clone();
     let total = recording.ticks().count() as u64;
     let mut result = Verification::default();
     let mut last_snapshot: Option<(Tick, bytes::Bytes)> = None;
@@ -220,7 +278,8 @@ pub fn verify(
                     && let Some((snapshot_tick, replayed)) = &last_snapshot
                     && snapshot_tick == tick
                 {
-                    result.differing_entities = Some((*tick, differences(buffer, replayed)));
+                    result.differing_entities =
+                        Some((*tick, differences(&schema, buffer, replayed)));
                 }
             }
             Frame::Header(_) | Frame::Index(_) => {}
@@ -259,13 +318,18 @@ pub enum EntitiesAtError {
     NotRecorded(Tick),
 }
 
-/// Re-simulates up to and including `tick`; returns the world's entities then, by id.
-pub fn entities_at(
+/// Re-simulates up to and including `tick` with `game`'s rules; returns the world's
+/// entities then, by id.
+pub fn entities_at<G: Game>(
+    game: G,
     recording: &Recording,
     tick: Tick,
-) -> Result<BTreeMap<u32, EntityRecord>, EntitiesAtError> {
-    check_game(recording)?;
-    let mut sim = Sim::new(recording.header.config.clone())?;
+) -> Result<BTreeMap<u32, RawRecord>, EntitiesAtError> {
+    let mut sim =
+        replay_world(game, recording, recording.header.config.clone()).map_err(|e| match e {
+            VerifyError::Config(e) => EntitiesAtError::Config(e),
+            VerifyError::OtherGame(e) => EntitiesAtError::OtherGame(e),
+        })?;
     for frame in recording.ticks() {
         if frame.tick != sim.tick() {
             return Err(EntitiesAtError::Unreachable {
@@ -281,7 +345,7 @@ pub fn entities_at(
         if frame.tick == tick {
             return sim
                 .take_snapshot()
-                .map(|snapshot| records_of(&snapshot.bytes))
+                .map(|snapshot| records_of(sim.schema(), &snapshot.bytes))
                 .ok_or(EntitiesAtError::NoSnapshot(tick));
         }
     }

@@ -12,15 +12,15 @@ use bevy_ecs::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tickcast_shared::Tick;
 use tickcast_shared::chunk::{
-    CHUNK_HEADER_LEN, ChunkHeader, DirectoryHeader, ENTITY_RECORD_LEN, EntityRecord, KIND_PLAYER,
-    TICK_FRAME_PREFIX_LEN, directory_len, records_per_chunk, write_directory, write_header,
-    write_record,
+    CHUNK_HEADER_LEN, ChunkHeader, DirectoryHeader, TICK_FRAME_PREFIX_LEN, directory_len,
+    write_directory, write_header,
 };
 use tickcast_shared::index::TickIndex;
+use tickcast_shared::schema::RECORD_PREFIX_LEN;
 
 use crate::config::SimConfig;
-use crate::game::{
-    CurrentTick, Heading, Health, Kind, NetId, Player, Position, Projectile, Settings, SimCounters,
+use crate::engine::{
+    Controlled, CurrentTick, Game, NetId, RecordLayouts, RecordWriter, Settings, SimCounters,
 };
 use crate::rng::SimRng;
 
@@ -156,17 +156,26 @@ pub struct Snapshot {
     pub index: Arc<TickIndex>,
 }
 
-/// One entity, ready to sort and encode.
+/// One entity, ready to sort and encode: its sort key and where its record's bytes are.
 #[derive(Debug, Clone, Copy, Default)]
 struct Row {
     /// `cell << 32 | net_id`: the encoding order.
     key: u64,
-    record: EntityRecord,
+    /// Offset of the record in the tick's record bytes.
+    at: u32,
+    /// Record length, prefix included.
+    len: u8,
+    /// Whether a client controls the entity (its cell goes in the tick index).
+    controlled: bool,
 }
 
 impl Row {
     fn cell(&self) -> u16 {
         (self.key >> 32) as u16
+    }
+
+    fn net_id(&self) -> u32 {
+        self.key as u32
     }
 }
 
@@ -178,6 +187,8 @@ pub struct SnapshotState {
     /// Rows in query order, then (in `sorted`) in encoding order.
     rows: Vec<Row>,
     sorted: Vec<Row>,
+    /// The records' bytes, written by the game in query order.
+    records: Vec<u8>,
     /// Per cell: rows in it, then (after the prefix sum) where its rows start.
     cell_starts: Vec<u32>,
     /// The server's clock for this tick's chunk headers, set by the loop before `step`.
@@ -193,18 +204,22 @@ pub struct SnapshotState {
 }
 
 impl SnapshotState {
-    /// State sized for `config`.
-    pub fn new(config: &SimConfig) -> Self {
+    /// State sized for `config` and records of at most `record_len` bytes.
+    pub fn new(config: &SimConfig, record_len: usize) -> Self {
         let expected = if config.expected_entities > 0 {
             config.expected_entities
         } else {
             config.npcs as usize + 256
         };
         Self {
-            pool: SnapshotPool::new(config.snapshot_buffers, tick_buffer_len(expected, config)),
+            pool: SnapshotPool::new(
+                config.snapshot_buffers,
+                tick_buffer_len(expected, config, record_len),
+            ),
             indexes: IndexPool::new(config.snapshot_buffers),
             rows: Vec::with_capacity(expected),
             sorted: Vec::with_capacity(expected),
+            records: Vec::with_capacity(expected * record_len),
             cell_starts: Vec::with_capacity(config.cells() + 1),
             server_time_us: 0,
             hash: 0,
@@ -215,48 +230,27 @@ impl SnapshotState {
     }
 }
 
-/// An upper bound of the tick buffer for `entities` entities in `config`'s grid: the
-/// directory, then at most one partly filled chunk per occupied cell plus the full ones.
-pub fn tick_buffer_len(entities: usize, config: &SimConfig) -> usize {
-    let per_chunk = records_per_chunk(config.chunk_payload).max(1);
+/// An upper bound of the tick buffer for `entities` entities of at most `record_len`
+/// bytes in `config`'s grid: the directory, then at most one partly filled chunk per
+/// occupied cell plus the full ones.
+pub fn tick_buffer_len(entities: usize, config: &SimConfig, record_len: usize) -> usize {
+    let per_chunk = records_per_chunk(config.chunk_payload, record_len);
     let chunks = entities.div_ceil(per_chunk) + entities.min(config.cells());
     TICK_FRAME_PREFIX_LEN
         + directory_len(config.cells())
         + chunks * (TICK_FRAME_PREFIX_LEN + CHUNK_HEADER_LEN)
-        + entities * ENTITY_RECORD_LEN
+        + entities * record_len
 }
 
-/// Quantizes one entity into its snapshot record.
-pub fn record_of(
-    id: NetId,
-    kind: Kind,
-    position: Position,
-    heading: Heading,
-    health: Health,
-    player: Option<&Player>,
-    projectile: Option<&Projectile>,
-) -> EntityRecord {
-    EntityRecord {
-        net_id: id.0,
-        kind: kind.0,
-        health: health.0,
-        // Positions are kept in 1/64 units and the arena is under 1024 units, so this is
-        // exact, not a rounding.
-        x: position.x.clamp(0, i32::from(u16::MAX)) as u16,
-        y: position.y.clamp(0, i32::from(u16::MAX)) as u16,
-        angle: heading.0,
-        aux: match (player, projectile) {
-            (Some(player), _) => player.score,
-            // The low 16 bits of the shooter's id: enough for a client to tell its own.
-            (None, Some(projectile)) => projectile.owner.0 as u16,
-            (None, None) => 0,
-        },
-    }
+/// Whole records of `record_len` bytes a chunk of at most `payload` bytes holds (at
+/// least 1: the engine refuses a payload too small for its game's longest record).
+pub fn records_per_chunk(payload: usize, record_len: usize) -> usize {
+    (payload.saturating_sub(CHUNK_HEADER_LEN) / record_len.max(1)).max(1)
 }
 
 /// Hashes the tick, the RNG and every record in encoding order. 64-bit multiply-xor
-/// mixing: fast, and any divergence in one field changes the result.
-fn state_hash(tick: u32, rng: u64, rows: &[Row]) -> u64 {
+/// mixing: fast, and any divergence in one byte changes the result.
+fn state_hash(tick: u32, rng: u64, rows: &[Row], records: &[u8]) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     let mut mix = |word: u64| {
         hash = (hash ^ word).wrapping_mul(0x0000_0100_0000_01b3);
@@ -265,65 +259,81 @@ fn state_hash(tick: u32, rng: u64, rows: &[Row]) -> u64 {
     mix(u64::from(tick));
     mix(rng);
     for row in rows {
-        let r = &row.record;
         mix(row.key);
-        mix(u64::from(r.x)
-            | u64::from(r.y) << 16
-            | u64::from(r.angle) << 32
-            | u64::from(r.aux) << 48);
-        mix(u64::from(r.kind) | u64::from(r.health) << 8);
+        // The record's bytes in 8-byte words, the tail padded with zeros and its length.
+        let record = &records[row.at as usize..row.at as usize + usize::from(row.len)];
+        let mut words = record.chunks_exact(8);
+        for word in words.by_ref() {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(word);
+            mix(u64::from_le_bytes(le));
+        }
+        let tail = words.remainder();
+        let mut le = [0u8; 8];
+        le[..tail.len()].copy_from_slice(tail);
+        mix(u64::from_le_bytes(le) ^ (tail.len() as u64) << 59);
     }
     hash
 }
 
-/// Sorts the world into rows, hashes it, and encodes the tick buffer.
-#[allow(clippy::type_complexity)]
-pub fn build_snapshot(
+/// Sorts the world into rows, hashes it, and encodes the tick buffer: `G`'s record
+/// writer, monomorphised, writes each entity's fields.
+#[allow(clippy::too_many_arguments)]
+pub fn build_snapshot<G: Game>(
     settings: Res<Settings>,
+    layouts: Res<RecordLayouts>,
     tick: Res<CurrentTick>,
     rng: Res<SimRng>,
     mut counters: ResMut<SimCounters>,
     mut state: ResMut<SnapshotState>,
-    entities: Query<(
-        &NetId,
-        &Kind,
-        &Position,
-        &Heading,
-        &Health,
-        Option<&Player>,
-        Option<&Projectile>,
-    )>,
+    entities: Query<(&NetId, Has<Controlled>, G::Replicated)>,
 ) {
     let config = &settings.0;
     let state = &mut *state;
-    let columns = config.cell_columns() as u64;
-    let cell_side = i32::from(config.cell_size) * tickcast_shared::chunk::POSITION_SCALE as i32;
+    let columns = config.cell_columns() as i32;
+    let (max_column, max_row) = (columns - 1, config.cell_rows() as i32 - 1);
+    let cell_size = i32::from(config.cell_size);
     state.rows.clear();
-    state.rows.extend(entities.iter().map(
-        |(id, kind, position, heading, health, player, projectile)| {
-            let cell = (position.y / cell_side) as u64 * columns + (position.x / cell_side) as u64;
-            Row {
-                key: cell << 32 | u64::from(id.0),
-                record: record_of(*id, *kind, *position, *heading, *health, player, projectile),
-            }
-        },
-    ));
+    state.records.clear();
+    for (id, controlled, item) in &entities {
+        let at = state.records.len();
+        state.records.extend_from_slice(&[0; RECORD_PREFIX_LEN]);
+        let placed = G::write_record(item, &mut RecordWriter::new(&mut state.records));
+        let len = state.records.len() - at;
+        if len != layouts.len(placed.kind) {
+            state.records.truncate(at);
+            counters.records_malformed += 1;
+            continue;
+        }
+        state.records[at..at + 4].copy_from_slice(&id.0.to_le_bytes());
+        state.records[at + 4] = placed.kind;
+        let side = cell_size * layouts.scale(placed.kind);
+        let column = (placed.x / side).clamp(0, max_column);
+        let row = (placed.y / side).clamp(0, max_row);
+        let cell = (row * columns + column) as u64;
+        state.rows.push(Row {
+            key: cell << 32 | u64::from(id.0),
+            at: at as u32,
+            len: len as u8,
+            controlled,
+        });
+    }
     sort_by_cell_then_id(
         &state.rows,
         &mut state.sorted,
         &mut state.cell_starts,
         config.cells(),
     );
-    state.hash = state_hash(tick.0.get(), rng.state(), &state.sorted);
+    state.hash = state_hash(tick.0.get(), rng.state(), &state.sorted, &state.records);
     state.entities = state.sorted.len();
 
     let grid = Grid {
         columns: config.cell_columns() as u16,
         rows: config.cell_rows() as u16,
-        per_chunk: records_per_chunk(config.chunk_payload).max(1),
+        payload: config.chunk_payload,
     };
-    let chunk_count = count_chunks(&state.cell_starts, grid.per_chunk);
-    let needed = encoded_len(&grid, chunk_count, state.sorted.len());
+    let (chunk_count, record_bytes) = count_chunks(&grid, &state.sorted, &state.cell_starts);
+    let needed = encoded_len(&grid, chunk_count, record_bytes);
     let buffer = match state.pool.acquire(needed) {
         Acquired::Free(buffer) => buffer,
         Acquired::Grown(buffer) => {
@@ -339,13 +349,18 @@ pub fn build_snapshot(
     if replaced {
         counters.snapshot_buffers_detached += 1;
     }
+    let tick_rows = TickRows {
+        rows: &state.sorted,
+        records: &state.records,
+        cell_starts: &state.cell_starts,
+    };
     encode_tick(
         buffer,
         index,
         &grid,
-        &state.sorted,
-        &state.cell_starts,
+        &tick_rows,
         chunk_count,
+        record_bytes,
         tick.0,
         state.server_time_us,
     );
@@ -395,12 +410,13 @@ fn sort_by_cell_then_id(
     }
 }
 
-/// The grid's shape and the chunk capacity, as the encoder needs them.
+/// The grid's shape and the chunk limit, as the encoder needs them.
 #[derive(Debug, Clone, Copy)]
 struct Grid {
     columns: u16,
     rows: u16,
-    per_chunk: usize,
+    /// The largest chunk, header included.
+    payload: usize,
 }
 
 impl Grid {
@@ -409,42 +425,79 @@ impl Grid {
     }
 }
 
-/// Chunks needed: each non-empty cell takes `ceil(rows / per_chunk)` chunks; an empty
-/// cell takes none (the directory says it is empty).
-fn count_chunks(cell_starts: &[u32], per_chunk: usize) -> usize {
-    cell_starts
+/// A tick's rows in encoding order, their record bytes, and each cell's start.
+#[derive(Debug, Clone, Copy)]
+struct TickRows<'a> {
+    rows: &'a [Row],
+    records: &'a [u8],
+    cell_starts: &'a [u32],
+}
+
+impl TickRows<'_> {
+    fn cell(&self, cell: usize) -> &[Row] {
+        &self.rows[self.cell_starts[cell] as usize..self.cell_starts[cell + 1] as usize]
+    }
+}
+
+/// Splits one cell's rows into chunks: each chunk takes records in order while the
+/// header and its records fit `payload` (always at least one record). Calls `chunk`
+/// with each chunk's rows; returns how many chunks there were.
+fn split_cell(rows: &[Row], payload: usize, mut chunk: impl FnMut(&[Row])) -> usize {
+    let (mut start, mut bytes, mut count) = (0, CHUNK_HEADER_LEN, 0);
+    for (i, row) in rows.iter().enumerate() {
+        let len = usize::from(row.len);
+        if i > start && bytes + len > payload {
+            chunk(&rows[start..i]);
+            count += 1;
+            (start, bytes) = (i, CHUNK_HEADER_LEN);
+        }
+        bytes += len;
+    }
+    if start < rows.len() {
+        chunk(&rows[start..]);
+        count += 1;
+    }
+    count
+}
+
+/// Chunks needed and the records' bytes: each non-empty cell takes the chunks
+/// [`split_cell`] cuts; an empty cell takes none (the directory says it is empty).
+fn count_chunks(grid: &Grid, rows: &[Row], cell_starts: &[u32]) -> (usize, usize) {
+    let chunks = cell_starts
         .windows(2)
-        .map(|w| ((w[1] - w[0]) as usize).div_ceil(per_chunk))
-        .sum()
+        .map(|w| split_cell(&rows[w[0] as usize..w[1] as usize], grid.payload, |_| {}))
+        .sum();
+    let bytes = rows.iter().map(|row| usize::from(row.len)).sum();
+    (chunks, bytes)
 }
 
 /// Bytes of a tick buffer: the directory frame, then the chunk frames.
-fn encoded_len(grid: &Grid, chunk_count: usize, records: usize) -> usize {
+fn encoded_len(grid: &Grid, chunk_count: usize, record_bytes: usize) -> usize {
     TICK_FRAME_PREFIX_LEN
         + directory_len(grid.cells())
         + chunk_count * (TICK_FRAME_PREFIX_LEN + CHUNK_HEADER_LEN)
-        + records * ENTITY_RECORD_LEN
+        + record_bytes
 }
 
-/// Writes the tick buffer: the directory, then each occupied cell's chunks in cell order
-/// (`rows` sorted by cell, `cell_starts` their per-cell offsets); and its index, as the
-/// bytes are laid out.
+/// Writes the tick buffer: the directory, then each occupied cell's chunks in cell order;
+/// and its index, as the bytes are laid out.
 #[allow(clippy::too_many_arguments)]
 fn encode_tick(
     buffer: &mut BytesMut,
     index: &mut TickIndex,
     grid: &Grid,
-    rows: &[Row],
-    cell_starts: &[u32],
+    tick_rows: &TickRows<'_>,
     chunk_count: usize,
+    record_bytes: usize,
     tick: Tick,
     server_time_us: u32,
 ) {
-    let total = encoded_len(grid, chunk_count, rows.len());
+    let total = encoded_len(grid, chunk_count, record_bytes);
     // The pool guaranteed the capacity; resizing only writes zeros, it never allocates.
     buffer.resize(total, 0);
     let out = &mut buffer[..];
     index.clear(grid.columns, grid.rows);
+    let cell_starts = tick_rows.cell_starts;
     let occupied = |cell: usize| cell_starts[cell + 1] > cell_starts[cell];
     let directory = directory_len(grid.cells());
     out[..TICK_FRAME_PREFIX_LEN].copy_from_slice(&(directory as u16).to_le_bytes());
@@ -462,17 +515,19 @@ fn encode_tick(
     );
     at += directory;
     for cell in (0..grid.cells()).filter(|&cell| occupied(cell)) {
-        let cell_rows = &rows[cell_starts[cell] as usize..cell_starts[cell + 1] as usize];
-        let chunks_in_cell = cell_rows.len().div_ceil(grid.per_chunk) as u16;
+        let cell_rows = tick_rows.cell(cell);
+        let chunks_in_cell = split_cell(cell_rows, grid.payload, |_| {}) as u16;
         index.begin_cell(cell as u16);
-        for (position, chunk_rows) in cell_rows.chunks(grid.per_chunk).enumerate() {
-            let len = CHUNK_HEADER_LEN + chunk_rows.len() * ENTITY_RECORD_LEN;
+        let mut position = 0u16;
+        split_cell(cell_rows, grid.payload, |chunk_rows| {
+            let body: usize = chunk_rows.iter().map(|row| usize::from(row.len)).sum();
+            let len = CHUNK_HEADER_LEN + body;
             out[at..at + TICK_FRAME_PREFIX_LEN].copy_from_slice(&(len as u16).to_le_bytes());
             at += TICK_FRAME_PREFIX_LEN;
             index.push_frame(at..at + len);
             let header = ChunkHeader {
                 tick,
-                index_in_cell: position as u16,
+                index_in_cell: position,
                 chunks_in_cell,
                 cell: cell as u16,
                 record_count: chunk_rows.len() as u16,
@@ -486,18 +541,15 @@ fn encode_tick(
             }
             at += CHUNK_HEADER_LEN;
             for row in chunk_rows {
-                if row.record.kind == KIND_PLAYER {
-                    index.push_player(row.record.net_id, cell as u16);
+                if row.controlled {
+                    index.push_player(row.net_id(), cell as u16);
                 }
-                if let Some(slot) = out
-                    .get_mut(at..at + ENTITY_RECORD_LEN)
-                    .and_then(|s| s.try_into().ok())
-                {
-                    write_record(&row.record, slot);
-                }
-                at += ENTITY_RECORD_LEN;
+                let (from, len) = (row.at as usize, usize::from(row.len));
+                out[at..at + len].copy_from_slice(&tick_rows.records[from..from + len]);
+                at += len;
             }
-        }
+            position += 1;
+        });
     }
     index.finish();
     buffer.truncate(at);
@@ -506,21 +558,29 @@ fn encode_tick(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickcast_shared::chunk::{parse_chunk, parse_directory, tick_frames};
+    use tickcast_shared::chunk::{KIND_PLAYER, parse_chunk, parse_directory, tick_frames};
 
-    fn rows(cells_and_ids: &[(u16, u32)]) -> Vec<Row> {
-        cells_and_ids
+    /// Rows of 14-byte records (net id, kind 1 for every third entity and 2 otherwise,
+    /// then zeros), and their bytes.
+    fn rows(cells_and_ids: &[(u16, u32)]) -> (Vec<Row>, Vec<u8>) {
+        let mut records = Vec::new();
+        let rows = cells_and_ids
             .iter()
-            .map(|&(cell, id)| Row {
-                key: u64::from(cell) << 32 | u64::from(id),
-                record: EntityRecord {
-                    net_id: id,
-                    // Every third entity a player, for the index's player cells.
-                    kind: if id % 3 == 0 { KIND_PLAYER } else { 2 },
-                    ..Default::default()
-                },
+            .map(|&(cell, id)| {
+                let at = records.len() as u32;
+                records.extend_from_slice(&id.to_le_bytes());
+                // Every third entity a player, for the index's player cells.
+                records.push(if id % 3 == 0 { KIND_PLAYER } else { 2 });
+                records.extend_from_slice(&[0; 9]);
+                Row {
+                    key: u64::from(cell) << 32 | u64::from(id),
+                    at,
+                    len: 14,
+                    controlled: id % 3 == 0,
+                }
             })
-            .collect()
+            .collect();
+        (rows, records)
     }
 
     /// Encodes `rows` (already in cell order) on a `columns × rows` grid and returns the
@@ -530,24 +590,29 @@ mod tests {
         cells_and_ids: &[(u16, u32)],
         grid: Grid,
     ) -> (Vec<u16>, Vec<(u16, u16, u16, Vec<u32>)>) {
-        let rows = rows(cells_and_ids);
+        let (rows, records) = rows(cells_and_ids);
         let mut sorted = Vec::new();
         let mut starts = Vec::new();
         sort_by_cell_then_id(&rows, &mut sorted, &mut starts, grid.cells());
-        let count = count_chunks(&starts, grid.per_chunk);
+        let (count, record_bytes) = count_chunks(&grid, &sorted, &starts);
         let mut buffer = BytesMut::with_capacity(4096);
         let mut index = TickIndex::default();
+        let tick_rows = TickRows {
+            rows: &sorted,
+            records: &records,
+            cell_starts: &starts,
+        };
         encode_tick(
             &mut buffer,
             &mut index,
             &grid,
-            &sorted,
-            &starts,
+            &tick_rows,
             count,
+            record_bytes,
             Tick::new(9),
             77,
         );
-        assert_eq!(buffer.len(), encoded_len(&grid, count, rows.len()));
+        assert_eq!(buffer.len(), encoded_len(&grid, count, record_bytes));
         let bytes = buffer.freeze();
         // The index the encoder wrote is the one a parser finds: the fan-out may trust it.
         assert_eq!(index, TickIndex::of_buffer(&bytes));
@@ -572,6 +637,15 @@ mod tests {
         (occupied, chunks)
     }
 
+    /// A grid whose chunks hold `per_chunk` 14-byte records.
+    fn grid(columns: u16, rows: u16, per_chunk: usize) -> Grid {
+        Grid {
+            columns,
+            rows,
+            payload: CHUNK_HEADER_LEN + per_chunk * 14,
+        }
+    }
+
     proptest::proptest! {
         /// Whatever the world, the index the encoder publishes is the one a parser of its
         /// bytes finds (`encode` asserts it), so the fan-out can trust it unparsed.
@@ -581,7 +655,7 @@ mod tests {
             cells in proptest::collection::vec(0u16..12, 200),
             per_chunk in 1usize..6,
         ) {
-            let grid = Grid { columns: 4, rows: 3, per_chunk };
+            let grid = grid(4, 3, per_chunk);
             let mut rows: Vec<(u16, u32)> =
                 entities.iter().zip(&cells).map(|(&id, &cell)| (cell, id)).collect();
             rows.sort_unstable();
@@ -591,11 +665,7 @@ mod tests {
 
     #[test]
     fn chunks_split_at_cells_and_at_the_record_limit() {
-        let grid = Grid {
-            columns: 2,
-            rows: 2,
-            per_chunk: 2,
-        };
+        let grid = grid(2, 2, 2);
         let (occupied, chunks) = encode(&[(0, 1), (0, 2), (0, 3), (1, 4), (3, 5), (3, 6)], grid);
         assert_eq!(occupied, vec![0, 1, 3], "cell 2 is empty");
         assert_eq!(
@@ -611,22 +681,18 @@ mod tests {
 
     #[test]
     fn an_empty_world_is_a_directory_alone() {
-        let grid = Grid {
-            columns: 3,
-            rows: 3,
-            per_chunk: 80,
-        };
+        let grid = grid(3, 3, 80);
         let (occupied, chunks) = encode(&[], grid);
         assert!(occupied.is_empty() && chunks.is_empty());
     }
 
     #[test]
     fn rows_sort_by_cell_then_id_whatever_their_order() {
-        let unordered = rows(&[(2, 9), (0, 5), (1, 4), (0, 1), (2, 3), (0, 2)]);
+        let (unordered, _) = rows(&[(2, 9), (0, 5), (1, 4), (0, 1), (2, 3), (0, 2)]);
         let mut sorted = Vec::new();
         let mut starts = Vec::new();
         sort_by_cell_then_id(&unordered, &mut sorted, &mut starts, 4);
-        let keys: Vec<(u16, u32)> = sorted.iter().map(|r| (r.cell(), r.record.net_id)).collect();
+        let keys: Vec<(u16, u32)> = sorted.iter().map(|r| (r.cell(), r.net_id())).collect();
         assert_eq!(keys, vec![(0, 1), (0, 2), (0, 5), (1, 4), (2, 3), (2, 9)]);
         assert_eq!(starts, vec![0, 3, 4, 6, 6]);
     }

@@ -212,7 +212,7 @@ fn check_schema(bytes: &[u8]) -> Result<bool, String> {
 
 fn arena_schema() -> &'static Schema {
     static ARENA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
-    ARENA.get_or_init(|| tickcast_sim::game::arena_schema().expect("the arena's schema is valid"))
+    ARENA.get_or_init(|| tickcast_sim::arena::arena_schema().expect("the arena's schema is valid"))
 }
 
 /// A chunk body walked with the arena's schema: the records it yields lie within the
@@ -572,7 +572,7 @@ fn recordings(buffers: &[Vec<u8>]) -> Vec<Vec<u8>> {
         },
         build_id: "tickcast-sim fuzz".into(),
         keyframe_interval: 10,
-        schema: tickcast_sim::game::arena_schema().unwrap(),
+        schema: tickcast_sim::arena::arena_schema().unwrap(),
     };
     let tick = |tick: u32, events: Vec<PeerEvent>| {
         Frame::Tick(TickRecord {

@@ -4,8 +4,9 @@ use bevy_ecs::prelude::{Query, With};
 use tickcast_shared::Tick;
 use tickcast_shared::event::PeerEvent;
 use tickcast_shared::msg::{BUTTON_FIRE, InputCmd, InputDatagram};
+use tickcast_sim::arena::{Health, Player};
 use tickcast_sim::determinism::{assert_deterministic, check_determinism};
-use tickcast_sim::game::{Health, NetId, Player};
+use tickcast_sim::engine::NetId;
 use tickcast_sim::{Sim, SimConfig};
 
 const TICKS: u32 = 1_000;
@@ -80,7 +81,7 @@ fn run(seed: u64, tweak: Option<(u32, u64)>) -> (Vec<u64>, Sim) {
 
 fn total_score(sim: &mut Sim) -> u32 {
     let world = sim.world_mut();
-    let mut query = world.query::<&tickcast_sim::game::Player>();
+    let mut query = world.query::<&tickcast_sim::arena::Player>();
     query.iter(world).map(|p| u32::from(p.score)).sum()
 }
 

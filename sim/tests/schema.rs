@@ -7,7 +7,7 @@ use tickcast_shared::chunk::{CHUNK_HEADER_LEN, ServerDatagram, parse_datagram, t
 use tickcast_shared::event::PeerEvent;
 use tickcast_shared::msg::{BUTTON_FIRE, INPUT_DATAGRAM_LEN, InputCmd, InputDatagram};
 use tickcast_shared::schema::{MAX_FIELDS, Schema};
-use tickcast_sim::game::arena_schema;
+use tickcast_sim::arena::arena_schema;
 use tickcast_sim::{Sim, SimConfig};
 
 /// The schema as a client in another language would have it: decoded from its bytes.

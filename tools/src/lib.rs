@@ -4,7 +4,8 @@
 //!   backend would.
 //! * `tickcast-replay` reads recordings (`tickcast_sim::replay`): info, verify
 //!   (re-simulate and compare every tick's hash), inspect, export, plot ([`plot`]),
-//!   serve, repair.
+//!   serve, repair: [`replay_cli`], which every game's server binary also runs as
+//!   `GAME-server replay ...` with its own rules.
 //! * `tickcast-fake-agones` is a fake Agones SDK sidecar ([`fake_agones`]) that records
 //!   every call, for tests and `scripts/fleet.py`, and the allocation step against it.
 //! * `tickcast-flood` sends a handshake flood (QUIC Initials from many ports, half-open
@@ -20,3 +21,4 @@ pub mod chart;
 pub mod fake_agones;
 pub mod flood;
 pub mod plot;
+pub mod replay_cli;

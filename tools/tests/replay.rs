@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use tickcast_shared::Tick;
 use tickcast_shared::event::PeerEvent;
 use tickcast_shared::msg::{InputCmd, InputDatagram};
+use tickcast_sim::arena::Arena;
 use tickcast_sim::record::{Recorder, RecordingHeader, decode_recording};
 use tickcast_sim::replay::{self, ExportFormat};
 use tickcast_sim::{Sim, SimConfig};
@@ -53,7 +54,7 @@ fn events(tick: u32) -> Vec<PeerEvent> {
 
 /// Runs the match and records it exactly as the server loop does.
 fn record_match(path: &Path) {
-    record_match_as(path, tickcast_sim::game::arena_schema().unwrap());
+    record_match_as(path, tickcast_sim::arena::arena_schema().unwrap());
 }
 
 /// The same match, with `schema` in the header as the game that recorded it.
@@ -91,7 +92,7 @@ fn record_match_as(path: &Path, schema: tickcast_shared::schema::Schema) {
 
 #[test]
 fn a_recording_of_another_game_or_version_is_refused_by_name() {
-    let arena = tickcast_sim::game::arena_schema().unwrap();
+    let arena = tickcast_sim::arena::arena_schema().unwrap();
     let other = |game: &str, version: u16| {
         tickcast_shared::schema::Schema::new(
             game,
@@ -106,7 +107,7 @@ fn a_recording_of_another_game_or_version_is_refused_by_name() {
         record_match_as(&path, other(game, version));
         let recording = decode_recording(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(recording.header.schema.game(), game);
-        let refused = replay::verify(&recording, None, |_, _| {}).unwrap_err();
+        let refused = replay::verify(Arena, &recording, None, |_, _| {}).unwrap_err();
         assert!(matches!(refused, replay::VerifyError::OtherGame(_)));
         assert_eq!(
             refused.to_string(),
@@ -116,7 +117,7 @@ fn a_recording_of_another_game_or_version_is_refused_by_name() {
             )
         );
         assert!(matches!(
-            replay::entities_at(&recording, Tick::new(10)),
+            replay::entities_at(Arena, &recording, Tick::new(10)),
             Err(replay::EntitiesAtError::OtherGame(_))
         ));
     }
@@ -129,7 +130,7 @@ fn a_recording_verifies_and_a_rule_change_diverges_where_players_first_move() {
     let recording = decode_recording(&std::fs::read(&path).unwrap()).unwrap();
     assert!(recording.torn.is_none());
 
-    let ok = replay::verify(&recording, None, |_, _| {}).unwrap();
+    let ok = replay::verify(Arena, &recording, None, |_, _| {}).unwrap();
     assert!(ok.passed(), "{ok:?}");
     assert_eq!(ok.ticks_checked, u64::from(TICKS));
 
@@ -137,7 +138,7 @@ fn a_recording_verifies_and_a_rule_change_diverges_where_players_first_move() {
         player_speed: config().player_speed + 10,
         ..config()
     };
-    let changed = replay::verify(&recording, Some(faster), |_, _| {}).unwrap();
+    let changed = replay::verify(Arena, &recording, Some(faster), |_, _| {}).unwrap();
     assert!(!changed.passed());
     assert_eq!(changed.first_divergence, Some(Tick::new(WALK_FROM)));
     let (at, entities) = changed
@@ -148,7 +149,7 @@ fn a_recording_verifies_and_a_rule_change_diverges_where_players_first_move() {
         Tick::new(150),
         "the first keyframe at or after tick {WALK_FROM}"
     );
-    let players = replay::entities_at(&recording, at)
+    let players = replay::entities_at(Arena, &recording, at)
         .unwrap()
         .into_values()
         .filter(|r| r.kind == tickcast_shared::chunk::KIND_PLAYER)
@@ -173,7 +174,7 @@ fn info_inspect_and_export_read_what_was_recorded() {
     assert_eq!(info.keyframes, 8);
     assert!(info.closed_cleanly);
 
-    let entities = replay::entities_at(&recording, Tick::new(10)).unwrap();
+    let entities = replay::entities_at(Arena, &recording, Tick::new(10)).unwrap();
     assert_eq!(entities.len(), 50 + 4);
     // Inspecting a keyframe tick by re-simulation gives the recorded snapshot.
     let keyframe = recording.keyframe(Tick::new(100)).unwrap();
@@ -186,10 +187,14 @@ fn info_inspect_and_export_read_what_was_recorded() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let inspected = replay::entities_at(&recording, Tick::new(100)).unwrap();
+    let inspected = replay::entities_at(Arena, &recording, Tick::new(100)).unwrap();
     assert_eq!(recorded.len(), inspected.len());
     for record in recorded {
-        assert_eq!(inspected[&record.net_id], record);
+        let raw = &inspected[&record.net_id];
+        assert_eq!(raw.kind, record.kind);
+        let mut bytes = [0u8; tickcast_shared::chunk::ENTITY_RECORD_LEN];
+        tickcast_shared::chunk::write_record(&record, &mut bytes);
+        assert_eq!(raw.bytes, bytes);
     }
 
     let mut csv = Vec::new();
@@ -220,7 +225,7 @@ fn a_torn_recording_verifies_up_to_its_last_whole_tick() {
     let recording = decode_recording(&bytes).unwrap();
     let torn = recording.torn.clone().expect("the cut is reported");
     assert!(torn.bytes > 0);
-    let result = replay::verify(&recording, None, |_, _| {}).unwrap();
+    let result = replay::verify(Arena, &recording, None, |_, _| {}).unwrap();
     assert!(result.passed());
     assert_eq!(result.ticks_checked, recording.ticks().count() as u64);
     assert!(result.ticks_checked < u64::from(TICKS));
@@ -351,7 +356,7 @@ fn serve_plays_the_recording_to_real_clients_as_spectators() {
         );
         let recording = decode_recording(&std::fs::read(&path).unwrap()).unwrap();
         for &(tick, entities) in ticks.iter().step_by(10) {
-            let recorded = replay::entities_at(&recording, tick).unwrap();
+            let recorded = replay::entities_at(Arena, &recording, tick).unwrap();
             assert_eq!(
                 entities,
                 recorded.len(),

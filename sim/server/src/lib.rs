@@ -20,6 +20,7 @@
 
 pub mod agones;
 pub mod allocations;
+pub mod cli;
 pub mod drain;
 pub mod health;
 pub mod http;
@@ -36,15 +37,17 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use tickcast_net::budget::TickBufferSize;
 use tickcast_net::{DisconnectReason, MemoryPlan, NetConfig, NetCounters, NetHandle, budget};
-use tickcast_shared::chunk::{
-    CHUNK_HEADER_LEN, ENTITY_RECORD_LEN, TICK_FRAME_PREFIX_LEN, directory_len, records_per_chunk,
-};
+use tickcast_shared::chunk::{CHUNK_HEADER_LEN, TICK_FRAME_PREFIX_LEN, directory_len};
 
 use tickcast_shared::event::PeerEvent;
-use tickcast_sim::game::SimCounters;
+use tickcast_shared::schema::Schema;
+use tickcast_sim::Game;
+use tickcast_sim::arena::Arena;
+use tickcast_sim::engine::RecordLayouts;
+use tickcast_sim::engine::SimCounters;
 use tickcast_sim::record::{Recorder, RecordingHeader};
 use tickcast_sim::snapshot::Snapshot;
-use tickcast_sim::snapshot::tick_buffer_len;
+use tickcast_sim::snapshot::{records_per_chunk, tick_buffer_len};
 use tickcast_sim::{FixedStep, Sim, SimConfig};
 
 use crate::agones::{AgonesClient, AgonesConfig, AgonesStatus, GameServerState};
@@ -96,8 +99,9 @@ impl ServerConfig {
     /// Makes the network settings agree with the world: the Welcome announces the sim's
     /// tick rate, arena and chunk size; each peer's datagram send buffer holds two of the
     /// largest ticks the world can produce; and the memory budget charges each client for
-    /// the tick buffers of this world (see [`tick_buffer_size`]).
-    fn reconciled(mut self) -> Self {
+    /// the tick buffers of this world (see [`tick_buffer_size`]), whose records are at
+    /// most `record_len` bytes (the game's longest kind).
+    fn reconciled(mut self, record_len: usize) -> Self {
         self.net.tick_rate = self.sim.tick_rate;
         self.net.arena = (self.sim.arena_width, self.sim.arena_height);
         self.net.cell_size = self.sim.cell_size;
@@ -111,8 +115,8 @@ impl ServerConfig {
         // cost: a peer that could never fit one tick would never be sent one.
         let entities = self.sim.npcs as usize + self.net.max_clients + self.sim.max_projectiles();
         self.net.datagram_send_buffer =
-            (2 * tick_buffer_len(entities, &self.sim)).max(4 * self.sim.chunk_payload);
-        self.net.tick_buffer = tick_buffer_size(&self.sim);
+            (2 * tick_buffer_len(entities, &self.sim, record_len)).max(4 * self.sim.chunk_payload);
+        self.net.tick_buffer = tick_buffer_size(&self.sim, record_len);
         self
     }
 }
@@ -124,10 +128,13 @@ impl ServerConfig {
 /// full chunk's header, then the pool's growth of a buffer to 5/4 of the tick that
 /// outgrew it; never below the pool's first buffers, sized for the NPCs and 256 players
 /// (`SimConfig::expected_entities`).
-pub fn tick_buffer_size(sim: &SimConfig) -> TickBufferSize {
+///
+/// The world's population is the arena's (NPCs, players, projectiles); another game's
+/// is estimated with the same fields, at its own `record_len`.
+pub fn tick_buffer_size(sim: &SimConfig, record_len: usize) -> TickBufferSize {
     let frame = (TICK_FRAME_PREFIX_LEN + CHUNK_HEADER_LEN) as u64;
-    let records = records_per_chunk(sim.chunk_payload).max(1) as u64;
-    let per_entity = ENTITY_RECORD_LEN as u64 + frame.div_ceil(records);
+    let records = records_per_chunk(sim.chunk_payload, record_len) as u64;
+    let per_entity = record_len as u64 + frame.div_ceil(records);
     // The directory, a partly filled chunk in every cell, and one for the rounding up of
     // the full ones.
     let fixed = (TICK_FRAME_PREFIX_LEN + directory_len(sim.cells())) as u64
@@ -141,7 +148,7 @@ pub fn tick_buffer_size(sim: &SimConfig) -> TickBufferSize {
     TickBufferSize {
         without_players: grown(fixed + per_entity * u64::from(sim.npcs)),
         per_player: grown(per_entity),
-        least: tick_buffer_len(expected, sim) as u64,
+        least: tick_buffer_len(expected, sim, record_len) as u64,
     }
 }
 
@@ -212,6 +219,7 @@ impl LoopProgress {
 /// A running server.
 pub struct Server {
     local_addr: SocketAddr,
+    schema: Arc<Schema>,
     fingerprint: [u8; 32],
     memory_plan: MemoryPlan,
     stop: Arc<AtomicBool>,
@@ -242,8 +250,16 @@ impl Server {
     /// Binds the socket, builds the world and starts the loop. Fails with the reason if
     /// the address is taken or the configuration is invalid.
     pub fn start(config: ServerConfig) -> anyhow::Result<Self> {
-        let config = config.reconciled();
-        let sim = Sim::new(config.sim.clone()).context("building the world")?;
+        Self::start_with(config, Arena)
+    }
+
+    /// [`Server::start`] for `game`: the same server, running that game's rules and
+    /// sending its schema.
+    pub fn start_with<G: Game>(config: ServerConfig, game: G) -> anyhow::Result<Self> {
+        let schema = game.schema().context("the game's schema")?;
+        let config = config.reconciled(RecordLayouts::of(&schema).max_len);
+        let sim = Sim::with_game(config.sim.clone(), game).context("building the world")?;
+        let schema = sim.schema().clone();
         let net = tickcast_net::spawn(config.net.clone()).context("starting the network layer")?;
         let recorder = match &config.record {
             Some(record) => {
@@ -252,7 +268,7 @@ impl Server {
                     config: sim.config().clone(),
                     build_id: concat!("tickcast-sim ", env!("CARGO_PKG_VERSION")).to_owned(),
                     keyframe_interval: record.keyframe_interval,
-                    schema: tickcast_sim::game::arena_schema().context("the game's schema")?,
+                    schema: (**sim.schema()).clone(),
                 };
                 let recorder = Recorder::start(&record.path, header)
                     .with_context(|| format!("creating the recording {}", record.path.display()))?;
@@ -304,6 +320,7 @@ impl Server {
                 .context("spawning the simulation thread")?
         };
         let mut server = Self {
+            schema,
             local_addr,
             fingerprint,
             memory_plan,
@@ -339,6 +356,12 @@ impl Server {
                 Some(AgonesClient::start(agones, inputs).context("starting the Agones threads")?);
         }
         Ok(server)
+    }
+
+    /// The game's replication schema (what the server sends each client after its
+    /// Welcome, and writes in a recording's header).
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
     }
 
     /// The bound address.
@@ -790,6 +813,7 @@ pub fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tickcast_shared::chunk::ENTITY_RECORD_LEN;
 
     #[test]
     fn p99_of_a_hundred_samples_is_the_99th() {
@@ -806,7 +830,7 @@ mod tests {
         let mut config = ServerConfig::default();
         config.sim.max_inputs_per_tick = 2;
         config.net.max_inputs_per_tick = 9;
-        let config = config.reconciled();
+        let config = config.reconciled(ENTITY_RECORD_LEN);
         assert_eq!(config.net.max_inputs_per_tick, 2);
         assert!(config.net.validate().is_ok());
     }
@@ -814,7 +838,7 @@ mod tests {
     #[test]
     fn the_default_net_config_charges_for_the_default_world() {
         assert_eq!(
-            tick_buffer_size(&SimConfig::default()),
+            tick_buffer_size(&SimConfig::default(), ENTITY_RECORD_LEN),
             NetConfig::default().tick_buffer
         );
     }
@@ -836,11 +860,12 @@ mod tests {
                 ..SimConfig::default()
             },
         ] {
-            let model = tick_buffer_size(&sim);
+            let model = tick_buffer_size(&sim, ENTITY_RECORD_LEN);
             for players in [0usize, 1, 100, 256, 1000, 5000] {
                 let entities = sim.npcs as usize + players;
                 // What the pool allocates at most: 5/4 of the tick that outgrew a buffer.
-                let pool = (tick_buffer_len(entities, &sim) as u64 * 5).div_ceil(4);
+                let pool =
+                    (tick_buffer_len(entities, &sim, ENTITY_RECORD_LEN) as u64 * 5).div_ceil(4);
                 let bound = model.with_players(players);
                 assert!(bound >= pool, "{players} players: {bound} < {pool}");
                 // And not much more once the world fills its cells (and outgrows the
@@ -857,10 +882,13 @@ mod tests {
 
     #[test]
     fn the_send_buffer_holds_two_of_the_largest_ticks_even_with_every_projectile() {
-        let config = ServerConfig::default().reconciled();
+        let config = ServerConfig::default().reconciled(ENTITY_RECORD_LEN);
         let largest =
             config.sim.npcs as usize + config.net.max_clients + config.sim.max_projectiles();
-        assert!(config.net.datagram_send_buffer >= 2 * tick_buffer_len(largest, &config.sim));
+        assert!(
+            config.net.datagram_send_buffer
+                >= 2 * tick_buffer_len(largest, &config.sim, ENTITY_RECORD_LEN)
+        );
     }
 
     #[test]

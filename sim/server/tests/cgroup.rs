@@ -263,10 +263,13 @@ fn a_server_in_a_nested_memory_cgroup_budgets_its_parents_limit() {
             }),
         }),
         baseline,
-        tick_buffer_size(&SimConfig {
-            npcs: NPCS,
-            ..SimConfig::default()
-        }),
+        tick_buffer_size(
+            &SimConfig {
+                npcs: NPCS,
+                ..SimConfig::default()
+            },
+            tickcast_shared::chunk::ENTITY_RECORD_LEN,
+        ),
         net.datagram_send_buffer as u64,
         net.datagram_receive_buffer as u64,
         net.max_clients,

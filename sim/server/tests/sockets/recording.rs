@@ -155,7 +155,7 @@ fn after_sigkill_the_recording_reads_back_and_verifies_to_its_last_whole_tick() 
     let info = replay::info(&recording);
     assert_eq!(info.distinct_clients, 2, "the joins were recorded");
     assert!(info.ticks >= 90);
-    let verified = replay::verify(&recording, None, |_, _| {}).unwrap();
+    let verified = replay::verify(tickcast_sim::arena::Arena, &recording, None, |_, _| {}).unwrap();
     assert!(verified.passed(), "{verified:?}");
     assert_eq!(verified.ticks_checked, info.ticks);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -182,7 +182,7 @@ fn a_clean_stop_closes_the_recording_with_its_index() {
     assert!(recording.torn.is_none());
     assert!(replay::info(&recording).closed_cleanly);
     assert!(
-        replay::verify(&recording, None, |_, _| {})
+        replay::verify(tickcast_sim::arena::Arena, &recording, None, |_, _| {})
             .unwrap()
             .passed()
     );
@@ -240,7 +240,7 @@ fn three_sigkills_at_seeded_moments_each_leave_a_recording_that_repairs_and_veri
             }
             other => panic!("round {round}: {other:?}"),
         }
-        let verified = replay::verify(&whole, None, |_, _| {}).unwrap();
+        let verified = replay::verify(tickcast_sim::arena::Arena, &whole, None, |_, _| {}).unwrap();
         assert!(verified.passed(), "round {round}: {verified:?}");
         assert_eq!(verified.ticks_checked, ticks);
 
@@ -272,7 +272,7 @@ fn three_sigkills_at_seeded_moments_each_leave_a_recording_that_repairs_and_veri
         let after = decode_recording(&std::fs::read(&cut).unwrap()).unwrap();
         assert!(after.torn.is_none());
         assert_eq!(after.frames, torn.frames);
-        let verified = replay::verify(&after, None, |_, _| {}).unwrap();
+        let verified = replay::verify(tickcast_sim::arena::Arena, &after, None, |_, _| {}).unwrap();
         assert!(verified.passed(), "round {round}, cut: {verified:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

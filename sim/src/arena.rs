@@ -1,12 +1,13 @@
-//! The demo game: players moved by their inputs under server rules, NPCs that wander.
+//! The arena, the demo game, on the engine's [`Game`] interface: players moved by their
+//! inputs under server rules, NPCs that wander, projectiles, health and score.
 //!
 //! Positions are integers in 1/64 world units, and every rule is integer arithmetic, so
 //! the same inputs give the same world on every machine.
 
-use std::collections::BTreeMap;
-
 use bevy_ecs::prelude::*;
-use tickcast_shared::Tick;
+use bevy_ecs::query::QueryItem;
+use bevy_ecs::schedule::IntoScheduleConfigs;
+use bevy_ecs::world::EntityWorldMut;
 use tickcast_shared::chunk::{KIND_NPC, KIND_PLAYER, KIND_PROJECTILE, POSITION_SCALE};
 use tickcast_shared::msg::{BUTTON_FIRE, InputCmd};
 use tickcast_shared::schema::{
@@ -14,6 +15,9 @@ use tickcast_shared::schema::{
 };
 
 use crate::config::SimConfig;
+use crate::engine::{
+    Clients, CurrentTick, Game, NetId, NetIds, Placed, RecordWriter, Settings, TickSet,
+};
 use crate::rng::SimRng;
 
 /// The demo game's name in its [`arena_schema`].
@@ -63,21 +67,6 @@ pub fn arena_schema() -> Result<Schema, SchemaError> {
     )
 }
 
-/// The order systems run in within a tick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, SystemSet)]
-pub enum TickSet {
-    /// Turn the inputs received for this tick into intents.
-    Input,
-    /// Move and act.
-    Simulate,
-    /// Hash the state and encode the snapshot.
-    Snapshot,
-}
-
-/// Stable network id, never reused within a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Component)]
-pub struct NetId(pub u32);
-
 /// What an entity is, as the snapshot names it (`tickcast_shared::chunk::KIND_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Component)]
 pub struct Kind(pub u8);
@@ -99,17 +88,11 @@ pub struct Heading(pub u16);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Component)]
 pub struct Health(pub u8);
 
-/// A player-controlled entity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Component)]
+/// A player-controlled entity (the engine's `Controlled` says by whom).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Component)]
 pub struct Player {
-    /// The client that controls it.
-    pub client_id: u64,
-    /// Newest input sequence applied; older and equal sequences are ignored.
-    pub last_seq: Option<u32>,
-    /// The newest input: what the player wants this tick.
+    /// The newest input: what the player wants this tick (its `seq` is not used).
     pub intent: InputCmd,
-    /// Input datagrams taken this tick (reset every tick).
-    pub datagrams_this_tick: u8,
     /// Ticks until this player may fire again.
     pub cooldown: u16,
     /// Score.
@@ -136,55 +119,6 @@ pub const COMPASS: [(i8, i8); 8] = [
     (0, 127),
     (90, 90),
 ];
-
-/// The world's settings, as a resource systems can read.
-#[derive(Debug, Clone, Resource)]
-pub struct Settings(pub SimConfig);
-
-/// The tick being simulated: 0 during the first `step`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Resource)]
-pub struct CurrentTick(pub Tick);
-
-/// Hands out [`NetId`]s in order.
-#[derive(Debug, Clone, Default, Resource)]
-pub struct NetIds {
-    next: u32,
-}
-
-impl NetIds {
-    /// The next unused id.
-    pub fn allocate(&mut self) -> NetId {
-        let id = NetId(self.next);
-        self.next = self.next.wrapping_add(1);
-        id
-    }
-}
-
-/// Which entity each connected client controls. A `BTreeMap` so that any iteration is
-/// in a fixed order.
-#[derive(Debug, Clone, Default, Resource)]
-pub struct Clients(pub BTreeMap<u64, Entity>);
-
-/// What the simulation counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Resource)]
-pub struct SimCounters {
-    /// Inputs that became a player's intent.
-    pub inputs_applied: u64,
-    /// Input commands whose move was out of range (-128) and was clamped to -127.
-    pub inputs_clamped: u64,
-    /// Inputs ignored because their sequence (or a newer one) was already applied: the
-    /// redundant copies every input datagram carries.
-    pub inputs_already_applied: u64,
-    /// Input datagrams over the per-tick allowance, dropped.
-    pub inputs_dropped_rate: u64,
-    /// Input datagrams for a client with no entity (left, or never joined).
-    pub inputs_unknown_client: u64,
-    /// Pool buffers left to the peers still holding them (a stuck peer's queue) and
-    /// replaced by a new allocation, so the broadcast never stops for everyone.
-    pub snapshot_buffers_detached: u64,
-    /// Times a pool buffer had to grow because the world outgrew it.
-    pub snapshot_buffer_grows: u64,
-}
 
 /// How far an entity moves in one tick at `speed` world units per second, in 1/64 units.
 pub fn step_per_tick(speed: u32, tick_rate: u16) -> i32 {
@@ -252,76 +186,103 @@ pub fn spawn_npc(world: &mut World) -> NetId {
     id
 }
 
-/// Spawns the player for `client_id` (replacing any it had) and returns its id.
-pub fn spawn_player(world: &mut World, client_id: u64) -> NetId {
-    despawn_player(world, client_id);
-    let config = world.resource::<Settings>().0.clone();
-    let position = random_position(&mut world.resource_mut::<SimRng>(), &config);
-    let id = world.resource_mut::<NetIds>().allocate();
-    let entity = world
-        .spawn((
-            id,
-            Kind(KIND_PLAYER),
-            position,
-            Heading(0),
-            Health(100),
-            Player {
-                client_id,
-                last_seq: None,
-                intent: InputCmd::default(),
-                datagrams_this_tick: 0,
-                cooldown: 0,
-                score: 0,
-            },
-        ))
-        .id();
-    world.resource_mut::<Clients>().0.insert(client_id, entity);
-    id
-}
+/// The arena as a [`Game`]: what the engine calls.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Arena;
 
-/// Despawns `client_id`'s player; false if it had none.
-pub fn despawn_player(world: &mut World, client_id: u64) -> bool {
-    match world.resource_mut::<Clients>().0.remove(&client_id) {
-        Some(entity) => world.despawn(entity),
-        None => false,
-    }
-}
+impl Game for Arena {
+    type Replicated = (
+        &'static Kind,
+        &'static Position,
+        &'static Heading,
+        &'static Health,
+        Option<&'static Player>,
+        Option<&'static Projectile>,
+    );
 
-/// Takes the newest not-yet-applied input of a datagram (newest first) as the player's
-/// intent, within the per-tick allowance.
-pub fn take_inputs(
-    player: &mut Player,
-    inputs: &[InputCmd],
-    max_per_tick: u8,
-    counters: &mut SimCounters,
-) {
-    if player.datagrams_this_tick >= max_per_tick {
-        counters.inputs_dropped_rate += 1;
-        return;
+    fn schema(&self) -> Result<Schema, SchemaError> {
+        arena_schema()
     }
-    player.datagrams_this_tick += 1;
-    for cmd in inputs {
-        if player.last_seq.is_none_or(|last| cmd.seq > last) {
-            let mut cmd = *cmd;
-            if cmd.move_x == i8::MIN || cmd.move_y == i8::MIN {
-                counters.inputs_clamped += 1;
-                cmd.move_x = cmd.move_x.max(-127);
-                cmd.move_y = cmd.move_y.max(-127);
-            }
-            player.intent = cmd;
-            player.last_seq = Some(cmd.seq);
-            counters.inputs_applied += 1;
-        } else {
-            counters.inputs_already_applied += 1;
+
+    fn setup(&self, world: &mut World) {
+        world.insert_resource(CollisionGrid::default());
+        let npcs = world.resource::<Settings>().0.npcs;
+        for _ in 0..npcs {
+            spawn_npc(world);
+        }
+        reserve_projectile_storage(world);
+    }
+
+    fn add_systems(&self, schedule: &mut Schedule) {
+        schedule.add_systems((
+            apply_inputs.in_set(TickSet::Input),
+            (
+                move_players,
+                wander_npcs,
+                fire_projectiles,
+                move_projectiles,
+                resolve_hits,
+                respawn_fallen,
+            )
+                .chain()
+                .in_set(TickSet::Simulate),
+        ));
+    }
+
+    fn spawn_player(&self, world: &mut World, _client_id: u64, id: NetId) -> Entity {
+        let config = world.resource::<Settings>().0.clone();
+        let position = random_position(&mut world.resource_mut::<SimRng>(), &config);
+        world
+            .spawn((
+                id,
+                Kind(KIND_PLAYER),
+                position,
+                Heading(0),
+                Health(100),
+                Player::default(),
+            ))
+            .id()
+    }
+
+    fn apply_input(&self, mut player: EntityWorldMut<'_>, values: &[i64]) {
+        // The schema's ranges hold every value in its field's type: the casts are exact.
+        if let (Some(mut player), [move_x, move_y, aim, buttons]) =
+            (player.get_mut::<Player>(), values)
+        {
+            player.intent.move_x = *move_x as i8;
+            player.intent.move_y = *move_y as i8;
+            player.intent.aim = *aim as u16;
+            player.intent.buttons = *buttons as u8;
         }
     }
+
+    fn write_record(
+        (kind, position, heading, health, player, projectile): QueryItem<'_, '_, Self::Replicated>,
+        out: &mut RecordWriter,
+    ) -> Placed {
+        // Positions are kept in 1/64 units and the arena is under 1024 units, so the
+        // `u16` is exact, not a rounding.
+        let x = position.x.clamp(0, i32::from(u16::MAX));
+        let y = position.y.clamp(0, i32::from(u16::MAX));
+        let aux = match (player, projectile) {
+            (Some(player), _) => player.score,
+            // The low 16 bits of the shooter's id: enough for a client to tell its own.
+            (None, Some(projectile)) => projectile.owner.0 as u16,
+            (None, None) => 0,
+        };
+        out.u8(health.0)
+            .u16(x as u16)
+            .u16(y as u16)
+            .u16(heading.0)
+            .u16(aux);
+        Placed { kind: kind.0, x, y }
+    }
 }
 
-/// Applies each player's intent: heading from aim, and resets the per-tick allowance.
-pub fn apply_inputs(mut players: Query<(&mut Player, &mut Heading)>) {
-    for (mut player, mut heading) in &mut players {
+/// Each player's heading follows its aim.
+pub fn apply_inputs(mut players: Query<(&Player, &mut Heading)>) {
+    for (player, mut heading) in &mut players {
         heading.0 = player.intent.aim;
-        player.datagrams_this_tick = 0;
     }
 }
 
@@ -711,35 +672,5 @@ mod tests {
             let r = isqrt(n);
             assert!(r * r <= n && (r + 1) * (r + 1) > n, "{n}");
         }
-    }
-
-    #[test]
-    fn only_newer_inputs_become_the_intent_and_the_allowance_holds() {
-        let mut player = Player {
-            client_id: 1,
-            last_seq: None,
-            intent: InputCmd::default(),
-            datagrams_this_tick: 0,
-            cooldown: 0,
-            score: 0,
-        };
-        let mut counters = SimCounters::default();
-        let cmd = |seq, move_x| InputCmd {
-            seq,
-            move_x,
-            ..Default::default()
-        };
-        take_inputs(&mut player, &[cmd(5, 10), cmd(4, 20)], 2, &mut counters);
-        assert_eq!(player.intent.move_x, 10);
-        assert_eq!(player.last_seq, Some(5));
-        assert_eq!(counters.inputs_already_applied, 1);
-        take_inputs(&mut player, &[cmd(5, 30)], 2, &mut counters);
-        assert_eq!(
-            player.intent.move_x, 10,
-            "a replayed sequence is not applied"
-        );
-        take_inputs(&mut player, &[cmd(6, 40)], 2, &mut counters);
-        assert_eq!(player.intent.move_x, 10, "over the allowance");
-        assert_eq!(counters.inputs_dropped_rate, 1);
     }
 }
