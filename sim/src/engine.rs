@@ -119,51 +119,63 @@ pub struct Placed {
 }
 
 /// Writes one record's fields, little-endian, after the prefix (`net_id`, kind) the
-/// engine writes. Fields go in the order the schema lists them for the kind.
+/// engine writes. Fields go in the order the schema lists them for the kind. It writes
+/// into a fixed slot of the encoder's scratch space: plain stores, no growth; bytes past
+/// the slot are not written but still counted, so the length check catches them.
 #[derive(Debug)]
 pub struct RecordWriter<'a> {
-    out: &'a mut Vec<u8>,
+    slot: &'a mut [u8],
+    len: usize,
 }
 
 impl<'a> RecordWriter<'a> {
-    pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
-        Self { out }
+    /// A writer at the start of `slot`, after `prefix` bytes.
+    pub(crate) fn new(slot: &'a mut [u8], prefix: usize) -> Self {
+        Self { slot, len: prefix }
+    }
+
+    /// Bytes written, prefix included.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn put<const N: usize>(&mut self, bytes: [u8; N]) -> &mut Self {
+        if let Some(out) = self.slot.get_mut(self.len..self.len + N) {
+            out.copy_from_slice(&bytes);
+        }
+        self.len += N;
+        self
     }
 
     /// A `u8` field.
     pub fn u8(&mut self, value: u8) -> &mut Self {
-        self.out.push(value);
-        self
+        self.put(value.to_le_bytes())
     }
 
     /// An `i8` field.
     pub fn i8(&mut self, value: i8) -> &mut Self {
-        self.out.push(value as u8);
-        self
+        self.put(value.to_le_bytes())
     }
 
     /// A `u16` field.
     pub fn u16(&mut self, value: u16) -> &mut Self {
-        self.out.extend_from_slice(&value.to_le_bytes());
-        self
+        self.put(value.to_le_bytes())
     }
 
     /// An `i16` field.
     pub fn i16(&mut self, value: i16) -> &mut Self {
-        self.out.extend_from_slice(&value.to_le_bytes());
-        self
+        self.put(value.to_le_bytes())
     }
 
     /// A `u32` field.
     pub fn u32(&mut self, value: u32) -> &mut Self {
-        self.out.extend_from_slice(&value.to_le_bytes());
-        self
+        self.put(value.to_le_bytes())
     }
 
     /// An `i32` field.
     pub fn i32(&mut self, value: i32) -> &mut Self {
-        self.out.extend_from_slice(&value.to_le_bytes());
-        self
+        self.put(value.to_le_bytes())
     }
 }
 
@@ -246,6 +258,9 @@ impl<G: Game> PlayerHooks for G {
 pub struct RecordLayouts {
     lens: [u8; 256],
     scales: [u16; 256],
+    /// Per kind, `cell_size × scale` (the side of a cell in the kind's position units)
+    /// as a multiplier that divides by it exactly ([`CellDivisor`]).
+    cell_divisors: [CellDivisor; 256],
     /// The longest record of any kind, prefix included.
     pub max_len: usize,
 }
@@ -268,8 +283,24 @@ impl RecordLayouts {
         Self {
             lens,
             scales,
+            cell_divisors: [CellDivisor::new(1); 256],
             max_len,
         }
+    }
+
+    /// Sets the side of a cell in world units, for [`RecordLayouts::cell_of`].
+    pub fn with_cell_size(mut self, cell_size: u16) -> Self {
+        for (divisor, scale) in self.cell_divisors.iter_mut().zip(self.scales) {
+            *divisor = CellDivisor::new(u32::from(cell_size.max(1)) * u32::from(scale));
+        }
+        self
+    }
+
+    /// The cell column (or row) of a position of `kind`: `position / (cell_size ×
+    /// scale)`, negative positions in the first.
+    #[inline]
+    pub fn cell_of(&self, kind: u8, position: i32) -> u32 {
+        self.cell_divisors[usize::from(kind)].divide(position.max(0) as u32)
     }
 
     /// Bytes a record of `kind` takes, prefix included; 0 for a kind the schema lacks.
@@ -280,6 +311,35 @@ impl RecordLayouts {
     /// The scale of `kind`'s position: position units per world unit.
     pub fn scale(&self, kind: u8) -> i32 {
         i32::from(self.scales[usize::from(kind)])
+    }
+}
+
+/// Division by a number fixed for the life of the world, as a multiply: the encoder cuts
+/// every entity's position into its cell, and a hardware division per axis and entity
+/// cost more than the rest of the record (Lemire, Kaser and Kurz, "Faster remainder by
+/// direct computation", 2019: for 32-bit `n` and `d`, `n / d = (m × n) >> 64` with
+/// `m = ⌊(2^64 − 1) / d⌋ + 1`).
+#[derive(Debug, Clone, Copy)]
+struct CellDivisor {
+    /// `m`, or 0 when `d` is 1 (where `m` would be 2^64).
+    magic: u64,
+}
+
+impl CellDivisor {
+    fn new(divisor: u32) -> Self {
+        let magic = match divisor {
+            0 | 1 => 0,
+            d => u64::MAX / u64::from(d) + 1,
+        };
+        Self { magic }
+    }
+
+    #[inline]
+    fn divide(self, n: u32) -> u32 {
+        if self.magic == 0 {
+            return n;
+        }
+        ((u128::from(self.magic) * u128::from(n)) >> 64) as u32
     }
 }
 
@@ -366,12 +426,12 @@ pub fn check_records<G: Game>(
 ) -> Result<usize, RecordCheckError> {
     let layouts = RecordLayouts::of(schema);
     let mut query = world.query::<(&NetId, G::Replicated)>();
-    let mut bytes = Vec::new();
+    let mut slot = [0u8; tickcast_shared::schema::MAX_RECORD_LEN];
     let mut checked = 0;
     for (id, item) in query.iter(world) {
-        bytes.clear();
-        bytes.resize(RECORD_PREFIX_LEN, 0);
-        let placed = G::write_record(item, &mut RecordWriter::new(&mut bytes));
+        let mut writer = RecordWriter::new(&mut slot, RECORD_PREFIX_LEN);
+        let placed = G::write_record(item, &mut writer);
+        let written = writer.len();
         let declared = layouts.len(placed.kind);
         if declared == 0 {
             return Err(RecordCheckError::UnknownKind {
@@ -379,15 +439,31 @@ pub fn check_records<G: Game>(
                 kind: placed.kind,
             });
         }
-        if bytes.len() != declared {
+        if written != declared {
             return Err(RecordCheckError::WrongLength {
                 net_id: id.0,
                 kind: placed.kind,
-                written: bytes.len(),
+                written,
                 declared,
             });
         }
         checked += 1;
     }
     Ok(checked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cell_divisor_divides_exactly() {
+        for d in [1u32, 2, 3, 7, 64, 1000, 4096, 65_535, 1 << 20, u32::MAX] {
+            let divisor = CellDivisor::new(d);
+            for n in (0..200_000u32).chain([u32::MAX - 1, u32::MAX, d - 1, d, d.saturating_add(1)])
+            {
+                assert_eq!(divisor.divide(n), n / d, "{n} / {d}");
+            }
+        }
+    }
 }

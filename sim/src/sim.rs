@@ -46,7 +46,7 @@ impl Sim {
             field: "schema",
             reason: format!("the game's schema is invalid: {e}"),
         })?;
-        let layouts = RecordLayouts::of(&schema);
+        let layouts = RecordLayouts::of(&schema).with_cell_size(config.cell_size);
         if tickcast_shared::chunk::CHUNK_HEADER_LEN + layouts.max_len > config.chunk_payload {
             return Err(ConfigError {
                 field: "chunk_payload",

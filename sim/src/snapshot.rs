@@ -187,8 +187,10 @@ pub struct SnapshotState {
     /// Rows in query order, then (in `sorted`) in encoding order.
     rows: Vec<Row>,
     sorted: Vec<Row>,
-    /// The records' bytes, written by the game in query order.
+    /// The records' bytes, written by the game in query order, one slot of `slot` bytes
+    /// per entity (the longest record rounded up to [`BLOCK`]).
     records: Vec<u8>,
+    slot: usize,
     /// Per cell: rows in it, then (after the prefix sum) where its rows start.
     cell_starts: Vec<u32>,
     /// The server's clock for this tick's chunk headers, set by the loop before `step`.
@@ -219,7 +221,8 @@ impl SnapshotState {
             indexes: IndexPool::new(config.snapshot_buffers),
             rows: Vec::with_capacity(expected),
             sorted: Vec::with_capacity(expected),
-            records: Vec::with_capacity(expected * record_len),
+            records: vec![0; expected * slot_len(record_len)],
+            slot: slot_len(record_len),
             cell_starts: Vec::with_capacity(config.cells() + 1),
             server_time_us: 0,
             hash: 0,
@@ -242,6 +245,16 @@ pub fn tick_buffer_len(entities: usize, config: &SimConfig, record_len: usize) -
         + entities * record_len
 }
 
+/// Records are copied into the tick buffer in blocks of this many bytes (fixed-size
+/// copies the compiler turns into single moves; the tail of the last block is
+/// overwritten by whatever comes next, or cut off).
+const BLOCK: usize = 16;
+
+/// An entity's slot in the scratch space: its longest record rounded up to whole blocks.
+fn slot_len(record_len: usize) -> usize {
+    record_len.div_ceil(BLOCK).max(1) * BLOCK
+}
+
 /// Whole records of `record_len` bytes a chunk of at most `payload` bytes holds (at
 /// least 1: the engine refuses a payload too small for its game's longest record).
 pub fn records_per_chunk(payload: usize, record_len: usize) -> usize {
@@ -249,7 +262,8 @@ pub fn records_per_chunk(payload: usize, record_len: usize) -> usize {
 }
 
 /// Hashes the tick, the RNG and every record in encoding order. 64-bit multiply-xor
-/// mixing: fast, and any divergence in one byte changes the result.
+/// mixing: fast, and any divergence in one byte changes the result. Each record is read
+/// in whole blocks of its slot, which are zero past the record.
 fn state_hash(tick: u32, rng: u64, rows: &[Row], records: &[u8]) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     let mut mix = |word: u64| {
@@ -260,18 +274,18 @@ fn state_hash(tick: u32, rng: u64, rows: &[Row], records: &[u8]) -> u64 {
     mix(rng);
     for row in rows {
         mix(row.key);
-        // The record's bytes in 8-byte words, the tail padded with zeros and its length.
-        let record = &records[row.at as usize..row.at as usize + usize::from(row.len)];
-        let mut words = record.chunks_exact(8);
-        for word in words.by_ref() {
-            let mut le = [0u8; 8];
-            le.copy_from_slice(word);
-            mix(u64::from_le_bytes(le));
+        let at = row.at as usize;
+        for block in 0..usize::from(row.len).div_ceil(BLOCK) {
+            let from = at + block * BLOCK;
+            let mut words = [0u8; BLOCK];
+            words.copy_from_slice(&records[from..from + BLOCK]);
+            let (low, high) = words.split_at(8);
+            let mut word = [0u8; 8];
+            word.copy_from_slice(low);
+            mix(u64::from_le_bytes(word));
+            word.copy_from_slice(high);
+            mix(u64::from_le_bytes(word));
         }
-        let tail = words.remainder();
-        let mut le = [0u8; 8];
-        le[..tail.len()].copy_from_slice(tail);
-        mix(u64::from_le_bytes(le) ^ (tail.len() as u64) << 59);
     }
     hash
 }
@@ -290,27 +304,35 @@ pub fn build_snapshot<G: Game>(
 ) {
     let config = &settings.0;
     let state = &mut *state;
-    let columns = config.cell_columns() as i32;
-    let (max_column, max_row) = (columns - 1, config.cell_rows() as i32 - 1);
-    let cell_size = i32::from(config.cell_size);
+    let columns = config.cell_columns() as u32;
+    let (max_column, max_row) = (columns - 1, config.cell_rows() as u32 - 1);
     state.rows.clear();
-    state.records.clear();
+    let slot = state.slot;
     for (id, controlled, item) in &entities {
-        let at = state.records.len();
-        state.records.extend_from_slice(&[0; RECORD_PREFIX_LEN]);
-        let placed = G::write_record(item, &mut RecordWriter::new(&mut state.records));
-        let len = state.records.len() - at;
+        let at = state.rows.len() * slot;
+        if state.records.len() < at + slot {
+            // The world outgrew the scratch space: grow it (the only allocation here).
+            let grown = (at + slot).max(state.records.len() * 2);
+            state.records.resize(grown, 0);
+        }
+        let record = &mut state.records[at..at + slot];
+        // Zero the slot first: the hash reads whole blocks, and stale bytes past this
+        // record must not reach it.
+        for block in record.chunks_exact_mut(BLOCK) {
+            block.copy_from_slice(&[0; BLOCK]);
+        }
+        let mut writer = RecordWriter::new(record, RECORD_PREFIX_LEN);
+        let placed = G::write_record(item, &mut writer);
+        let len = writer.len();
         if len != layouts.len(placed.kind) {
-            state.records.truncate(at);
             counters.records_malformed += 1;
             continue;
         }
-        state.records[at..at + 4].copy_from_slice(&id.0.to_le_bytes());
-        state.records[at + 4] = placed.kind;
-        let side = cell_size * layouts.scale(placed.kind);
-        let column = (placed.x / side).clamp(0, max_column);
-        let row = (placed.y / side).clamp(0, max_row);
-        let cell = (row * columns + column) as u64;
+        record[..4].copy_from_slice(&id.0.to_le_bytes());
+        record[4] = placed.kind;
+        let column = layouts.cell_of(placed.kind, placed.x).min(max_column);
+        let row = layouts.cell_of(placed.kind, placed.y).min(max_row);
+        let cell = u64::from(row * columns + column);
         state.rows.push(Row {
             key: cell << 32 | u64::from(id.0),
             at: at as u32,
@@ -333,7 +355,8 @@ pub fn build_snapshot<G: Game>(
         payload: config.chunk_payload,
     };
     let (chunk_count, record_bytes) = count_chunks(&grid, &state.sorted, &state.cell_starts);
-    let needed = encoded_len(&grid, chunk_count, record_bytes);
+    // Room for the last record's block to run past the end before the buffer is cut.
+    let needed = encoded_len(&grid, chunk_count, record_bytes) + BLOCK;
     let buffer = match state.pool.acquire(needed) {
         Acquired::Free(buffer) => buffer,
         Acquired::Grown(buffer) => {
@@ -493,8 +516,9 @@ fn encode_tick(
     server_time_us: u32,
 ) {
     let total = encoded_len(grid, chunk_count, record_bytes);
-    // The pool guaranteed the capacity; resizing only writes zeros, it never allocates.
-    buffer.resize(total, 0);
+    // The pool guaranteed the capacity (and a block more, for the last record's block);
+    // resizing only writes zeros, it never allocates.
+    buffer.resize(total + BLOCK, 0);
     let out = &mut buffer[..];
     index.clear(grid.columns, grid.rows);
     let cell_starts = tick_rows.cell_starts;
@@ -544,8 +568,13 @@ fn encode_tick(
                 if row.controlled {
                     index.push_player(row.net_id(), cell as u16);
                 }
+                // Whole blocks: fixed-size moves; the bytes past `len` are overwritten by
+                // what follows (writes only go forward) or cut off at the end.
                 let (from, len) = (row.at as usize, usize::from(row.len));
-                out[at..at + len].copy_from_slice(&tick_rows.records[from..from + len]);
+                for block in 0..len.div_ceil(BLOCK) {
+                    let (to, from) = (at + block * BLOCK, from + block * BLOCK);
+                    out[to..to + BLOCK].copy_from_slice(&tick_rows.records[from..from + BLOCK]);
+                }
                 at += len;
             }
             position += 1;
@@ -567,11 +596,13 @@ mod tests {
         let rows = cells_and_ids
             .iter()
             .map(|&(cell, id)| {
+                // One 16-byte slot per entity, as build_snapshot lays them out.
                 let at = records.len() as u32;
                 records.extend_from_slice(&id.to_le_bytes());
                 // Every third entity a player, for the index's player cells.
                 records.push(if id % 3 == 0 { KIND_PLAYER } else { 2 });
                 records.extend_from_slice(&[0; 9]);
+                records.extend_from_slice(&[0xEE; 2]); // past the record: never sent
                 Row {
                     key: u64::from(cell) << 32 | u64::from(id),
                     at,

@@ -28,6 +28,10 @@ use crate::drain::{SignalAction, StopCause, StopRequest, signal_action};
 use crate::settings::{self, Settings};
 use crate::{Server, ServerConfig, logging};
 
+/// The log target of the binary's own lines, whatever the game: `tickcast_server`, as
+/// operators and tests filter and read them (`RUST_LOG=tickcast_server=info`).
+const LOG_TARGET: &str = "tickcast_server";
+
 /// Authoritative game-simulation server: a fixed-step world broadcast as QUIC datagrams.
 /// Every flag below --print-config is also a key of the --config file (`tick-rate = 60`);
 /// a flag given here wins over the file.
@@ -102,7 +106,7 @@ pub fn main<G: Game + Clone>(game: G, features: &[(&str, bool)]) -> ExitCode {
     match run_server(run.server, game, features) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!(target: LOG_TARGET, "{e:#}");
             ExitCode::FAILURE
         }
     }
@@ -115,10 +119,10 @@ fn run_server<G: Game>(
 ) -> anyhow::Result<()> {
     let data_dir = config.net.data_dir.clone();
     for (feature, _) in features.iter().filter(|(_, on)| *on) {
-        tracing::info!("built with feature {feature}");
+        tracing::info!(target: LOG_TARGET, "built with feature {feature}");
     }
     let server = Server::start_with(config, game)?;
-    tracing::info!(
+    tracing::info!(target: LOG_TARGET,
         data_dir = %data_dir.display(),
         game = %server.schema(),
         "tickcast-server listening on {}",
@@ -126,13 +130,13 @@ fn run_server<G: Game>(
     );
     // The fingerprint as a field of its own: `sha256=<64 hex digits>` in text, key
     // `sha256` in JSON; never coloured (only level and target are).
-    tracing::info!(
+    tracing::info!(target: LOG_TARGET,
         sha256 = %fingerprint_hex(&server.fingerprint()),
         "certificate fingerprint"
     );
     install_signal_handler(server.stop_request().clone())?;
     let report = server.run_until_stopped();
-    tracing::info!(
+    tracing::info!(target: LOG_TARGET,
         cause = report.cause.map_or("none", StopCause::name),
         "stopped"
     );
@@ -169,11 +173,11 @@ fn install_signal_handler(stop_request: Arc<StopRequest>) -> anyhow::Result<()> 
                 };
                 match signal_action(count) {
                     SignalAction::Drain => {
-                        tracing::info!("{name}: draining (a second signal exits at once)");
+                        tracing::info!(target: LOG_TARGET, "{name}: draining (a second signal exits at once)");
                         stop_request.request(StopCause::Signal);
                     }
                     SignalAction::ExitNow => {
-                        tracing::warn!("{name} again: exiting at once, without a drain");
+                        tracing::warn!(target: LOG_TARGET, "{name} again: exiting at once, without a drain");
                         std::process::exit(128 + signal);
                     }
                 }
