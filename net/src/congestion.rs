@@ -82,7 +82,9 @@
 //! delay bound either: the "before" of `docs/PERFORMANCE.md`'s netsim table.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics, CubicConfig};
@@ -369,6 +371,56 @@ impl QueueDelayWindow {
     }
 }
 
+/// What a connection's controller last knew of its room, shared with the fan-out: the
+/// window, the bytes in flight and the packet size. quinn sends a packet only while
+/// `in flight + packet < window`, and reads neither number out; the fan-out reads them
+/// here to hand a peer a tick only when quinn will send it at once, and otherwise to hold
+/// it, the newest replacing an older one (`fanout::offer_tick`): a tick handed to quinn
+/// behind a closed window waits there up to a round trip and goes out stale.
+#[derive(Debug, Default)]
+pub struct SendRoom {
+    window: AtomicU64,
+    in_flight: AtomicU64,
+    mtu: AtomicU64,
+}
+
+impl SendRoom {
+    fn publish(&self, window: u64, in_flight: u64, mtu: u64) {
+        self.window.store(window, Ordering::Relaxed);
+        self.in_flight.store(in_flight, Ordering::Relaxed);
+        self.mtu.store(mtu, Ordering::Relaxed);
+    }
+
+    /// Whether quinn would send a packet now: `in flight + packet < window`.
+    pub fn open(&self) -> bool {
+        let window = self.window.load(Ordering::Relaxed);
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let mtu = self.mtu.load(Ordering::Relaxed);
+        in_flight + mtu < window
+    }
+}
+
+thread_local! {
+    /// The [`SendRoom`] of the controller this thread built last. quinn builds a
+    /// connection's controller inside `Endpoint::accept`, on the caller's thread, and
+    /// offers no way to reach it afterwards; the driver takes it right after.
+    static LAST_BUILT: RefCell<Option<Arc<SendRoom>>> = const { RefCell::new(None) };
+}
+
+/// Takes the [`SendRoom`] of the controller built last on this thread: call it right
+/// after `quinn_proto::Endpoint::accept`. `None` for stock Cubic (floor 0), which has
+/// none. A room whose controller is gone (quinn rebuilds it when the path changes) has
+/// no other owner left: [`room_is_live`] says so, and the fan-out then goes by the
+/// queue alone.
+pub fn take_last_built_room() -> Option<Arc<SendRoom>> {
+    LAST_BUILT.with(|cell| cell.borrow_mut().take())
+}
+
+/// Whether a room's controller still publishes into it.
+pub fn room_is_live(room: &Arc<SendRoom>) -> bool {
+    Arc::strong_count(room) > 1
+}
+
 /// Builds a [`FlooredController`] around Cubic for each connection; with a floor of 0,
 /// stock Cubic.
 #[derive(Debug, Clone)]
@@ -394,7 +446,10 @@ impl ControllerFactory for FlooredCubic {
         if self.floor == 0 {
             return cubic;
         }
-        Box::new(FlooredController::new(cubic, self.floor, current_mtu))
+        let controller = FlooredController::new(cubic, self.floor, current_mtu);
+        let room = controller.room.clone();
+        LAST_BUILT.with(|cell| *cell.borrow_mut() = Some(room));
+        Box::new(controller)
     }
 }
 
@@ -406,6 +461,7 @@ pub struct FlooredController {
     floor: u64,
     queueing: bool,
     delay: QueueDelayWindow,
+    room: Arc<SendRoom>,
 }
 
 impl FlooredController {
@@ -416,12 +472,21 @@ impl FlooredController {
         // 22 KB in the netsim table's capped row) but cost the 20 %-loss row 1.2 to 1.5
         // points of chunks (one run each) while each window grew to what its stream needed.
         let initial = inner.initial_window().max(floor);
-        Self {
+        let controller = Self {
             inner,
             floor,
             queueing: false,
             delay: QueueDelayWindow::new(initial, mtu),
-        }
+            room: Arc::default(),
+        };
+        controller.publish();
+        controller
+    }
+
+    /// Tells the fan-out the window and what is in flight ([`SendRoom`]).
+    fn publish(&self) {
+        self.room
+            .publish(self.window(), self.delay.in_flight, self.delay.mtu);
     }
 
     /// Takes the path's smoothed round trip, as each acknowledgement brings it: the
@@ -430,7 +495,11 @@ impl FlooredController {
     pub fn on_rtt(&mut self, smoothed: Duration, min: Duration) {
         let least = self.delay.base_rtt().unwrap_or(min);
         self.queueing = is_queueing(smoothed, least);
-        self.delay.corroborate(self.queueing);
+        // The delay window's witness: the smoothed round trip more than the queue target
+        // above the least. Tighter than the floor's test (a quarter of the least plus
+        // 20 ms), whose proportional part on an 80 ms path let the queue stand at 40 ms
+        // before a cut (the link-model test's capped link: queue p99 128 → 106 ms).
+        self.delay.corroborate(smoothed > least + QUEUE_TARGET);
     }
 
     /// The delay-based window.
@@ -443,6 +512,7 @@ impl Controller for FlooredController {
     fn on_sent(&mut self, now: Instant, bytes: u64, last_packet_number: u64) {
         self.delay.on_sent(now, bytes, last_packet_number);
         self.inner.on_sent(now, bytes, last_packet_number);
+        self.publish();
     }
 
     fn on_ack(
@@ -469,6 +539,7 @@ impl Controller for FlooredController {
             .on_end_acks(now, in_flight, largest_packet_num_acked);
         self.inner
             .on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
+        self.publish();
     }
 
     fn on_congestion_event(
@@ -479,13 +550,18 @@ impl Controller for FlooredController {
         lost_bytes: u64,
     ) {
         self.delay.on_loss(now, sent);
+        // quinn took the lost bytes out of flight before telling us; a loss found by the
+        // timer brings no `on_end_acks` to say so.
+        self.delay.in_flight = self.delay.in_flight.saturating_sub(lost_bytes);
         self.inner
             .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
+        self.publish();
     }
 
     fn on_mtu_update(&mut self, new_mtu: u16) {
         self.delay.on_mtu_update(new_mtu);
         self.inner.on_mtu_update(new_mtu);
+        self.publish();
     }
 
     fn window(&self) -> u64 {
@@ -509,6 +585,7 @@ impl Controller for FlooredController {
             floor: self.floor,
             queueing: self.queueing,
             delay: self.delay.clone(),
+            room: self.room.clone(),
         })
     }
 

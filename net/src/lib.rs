@@ -24,6 +24,8 @@ pub mod congestion;
 pub mod driver;
 pub mod fanout;
 pub mod histogram;
+#[cfg(test)]
+mod link_model;
 mod nonce;
 pub mod peer_params;
 #[cfg(feature = "quinn-endpoint")]
