@@ -1,7 +1,20 @@
-//! The fan-out's pure parts: which datagrams of a tick a peer is sent (interest
-//! management over the tick's index, as the sim published it) and whether it gets the
-//! tick at all (backpressure). Planned once per peer per tick; nothing here parses the
-//! tick buffer.
+//! The fan-out's per-peer parts: which datagrams of a tick a peer is sent (interest
+//! management over the tick's index, as the sim published it) and when it gets the tick
+//! (backpressure, [`offer_tick`]). Planned once per peer per tick; nothing here parses
+//! the tick buffer.
+//!
+//! **Latest wins.** A peer is handed a tick only when its quinn datagram queue is empty
+//! and its congestion window has room for a packet now ([`SendRoom`]); otherwise the tick
+//! waits in the peer's [`PeerOutbox`], a newer tick replacing it, until the driver finds
+//! the queue empty and the window open ([`release_held`], when an ACK frees room). A tick
+//! handed to quinn behind a closed window waits in quinn's queue, which can only be
+//! appended to and drops nothing it holds, up to a round trip, and goes out that old; in
+//! the outbox it is replaced by the next tick instead. Measured on the link model
+//! (`link_model.rs`, the netsim table's capped row, 8 streams into a link half their
+//! rate): the p99 age of a chunk on arrival from 342 to 159 ms and the median from 215 to
+//! 94 ms against the rule before ([`SendRule::TwoTicks`]: a tick sent while at most the
+//! peer's last tick was queued), for a few points fewer ticks through the link (48 % to
+//! 38 % of chunks).
 
 use std::cell::Cell;
 use std::ops::Range;
@@ -207,13 +220,15 @@ pub fn decide_tick_for_peer(
     }
 }
 
-/// Which rule [`offer_tick`] follows (the A/B of the link-model test).
+/// Which rule [`offer_tick_by`] follows: the shipped one ([`SEND_RULE`]) and the one
+/// before, kept for the link model's A/B (`link_model.rs`) and as the rule of the
+/// `quinn-endpoint` build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendRule {
     /// Send while at most the peer's last tick is queued (two ticks queued at most).
     TwoTicks,
-    /// Send into an empty queue; otherwise hold the tick, the newest replacing an older
-    /// one held, until the queue empties.
+    /// Hand a tick over only into an empty queue with the window open; otherwise hold
+    /// it, the newest replacing an older one held, until both hold.
     LatestWins,
 }
 
@@ -283,7 +298,10 @@ pub fn send_queue(conn: &mut quinn_proto::Connection, send_buffer: usize) -> (us
 }
 
 /// Offers one peer its part of a tick: `datagrams` are byte ranges of `tick` costing
-/// `cost` in its send buffer. Follows [`SEND_RULE`].
+/// `cost` in its send buffer. Follows [`SEND_RULE`] (the module doc): hands it to quinn
+/// now, or holds it in `outbox` in place of any tick held there, or (a tick larger than
+/// half the send buffer that cannot go now) skips it. A tick replaced in the outbox counts
+/// in [`Offered::dropped_ticks`].
 #[allow(clippy::too_many_arguments)]
 pub fn offer_tick(
     conn: &mut quinn_proto::Connection,
@@ -351,7 +369,9 @@ pub fn offer_tick_by(
     offered
 }
 
-/// Hands a held tick to quinn once the peer's queue has emptied.
+/// Hands the tick held in `outbox` to quinn if the peer's queue is empty and its window
+/// has room: the driver calls it each time it drives the connection, after its events
+/// (an ACK among them) and before its transmits.
 pub fn release_held(
     conn: &mut quinn_proto::Connection,
     send_buffer: usize,
