@@ -1224,12 +1224,12 @@ impl Driver {
             // Backpressure reads the connection's own state: the room quinn has left in
             // its datagram send queue, what of it is still queued, and what its
             // controller says of its window (`fanout::offer_tick`).
-            let room = conn.quic.datagrams().max_size();
+            let path_room = conn.quic.datagrams().max_size();
             let view_bytes = select_view(
                 &published.index,
                 published.index.player_cell(peer.entity),
                 view_cells,
-                shape.within(room),
+                shape.within(path_room),
                 &mut self.plan,
             );
             let offered = offer_tick(
