@@ -37,9 +37,10 @@ pub const CONNECTION_OVERHEAD_BYTES: u64 = 48 * 1024;
 
 /// Whole tick buffers one stalled peer can keep alive. A queued datagram is a slice of
 /// the sim's tick buffer, and a slice keeps the *whole* buffer allocated, not just its
-/// own bytes; the fan-out hands a peer a tick only while nothing older than its last tick
-/// is still queued ([`crate::fanout::decide_tick_for_peer`]), so a peer that stops
-/// acknowledging holds at most its last two ticks. Peers that stall at the same moment
+/// own bytes; the fan-out hands a peer a tick only into an empty queue and holds at most
+/// the newest beside it ([`crate::fanout::offer_tick`]; the `quinn-endpoint` build: only
+/// while nothing older than its last tick is queued, [`crate::fanout::decide_tick_for_peer`]),
+/// so a peer that stops acknowledging holds at most two ticks. Peers that stall at the same moment
 /// share those buffers; peers that stall at different moments each hold their own.
 pub const TICKS_A_STALLED_PEER_PINS: u64 = 2;
 

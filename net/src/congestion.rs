@@ -26,8 +26,8 @@
 //! 6817): the queueing delay is the newest round trip (the least of the last few, which
 //! filters out the peer's delayed acknowledgements) less the least round trip of the
 //! path ([`BaseRtt`]). As soon as that is above [`QUEUE_TARGET`] and quinn's smoothed
-//! round trip agrees there is a queue ([`is_queueing`]: it has the peer's ACK delay taken
-//! out, which the raw samples do not — a player's ACKs ride on its inputs, and under
+//! round trip agrees there is a queue (it too stands more than the target above the
+//! least; it has the peer's ACK delay taken out, which the raw samples do not — a player's ACKs ride on its inputs, and under
 //! random loss a run of lost inputs reads as queue; cutting on that alone stalled a peer
 //! in one 20 %-loss test run in ten), and then once a round trip while it stays there,
 //! the window shrinks by at least a quarter, and by the
@@ -39,11 +39,12 @@
 //! packet in flight, below the floor and below Cubic's two-packet minimum: a game
 //! stream's packets are small, and a window of two full packets is most ticks of most
 //! streams, so it would not hold them back at all. What a window holds back the fan-out
-//! then skips (`fanout`: a peer with more than a tick queued gets no new tick), so the
+//! then holds back (`fanout::offer_tick`: a peer is handed a tick only when this window
+//! has room, else the newest tick waits at the server, replacing older ones), so the
 //! link's queue stays near the target and the server sends fewer ticks. What is left of
-//! a tick's age is its wait at the server for the window, up to a round trip for each
-//! tick the fan-out lets queue before it (`docs/PERFORMANCE.md`, the netsim table's
-//! capped row, and the shared-bottleneck test below). The window sent
+//! a tick's age is the queue and its wait at the server for the window, under a tick
+//! (`docs/PERFORMANCE.md`, the netsim table's capped row; the shared-bottleneck test
+//! below; `link_model.rs`). The window sent
 //! with is the smaller of the two; the delay window never holds a stream back on a path
 //! without a queue, since it grows to twice what the stream had in flight, and it can
 //! never grow far past that (an application-limited stream would otherwise build a
@@ -82,7 +83,9 @@
 //! delay bound either: the "before" of `docs/PERFORMANCE.md`'s netsim table.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics, CubicConfig};
@@ -369,6 +372,56 @@ impl QueueDelayWindow {
     }
 }
 
+/// What a connection's controller last knew of its room, shared with the fan-out: the
+/// window, the bytes in flight and the packet size. quinn sends a packet only while
+/// `in flight + packet < window`, and reads neither number out; the fan-out reads them
+/// here to hand a peer a tick only when quinn will send it at once, and otherwise to hold
+/// it, the newest replacing an older one (`fanout::offer_tick`): a tick handed to quinn
+/// behind a closed window waits there up to a round trip and goes out stale.
+#[derive(Debug, Default)]
+pub struct SendRoom {
+    window: AtomicU64,
+    in_flight: AtomicU64,
+    mtu: AtomicU64,
+}
+
+impl SendRoom {
+    fn publish(&self, window: u64, in_flight: u64, mtu: u64) {
+        self.window.store(window, Ordering::Relaxed);
+        self.in_flight.store(in_flight, Ordering::Relaxed);
+        self.mtu.store(mtu, Ordering::Relaxed);
+    }
+
+    /// Whether quinn would send a packet now: `in flight + packet < window`.
+    pub fn open(&self) -> bool {
+        let window = self.window.load(Ordering::Relaxed);
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let mtu = self.mtu.load(Ordering::Relaxed);
+        in_flight + mtu < window
+    }
+}
+
+thread_local! {
+    /// The [`SendRoom`] of the controller this thread built last. quinn builds a
+    /// connection's controller inside `Endpoint::accept`, on the caller's thread, and
+    /// offers no way to reach it afterwards; the driver takes it right after.
+    static LAST_BUILT: RefCell<Option<Arc<SendRoom>>> = const { RefCell::new(None) };
+}
+
+/// Takes the [`SendRoom`] of the controller built last on this thread: call it right
+/// after `quinn_proto::Endpoint::accept`. `None` for stock Cubic (floor 0), which has
+/// none. A room whose controller is gone (quinn rebuilds it when the path changes) has
+/// no other owner left: [`room_is_live`] says so, and the fan-out then goes by the
+/// queue alone.
+pub fn take_last_built_room() -> Option<Arc<SendRoom>> {
+    LAST_BUILT.with(|cell| cell.borrow_mut().take())
+}
+
+/// Whether a room's controller still publishes into it.
+pub fn room_is_live(room: &Arc<SendRoom>) -> bool {
+    Arc::strong_count(room) > 1
+}
+
 /// Builds a [`FlooredController`] around Cubic for each connection; with a floor of 0,
 /// stock Cubic.
 #[derive(Debug, Clone)]
@@ -392,9 +445,13 @@ impl ControllerFactory for FlooredCubic {
     fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
         let cubic = self.cubic.clone().build(now, current_mtu);
         if self.floor == 0 {
+            LAST_BUILT.with(|cell| cell.borrow_mut().take());
             return cubic;
         }
-        Box::new(FlooredController::new(cubic, self.floor, current_mtu))
+        let controller = FlooredController::new(cubic, self.floor, current_mtu);
+        let room = controller.room.clone();
+        LAST_BUILT.with(|cell| *cell.borrow_mut() = Some(room));
+        Box::new(controller)
     }
 }
 
@@ -406,6 +463,7 @@ pub struct FlooredController {
     floor: u64,
     queueing: bool,
     delay: QueueDelayWindow,
+    room: Arc<SendRoom>,
 }
 
 impl FlooredController {
@@ -416,12 +474,21 @@ impl FlooredController {
         // 22 KB in the netsim table's capped row) but cost the 20 %-loss row 1.2 to 1.5
         // points of chunks (one run each) while each window grew to what its stream needed.
         let initial = inner.initial_window().max(floor);
-        Self {
+        let controller = Self {
             inner,
             floor,
             queueing: false,
             delay: QueueDelayWindow::new(initial, mtu),
-        }
+            room: Arc::default(),
+        };
+        controller.publish();
+        controller
+    }
+
+    /// Tells the fan-out the window and what is in flight ([`SendRoom`]).
+    fn publish(&self) {
+        self.room
+            .publish(self.window(), self.delay.in_flight, self.delay.mtu);
     }
 
     /// Takes the path's smoothed round trip, as each acknowledgement brings it: the
@@ -430,7 +497,11 @@ impl FlooredController {
     pub fn on_rtt(&mut self, smoothed: Duration, min: Duration) {
         let least = self.delay.base_rtt().unwrap_or(min);
         self.queueing = is_queueing(smoothed, least);
-        self.delay.corroborate(self.queueing);
+        // The delay window's witness: the smoothed round trip more than the queue target
+        // above the least. Tighter than the floor's test (a quarter of the least plus
+        // 20 ms), whose proportional part on an 80 ms path let the queue stand at 40 ms
+        // before a cut (the link-model test's capped link: queue p99 128 → 106 ms).
+        self.delay.corroborate(smoothed > least + QUEUE_TARGET);
     }
 
     /// The delay-based window.
@@ -443,6 +514,7 @@ impl Controller for FlooredController {
     fn on_sent(&mut self, now: Instant, bytes: u64, last_packet_number: u64) {
         self.delay.on_sent(now, bytes, last_packet_number);
         self.inner.on_sent(now, bytes, last_packet_number);
+        self.publish();
     }
 
     fn on_ack(
@@ -469,6 +541,7 @@ impl Controller for FlooredController {
             .on_end_acks(now, in_flight, largest_packet_num_acked);
         self.inner
             .on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
+        self.publish();
     }
 
     fn on_congestion_event(
@@ -479,13 +552,18 @@ impl Controller for FlooredController {
         lost_bytes: u64,
     ) {
         self.delay.on_loss(now, sent);
+        // quinn took the lost bytes out of flight before telling us; a loss found by the
+        // timer brings no `on_end_acks` to say so.
+        self.delay.in_flight = self.delay.in_flight.saturating_sub(lost_bytes);
         self.inner
             .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
+        self.publish();
     }
 
     fn on_mtu_update(&mut self, new_mtu: u16) {
         self.delay.on_mtu_update(new_mtu);
         self.inner.on_mtu_update(new_mtu);
+        self.publish();
     }
 
     fn window(&self) -> u64 {
@@ -509,6 +587,7 @@ impl Controller for FlooredController {
             floor: self.floor,
             queueing: self.queueing,
             delay: self.delay.clone(),
+            room: self.room.clone(),
         })
     }
 
@@ -595,6 +674,35 @@ mod tests {
         );
         lose_every_round(zero.as_mut(), start, 20);
         assert_eq!(zero.window(), 2_400);
+    }
+
+    #[test]
+    fn the_send_room_follows_the_window_and_what_is_in_flight() {
+        let t0 = Instant::now();
+        // Stock Cubic publishes no room: the fan-out goes by the queue alone.
+        drop(Arc::new(FlooredCubic::new(0)).build(t0, 1200));
+        assert!(take_last_built_room().is_none());
+        let mut controller = Arc::new(FlooredCubic::new(FLOOR_DEFAULT)).build(t0, 1200);
+        let room = take_last_built_room().expect("the floored controller's room");
+        assert!(take_last_built_room().is_none(), "taken once");
+        assert!(room_is_live(&room));
+        // 12,000 bytes of window: open until a packet more would reach it.
+        assert!(room.open());
+        controller.on_sent(t0, 10_000, 1);
+        assert!(room.open(), "10,000 + 1,200 < 12,000");
+        controller.on_sent(t0, 800, 2);
+        assert!(!room.open(), "10,800 + 1,200 = 12,000: quinn sends no more");
+        // A loss found by the timer takes its bytes out of flight.
+        controller.on_congestion_event(t0 + MS(300), t0, false, 800);
+        assert!(room.open());
+        // An acknowledgement batch says what is left in flight.
+        controller.on_end_acks(t0 + MS(300), 11_500, false, Some(1));
+        assert!(!room.open());
+        controller.on_end_acks(t0 + MS(310), 0, false, Some(2));
+        assert!(room.open());
+        // quinn replaced the controller (a new path): the room is no one's any more.
+        drop(controller);
+        assert!(!room_is_live(&room));
     }
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -748,9 +856,9 @@ mod tests {
 
     /// A bottleneck shared by `flows` game streams, each with a delay window (or, with
     /// `delay` false, a fixed window at the floor, the loss-based policy before a
-    /// drop-tail overflows): each flow is offered `tick_bytes` every 33 ms and takes a
-    /// tick only while at most one earlier tick waits for its window (the fan-out's
-    /// rule); its packets cross a first-in first-out queue drained at `bytes_per_ms`,
+    /// drop-tail overflows): each flow is offered `tick_bytes` every 33 ms and holds the
+    /// newest tick until its window has room, a newer tick replacing one still waiting
+    /// (the fan-out's rule, `fanout::offer_tick`); its packets cross a first-in first-out queue drained at `bytes_per_ms`,
     /// then `one_way` ms of path, and the acknowledgement `one_way` back. Returns, after
     /// the first 5 s, the 99th percentiles of a tick's age on arrival (its wait for the
     /// window, the queue, the path) and of its wait in the bottleneck's queue, then the
@@ -780,10 +888,9 @@ mod tests {
                 // Each flow's ticks at its own phase (the fan-out walks the peers).
                 if ms % 33 == flow as u64 % 33 {
                     offered += 1;
-                    if waiting.len() <= 1 {
-                        waiting.push_back(ms);
-                        taken += 1;
-                    }
+                    // Latest wins: a tick still waiting for the window is replaced.
+                    waiting.clear();
+                    waiting.push_back(ms);
                 }
                 let window = if delay {
                     windows[flow].window()
@@ -792,6 +899,7 @@ mod tests {
                 };
                 while !waiting.is_empty() && in_flight[flow] + 1200 < window {
                     let made = waiting.pop_front().unwrap_or(ms);
+                    taken += 1;
                     in_flight[flow] += tick_bytes;
                     windows[flow].on_sent(now, tick_bytes, next_packet[flow]);
                     queue.push_back((flow, next_packet[flow], made, ms));
@@ -846,8 +954,9 @@ mod tests {
         // The delay window keeps it within a few targets...
         assert!(queue < QUEUE_TARGET * 4, "{queue:?}");
         // ...and what a tick's age adds to it is the path (40 ms) and its wait at the
-        // server for the window, up to a round trip for each tick queued before it.
-        assert!(age < MS(400), "{age:?}");
+        // server for the window: under a tick, since a newer tick replaces one waiting
+        // (139 ms p99 here; 295 ms when a second tick could wait behind the first).
+        assert!(age < MS(200), "{age:?}");
         // The link is kept busy: it carries about half the ticks offered.
         assert!((0.4..0.6).contains(&share), "{share}");
     }

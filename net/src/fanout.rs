@@ -1,13 +1,28 @@
-//! The fan-out's pure parts: which datagrams of a tick a peer is sent (interest
-//! management over the tick's index, as the sim published it) and whether it gets the
-//! tick at all (backpressure). Planned once per peer per tick; nothing here parses the
-//! tick buffer.
+//! The fan-out's per-peer parts: which datagrams of a tick a peer is sent (interest
+//! management over the tick's index, as the sim published it) and when it gets the tick
+//! (backpressure, [`offer_tick`]). Planned once per peer per tick; nothing here parses
+//! the tick buffer.
+//!
+//! **Latest wins.** A peer is handed a tick only when its quinn datagram queue is empty
+//! and its congestion window has room for a packet now ([`SendRoom`]); otherwise the tick
+//! waits in the peer's [`PeerOutbox`], a newer tick replacing it, until the driver finds
+//! the queue empty and the window open ([`release_held`], when an ACK frees room). A tick
+//! handed to quinn behind a closed window waits in quinn's queue, which can only be
+//! appended to and drops nothing it holds, up to a round trip, and goes out that old; in
+//! the outbox it is replaced by the next tick instead. Measured on the link model
+//! (`link_model.rs`, the netsim table's capped row, 8 streams into a link half their
+//! rate): the p99 age of a chunk on arrival from 342 to 159 ms and the median from 215 to
+//! 94 ms against the rule before ([`SendRule::TwoTicks`]: a tick sent while at most the
+//! peer's last tick was queued), for a few points fewer ticks through the link (48 % to
+//! 38 % of chunks).
 
 use std::cell::Cell;
 use std::ops::Range;
 
 use tickcast_shared::chunk::{TICK_FRAME_PREFIX_LEN, VIEW_ALL, ViewRect};
 use tickcast_shared::index::TickIndex;
+
+use crate::congestion::{SendRoom, room_is_live};
 
 thread_local! {
     static IN_FAN_OUT: Cell<bool> = const { Cell::new(false) };
@@ -203,6 +218,205 @@ pub fn decide_tick_for_peer(
         state.consecutive_skips = state.consecutive_skips.saturating_add(1);
         SendDecision::Skip
     }
+}
+
+/// Which rule [`offer_tick_by`] follows: the shipped one ([`SEND_RULE`]) and the one
+/// before, kept for the link model's A/B (`link_model.rs`) and as the rule of the
+/// `quinn-endpoint` build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendRule {
+    /// Send while at most the peer's last tick is queued (two ticks queued at most).
+    TwoTicks,
+    /// Hand a tick over only into an empty queue with the window open; otherwise hold
+    /// it, the newest replacing an older one held, until both hold.
+    LatestWins,
+}
+
+/// The rule the fan-out follows.
+pub const SEND_RULE: SendRule = SendRule::LatestWins;
+
+/// What the fan-out keeps per peer beside its [`PeerSendState`]: the tick held back
+/// for it (the tick's buffer and the byte ranges of the peer's datagrams in it) and what
+/// its congestion controller says of its room ([`SendRoom`]; `None` for stock Cubic).
+#[derive(Debug, Default)]
+pub struct PeerOutbox {
+    tick: Option<bytes::Bytes>,
+    datagrams: Vec<Range<usize>>,
+    cost: usize,
+    room: Option<std::sync::Arc<SendRoom>>,
+}
+
+impl PeerOutbox {
+    /// An empty outbox for a connection whose controller publishes into `room`.
+    pub fn new(room: Option<std::sync::Arc<SendRoom>>) -> Self {
+        Self {
+            room,
+            ..Self::default()
+        }
+    }
+
+    /// Whether a tick is held.
+    pub fn is_held(&self) -> bool {
+        self.tick.is_some()
+    }
+
+    /// Whether quinn would send a packet now, as far as the controller said; true
+    /// without a live room (stock Cubic, or a controller quinn replaced).
+    fn window_open(&self) -> bool {
+        self.room
+            .as_ref()
+            .is_none_or(|room| !room_is_live(room) || room.open())
+    }
+}
+
+/// What one offer or release did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offered {
+    /// Ticks that will never be sent: skipped, or replaced while held.
+    pub dropped_ticks: u32,
+    /// Datagrams handed to quinn, and their bytes.
+    pub datagrams: u64,
+    /// Bytes handed to quinn.
+    pub bytes: u64,
+    /// Whether a tick was handed to quinn whole.
+    pub sent_whole: bool,
+    /// Whether a tick was cut short (quinn refused a datagram of it).
+    pub cut: bool,
+    /// The peer's queue after the offer, as charged (for the peak gauge).
+    pub queue_after: usize,
+}
+
+/// The room in a connection's datagram send queue and what is queued in it, as the
+/// fan-out charges them. quinn's space keeps one entry back for the next datagram;
+/// without it, an empty queue would read as one entry queued.
+pub fn send_queue(conn: &mut quinn_proto::Connection, send_buffer: usize) -> (usize, usize) {
+    let space = conn.datagrams().send_buffer_space();
+    let queued = send_buffer
+        .saturating_sub(space)
+        .saturating_sub(crate::transport::DATAGRAM_QUEUE_ENTRY_BYTES);
+    (space, queued)
+}
+
+/// Offers one peer its part of a tick: `datagrams` are byte ranges of `tick` costing
+/// `cost` in its send buffer. Follows [`SEND_RULE`] (the module doc): hands it to quinn
+/// now, or holds it in `outbox` in place of any tick held there, or (a tick larger than
+/// half the send buffer that cannot go now) skips it. A tick replaced in the outbox counts
+/// in [`Offered::dropped_ticks`].
+#[allow(clippy::too_many_arguments)]
+pub fn offer_tick(
+    conn: &mut quinn_proto::Connection,
+    send_buffer: usize,
+    state: &mut PeerSendState,
+    outbox: &mut PeerOutbox,
+    tick: &bytes::Bytes,
+    datagrams: &[Range<usize>],
+    cost: usize,
+) -> Offered {
+    offer_tick_by(
+        SEND_RULE,
+        conn,
+        send_buffer,
+        state,
+        outbox,
+        tick,
+        datagrams,
+        cost,
+    )
+}
+
+/// [`offer_tick`] by a given rule.
+#[allow(clippy::too_many_arguments)]
+pub fn offer_tick_by(
+    rule: SendRule,
+    conn: &mut quinn_proto::Connection,
+    send_buffer: usize,
+    state: &mut PeerSendState,
+    outbox: &mut PeerOutbox,
+    tick: &bytes::Bytes,
+    datagrams: &[Range<usize>],
+    cost: usize,
+) -> Offered {
+    let (space, queued) = send_queue(conn, send_buffer);
+    let mut offered = Offered::default();
+    match rule {
+        SendRule::TwoTicks => match decide_tick_for_peer(state, space, queued, cost) {
+            SendDecision::Send => hand_over(conn, tick, datagrams, &mut offered),
+            SendDecision::Skip => offered.dropped_ticks = 1,
+        },
+        SendRule::LatestWins => {
+            if outbox.tick.take().is_some() {
+                offered.dropped_ticks += 1;
+                state.ticks_skipped += 1;
+            }
+            if queued == 0 && space >= cost && outbox.window_open() {
+                state.ticks_sent += 1;
+                state.consecutive_skips = 0;
+                state.last_tick_bytes = cost;
+                hand_over(conn, tick, datagrams, &mut offered);
+            } else if cost <= send_buffer / 2 {
+                outbox.tick = Some(tick.clone());
+                outbox.datagrams.clear();
+                outbox.datagrams.extend_from_slice(datagrams);
+                outbox.cost = cost;
+            } else {
+                offered.dropped_ticks += 1;
+                state.ticks_skipped += 1;
+                state.consecutive_skips = state.consecutive_skips.saturating_add(1);
+            }
+        }
+    }
+    offered.queue_after = send_queue(conn, send_buffer).1;
+    offered
+}
+
+/// Hands the tick held in `outbox` to quinn if the peer's queue is empty and its window
+/// has room: the driver calls it each time it drives the connection, after its events
+/// (an ACK among them) and before its transmits.
+pub fn release_held(
+    conn: &mut quinn_proto::Connection,
+    send_buffer: usize,
+    outbox: &mut PeerOutbox,
+) -> Offered {
+    let mut offered = Offered::default();
+    if !outbox.is_held() {
+        return offered;
+    }
+    let (space, queued) = send_queue(conn, send_buffer);
+    if queued == 0
+        && space >= outbox.cost
+        && outbox.window_open()
+        && let Some(tick) = outbox.tick.take()
+    {
+        hand_over(conn, &tick, &outbox.datagrams, &mut offered);
+    }
+    offered
+}
+
+fn hand_over(
+    conn: &mut quinn_proto::Connection,
+    tick: &bytes::Bytes,
+    datagrams: &[Range<usize>],
+    offered: &mut Offered,
+) {
+    let mut out = conn.datagrams();
+    for range in datagrams {
+        let len = range.len() as u64;
+        match out.send(
+            crate::transport::datagram_for_peer(tick, range.clone()),
+            false,
+        ) {
+            Ok(()) => {
+                offered.datagrams += 1;
+                offered.bytes += len;
+            }
+            Err(e) => {
+                tracing::trace!("send_datagram: {e}");
+                offered.cut = true;
+                return;
+            }
+        }
+    }
+    offered.sent_whole = true;
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ pub mod congestion;
 pub mod driver;
 pub mod fanout;
 pub mod histogram;
+#[cfg(test)]
+mod link_model;
 mod nonce;
 pub mod peer_params;
 #[cfg(feature = "quinn-endpoint")]
@@ -295,7 +297,8 @@ pub struct NetCounters {
     pub ticks_coalesced: AtomicU64,
     /// (peer, tick) pairs sent in full.
     pub peer_ticks_sent: AtomicU64,
-    /// (peer, tick) pairs skipped because the peer's send buffer had no room.
+    /// (peer, tick) pairs never sent: the peer's window or send queue had no room and a
+    /// newer tick replaced this one in its outbox (`fanout::offer_tick`).
     pub peer_ticks_skipped_backpressure: AtomicU64,
     /// (peer, tick) pairs cut short by a send error (peer gone, datagram too large).
     pub peer_ticks_send_errors: AtomicU64,

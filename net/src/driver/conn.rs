@@ -10,6 +10,7 @@ use tickcast_shared::msg::{Hello, RejectReason};
 use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
 
 use crate::admission::{HelloDeadline, InputAllowance};
+use crate::fanout::PeerOutbox;
 
 /// Where a connection is in tickcast's handshake, and what it holds: each phase but
 /// `Joined` and `Closed` holds one `handshaking` count; `AwaitingJoin` also holds a place
@@ -65,6 +66,8 @@ pub(super) struct Conn {
     pub(super) timer: Option<Instant>,
     /// Whether it is on the driver's list of connections to drive this turn.
     pub(super) touched: bool,
+    /// The fan-out's tick held for it and its controller's room (`fanout::offer_tick`).
+    pub(super) outbox: PeerOutbox,
 }
 
 impl Conn {
@@ -79,6 +82,7 @@ impl Conn {
             hello: Some(Box::new(HelloFrame::default())),
             timer: None,
             touched: false,
+            outbox: PeerOutbox::default(),
         }
     }
 }

@@ -42,11 +42,13 @@ use crate::admission::{
     needs_address_validation,
 };
 use crate::budget::{self, RssSample};
-use crate::fanout::{DatagramShape, FanOutScope, PeerSendState, SendDecision, plan_tick_for_peer};
+use crate::fanout::{
+    DatagramShape, FanOutScope, PeerOutbox, PeerSendState, offer_tick, select_view,
+};
 use crate::peer_params::session_max_datagram_frame_size;
 use crate::transport::{
     DATAGRAM_QUEUE_ENTRY_BYTES, JOIN_ACK_TIMEOUT, NONCE_SWEEP_INTERVAL, REJECT_LINGER,
-    SHUTDOWN_GRACE, UDP_STATS_INTERVAL, UdpTally, datagram_for_peer, unix_now_s,
+    SHUTDOWN_GRACE, UDP_STATS_INTERVAL, UdpTally, unix_now_s,
 };
 use crate::{DisconnectReason, NetConfig, NetCounters, NetError, NetParts, PublishedTick};
 use conn::{Conn, Phase};
@@ -549,7 +551,10 @@ impl Driver {
                     self.config.handshake_timeout,
                     self.config.hello_timeout,
                 );
-                self.conns[slot] = Some(Box::new(Conn::new(quic, bounds)));
+                let mut conn = Box::new(Conn::new(quic, bounds));
+                // quinn built its congestion controller inside `accept`, on this thread.
+                conn.outbox = PeerOutbox::new(crate::congestion::take_last_built_room());
+                self.conns[slot] = Some(conn);
                 self.touch(handle);
             }
             Err(e) => {
@@ -624,6 +629,10 @@ impl Driver {
                 break;
             }
         }
+        // A tick held for the peer goes to quinn once its window has room.
+        if conn.outbox.is_held() {
+            self.release_held(&mut conn);
+        }
         if self.io.is_blocked() {
             self.socket_blocked(handle);
         } else {
@@ -663,6 +672,31 @@ impl Driver {
             conn.timer = Some(at);
         }
         self.put(handle, conn);
+    }
+
+    /// Hands a connection's held tick to quinn if its queue is empty and its window has
+    /// room (`fanout::release_held`), and counts it.
+    fn release_held(&mut self, conn: &mut Conn) {
+        let offered = crate::fanout::release_held(
+            &mut conn.quic,
+            self.config.datagram_send_buffer,
+            &mut conn.outbox,
+        );
+        let counters = &self.counters;
+        if offered.sent_whole {
+            counters.peer_ticks_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        if offered.cut {
+            counters
+                .peer_ticks_send_errors
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        counters
+            .datagrams_sent
+            .fetch_add(offered.datagrams, Ordering::Relaxed);
+        counters
+            .bytes_out
+            .fetch_add(offered.bytes, Ordering::Relaxed);
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -1188,54 +1222,35 @@ impl Driver {
                 continue;
             };
             // Backpressure reads the connection's own state: the room quinn has left in
-            // its datagram send queue, and what of it is still queued.
-            let mut datagrams = conn.quic.datagrams();
-            let space = datagrams.send_buffer_space();
-            // quinn's space keeps one entry back for the next datagram; without it, an
-            // empty queue would read as one entry queued.
-            let queued = send_buffer
-                .saturating_sub(space)
-                .saturating_sub(DATAGRAM_QUEUE_ENTRY_BYTES);
-            let (decision, view_bytes) = plan_tick_for_peer(
+            // its datagram send queue, what of it is still queued, and what its
+            // controller says of its window (`fanout::offer_tick`).
+            let path_room = conn.quic.datagrams().max_size();
+            let view_bytes = select_view(
                 &published.index,
-                peer.entity,
+                published.index.player_cell(peer.entity),
                 view_cells,
-                shape.within(datagrams.max_size()),
-                &mut peer.send_state,
-                space,
-                queued,
+                shape.within(path_room),
                 &mut self.plan,
             );
-            match decision {
-                SendDecision::Skip => ticks_skipped += 1,
-                SendDecision::Send => {
-                    let mut whole = true;
-                    for range in self.plan.drain(..) {
-                        let len = range.len() as u64;
-                        match datagrams.send(datagram_for_peer(tick, range), false) {
-                            Ok(()) => {
-                                sent += 1;
-                                sent_bytes += len;
-                            }
-                            Err(e) => {
-                                tracing::trace!("send_datagram: {e}");
-                                whole = false;
-                                break;
-                            }
-                        }
-                    }
-                    self.plan.clear();
-                    if whole {
-                        ticks_sent += 1;
-                    } else {
-                        ticks_cut += 1;
-                    }
-                    queue_peak = queue_peak.max(queued + view_bytes);
-                    if !conn.touched {
-                        conn.touched = true;
-                        touched.push(peer.handle);
-                    }
-                }
+            let offered = offer_tick(
+                &mut conn.quic,
+                send_buffer,
+                &mut peer.send_state,
+                &mut conn.outbox,
+                tick,
+                &self.plan,
+                view_bytes,
+            );
+            self.plan.clear();
+            ticks_skipped += u64::from(offered.dropped_ticks);
+            sent += offered.datagrams;
+            sent_bytes += offered.bytes;
+            ticks_sent += u64::from(offered.sent_whole);
+            ticks_cut += u64::from(offered.cut);
+            queue_peak = queue_peak.max(offered.queue_after);
+            if offered.datagrams > 0 && !conn.touched {
+                conn.touched = true;
+                touched.push(peer.handle);
             }
         }
         drop(fan_out_scope);
