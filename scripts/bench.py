@@ -730,7 +730,7 @@ def mode_ab(preset, work, out, baselines=(), names=None):
 
 def mode_capacity(preset, work, out):
     print("## Capacity: the shipped server from few clients to the machine's limit\n")
-    print("`target/release/tickcast-server` on its defaults (200 NPCs, 30 Hz), bots `walk=100` "
+    print(f"`target/release/tickcast-server` on its defaults (200 NPCs, 30 Hz), bots `{preset.get('mix', 'walk=100')}` "
           "in another process on the same cores. Network thread: its CPU over the window "
           "(1.00 = one core, the target is ≤ 1).\n")
     print("| clients | connected | server CPU µs per client-tick | server cores | network thread cores | fan-out spread mean / max | delivery | RSS per client | bots CPU µs per client-tick | bots cores |")
@@ -738,7 +738,8 @@ def mode_capacity(preset, work, out):
     rows = []
     extras = []
     for clients in preset["capacity_counts"]:
-        r = run_load(SERVER, clients, timing_for(preset, clients), os.path.join(work, f"capacity-{clients}"))
+        r = run_load(SERVER, clients, timing_for(preset, clients), os.path.join(work, f"capacity-{clients}"),
+                     mix=preset.get("mix", "walk=100"))
         per_client = (r["rss_start"] - r["idle_rss"]) / r["peers"] if r["peers"] else None
         bots_cores, bots_us = bots_cpu_figures(r["report"])
         print(f"| {clients} | {r['connected']} | {fmt(r['us_per_client_tick'], '.1f')} | "
@@ -1153,6 +1154,10 @@ def main(argv):
                         help="soak length, e.g. 10m (default 10m; 45s with --quick)")
     parser.add_argument("--counts", type=lambda t: [int(n) for n in t.split(",")], metavar="N,N,…",
                         help="client counts for ab and capacity instead of the preset's")
+    parser.add_argument("--mix", metavar="MIX",
+                        help="capacity: the bots' --mix instead of walk=100 (e.g. walk=90,stall=10 for RSS "
+                             "per client with stalled clients)")
+    parser.add_argument("--soak-clients", type=int, metavar="N", help="soak: clients instead of the preset's")
     parser.add_argument("--out", help="directory for CSV, PNG and logs (default target/bench-out/<UTC time>)")
     parser.add_argument("--scrape-every", type=parse_duration, default=1.0, metavar="DURATION",
                         help="scrape mode: how often the scraper polls /metrics (default 1s)")
@@ -1205,6 +1210,10 @@ def main(argv):
                       scrape_counts=args.counts, bots_counts=args.counts)
     if args.segments:
         preset = dict(preset, scrape_segments=args.segments)
+    if args.mix:
+        preset = dict(preset, mix=args.mix)
+    if args.soak_clients:
+        preset = dict(preset, soak_clients=args.soak_clients)
     duration = args.soak or preset["soak_duration"]
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = os.path.abspath(args.out or os.path.join(ROOT, "target", "bench-out", stamp))
