@@ -62,6 +62,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# --syscalls: count the server's syscalls over each measured window with `perf stat`.
+COUNT_SYSCALLS = False
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TICK_RATE = 30  # the server's default, which every run uses
 NET_THREAD = "tickcast-net"
@@ -159,6 +161,58 @@ def allocations_per_tick(lines, field="allocs"):
         allocs += after[field]
         ticks += after["tick"] - before["tick"]
     return allocs / ticks if ticks else None
+
+
+DRIVER_TOTALS = re.compile(r"net driver totals")
+KEY_VALUE = re.compile(r"\b([a-z_]+)=(\d+)\b")
+
+
+def parse_driver_totals(line):
+    """The counts of the net driver's last log line (`net driver totals`, written when it
+    stops), or None for any other line.
+
+    >>> t = parse_driver_totals("INFO tickcast_net::driver::tally: net driver totals "
+    ...     "turns=10 timer_pops=4 drives=20 packets_sent=30 acks_received=29")
+    >>> t["turns"], t["packets_sent"], t["acks_received"]
+    (10, 30, 29)
+    >>> parse_driver_totals("INFO tickcast::status: clients=3 tick=90") is None
+    True
+    """
+    line = ANSI.sub("", line)
+    if not DRIVER_TOTALS.search(line):
+        return None
+    return {k: int(v) for k, v in KEY_VALUE.findall(line)}
+
+
+def client_ticks(statuses):
+    """Client-ticks over a run's status lines [status]: each line's client count times
+    the ticks since the line before it.
+
+    >>> client_ticks([{"tick": 30, "clients": 0}, {"tick": 60, "clients": 10}, {"tick": 90, "clients": 20}])
+    900
+    """
+    return sum(after["clients"] * (after["tick"] - before["tick"])
+               for before, after in zip(statuses, statuses[1:]))
+
+
+SYSCALLS = ("sendmsg", "sendmmsg", "recvmsg", "recvmmsg", "epoll_wait", "epoll_pwait", "write")
+
+
+def parse_perf_stat(text):
+    """`perf stat -x ,` output: {syscall name: count} for the syscalls:sys_enter_* events.
+
+    >>> parse_perf_stat("# started on x\\n\\n1234,,syscalls:sys_enter_sendmsg,10,100.00,,\\n"
+    ...     "<not counted>,,syscalls:sys_enter_sendmmsg,0,0.00,,\\n")
+    {'sendmsg': 1234, 'sendmmsg': 0}
+    """
+    counts = {}
+    for line in text.splitlines():
+        fields = line.split(",")
+        if len(fields) < 3 or not fields[2].startswith("syscalls:sys_enter_"):
+            continue
+        name = fields[2][len("syscalls:sys_enter_"):]
+        counts[name] = int(fields[0]) if fields[0].isdigit() else 0
+    return counts
 
 
 def least_squares_slope(points):
@@ -369,6 +423,37 @@ class Server:
         self.reader.join(timeout=10)
 
 
+class SyscallCounter:
+    """`perf stat` counting a process's syscalls (every thread) until stopped; nothing
+    when --syscalls is off or perf cannot run."""
+
+    def __init__(self, pid, work):
+        self.proc = None
+        self.path = os.path.join(work, f"syscalls-{pid}-{time.monotonic_ns()}.csv")
+        if not COUNT_SYSCALLS or not shutil.which("perf"):
+            return
+        events = ",".join(f"syscalls:sys_enter_{name}" for name in SYSCALLS)
+        self.proc = subprocess.Popen(["perf", "stat", "-x", ",", "-e", events, "-p", str(pid), "-o", self.path],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self):
+        """{syscall: count} over the time it ran, or None."""
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+        try:
+            with open(self.path) as f:
+                return parse_perf_stat(f.read()) or None
+        except FileNotFoundError:
+            return None
+
+
 class Scraper:
     """GET /metrics every `every` seconds while switched on, on a thread of the driver
     (not the server's CPU), the way Prometheus would: one connection per scrape,
@@ -418,11 +503,12 @@ class Scraper:
 
 
 class Bots:
-    def __init__(self, work, server, clients, duration_s, ramp_s, mix, prefix=(), extra=(), log="bots.log"):
+    def __init__(self, work, server, clients, duration_s, ramp_s, mix, prefix=(), extra=(), log="bots.log",
+                 binary=None):
         self.err_path = os.path.join(work, log)
         self.err = open(self.err_path, "w")
         self.proc = subprocess.Popen(
-            [*prefix, BOTS, "--server", server.addr, "--data-dir", os.path.join(work, ".tickcast"),
+            [*prefix, binary or BOTS, "--server", server.addr, "--data-dir", os.path.join(work, ".tickcast"),
              "--clients", str(clients), "--duration", f"{duration_s:g}s",
              "--ramp", f"{ramp_s:g}s", "--mix", mix, "--json", *extra],
             cwd=work, stdout=subprocess.PIPE, stderr=self.err, text=True,
@@ -469,8 +555,10 @@ def run_load(binary, clients, timing, work, mix="walk=100", npcs=200):
         started = time.monotonic()
         time.sleep(ramp + settle)
         w0 = server.snapshot()
+        counter = SyscallCounter(server.proc.pid, work)
         time.sleep(window)
         w1 = server.snapshot()
+        syscalls = counter.stop()
         report = bots.report(timeout=ramp + duration + 60)
         if server.proc.poll() is not None:
             why = ("it was told to stop (SIGTERM, SIGINT or SIGHUP) by another process — "
@@ -488,10 +576,15 @@ def run_load(binary, clients, timing, work, mix="walk=100", npcs=200):
     ticks = seconds * TICK_RATE
     peers = statistics.fmean(s["clients"] for s in in_window) if in_window else None
     cpu = w1["cpu"] - w0["cpu"]
+    totals = next((t for t in map(parse_driver_totals, reversed(server.lines)) if t), None)
     return {
         "clients": clients,
         "connected": report["connected"],
         "peers": peers,
+        "syscalls_per_client_tick": ({k: v / (peers * ticks) for k, v in syscalls.items()}
+                                     if syscalls and peers else None),
+        "driver_totals": totals,
+        "run_client_ticks": client_ticks([s for _, s in server.status]),
         "report": report,
         "features": server.features(),
         "idle_rss": idle["rss"],
@@ -564,7 +657,33 @@ def delivery(report, group=None):
     return report["delivery_ratio"] if report.get("snapshots_expected") else None
 
 
-def mode_ab(preset, work, out, baseline=None):
+def print_traffic(results):
+    """Two tables after a mode's own, from its runs' extras: the server's syscalls per
+    client-tick over the window (--syscalls), and what the net driver counted over the
+    whole run (its last log line) per client-tick of the run. [(label, result)]."""
+    counted = [(label, r) for label, r in results if r.get("syscalls_per_client_tick")]
+    if counted:
+        names = [n for n in SYSCALLS if any(r["syscalls_per_client_tick"].get(n) for _, r in counted)]
+        print("\nServer syscalls per client-tick over the window (`perf stat -e syscalls:sys_enter_*`, every thread):\n")
+        print("| run | " + " | ".join(names) + " |")
+        print("|---|" + "---:|" * len(names))
+        for label, r in counted:
+            per = r["syscalls_per_client_tick"]
+            print(f"| {label} | " + " | ".join(fmt(per.get(n), ".3f") for n in names) + " |")
+    totalled = [(label, r) for label, r in results if r.get("driver_totals") and r.get("run_client_ticks")]
+    if totalled:
+        keys = ["turns", "drives", "timer_pops", "timer_pops_idle", "packets_sent", "send_calls",
+                "packets_received", "acks_sent", "acks_received", "datagrams_sent", "pings_sent"]
+        print("\nThe net driver's own counts over the whole run (ramp included), per client-tick of the run:\n")
+        print("| run | " + " | ".join(k.replace("_", " ") for k in keys) + " |")
+        print("|---|" + "---:|" * len(keys))
+        for label, r in totalled:
+            t, n = r["driver_totals"], r["run_client_ticks"]
+            print(f"| {label} | " + " | ".join(fmt(t.get(k, 0) / n, ".3f") for k in keys) + " |")
+    print(flush=True)
+
+
+def mode_ab(preset, work, out, baselines=(), names=None):
     print("## A/B: encode once vs per-client encode\n")
     print(f"A = `tickcast-server` built with `--features {VARIANTS['A'][1]}` (the shipped fan-out); "
           f"B = `--features {VARIANTS['B'][1]}`. 200 NPCs, 30 Hz, bots `walk=100`. "
@@ -572,10 +691,13 @@ def mode_ab(preset, work, out, baseline=None):
     print("| clients | mode | connected | allocations per tick (whole process) | per client-tick | fan-out's own allocations per tick | peak RSS | RSS growth in window | server CPU µs per client-tick | delivery |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     rows = []
-    names = (("A0",) if baseline else ()) + ("A", "B")
+    extras = []
+    baseline_of = {f"A{i}": path for i, path in enumerate(baselines)}
+    names = [n for n in (*baseline_of, "A", "B") if names is None or n in names]
     for clients in preset["ab_counts"]:
         for name in names:
-            if name == "A0":
+            if name in baseline_of:
+                baseline = baseline_of[name]
                 label, features, binary = f"baseline {show_path(baseline)}", "count-allocs", baseline
             else:
                 label, features, _ = VARIANTS[name]
@@ -599,37 +721,45 @@ def mode_ab(preset, work, out, baseline=None):
                          "fanout_allocs_per_tick": r["fanout_allocs_per_tick"],
                          "peak_rss_bytes": r["peak_rss"], "rss_growth_bytes": r["rss_end"] - r["rss_start"],
                          "window_s": r["window"][1] - r["window"][0],
-                         "us_per_client_tick": r["us_per_client_tick"], "delivery": delivery(r["report"])})
+                         "us_per_client_tick": r["us_per_client_tick"], "delivery": delivery(r["report"]),
+                         "net_cores": r["net_cores"], "server_cores": r["server_cores"]})
+            extras.append((f"{clients} {name}", r))
     write_csv(os.path.join(out, "ab.csv"), rows)
-    print()
+    print_traffic(extras)
 
 
 def mode_capacity(preset, work, out):
     print("## Capacity: the shipped server from few clients to the machine's limit\n")
-    print("`target/release/tickcast-server` on its defaults (200 NPCs, 30 Hz), bots `walk=100` "
+    print(f"`target/release/tickcast-server` on its defaults (200 NPCs, 30 Hz), bots `{preset.get('mix', 'walk=100')}` "
           "in another process on the same cores. Network thread: its CPU over the window "
           "(1.00 = one core, the target is ≤ 1).\n")
-    print("| clients | connected | server CPU µs per client-tick | server cores | network thread cores | fan-out spread mean / max | delivery | RSS per client |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    print("| clients | connected | server CPU µs per client-tick | server cores | network thread cores | fan-out spread mean / max | delivery | RSS per client | bots CPU µs per client-tick | bots cores |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     rows = []
+    extras = []
     for clients in preset["capacity_counts"]:
-        r = run_load(SERVER, clients, timing_for(preset, clients), os.path.join(work, f"capacity-{clients}"))
+        r = run_load(SERVER, clients, timing_for(preset, clients), os.path.join(work, f"capacity-{clients}"),
+                     mix=preset.get("mix", "walk=100"))
         per_client = (r["rss_start"] - r["idle_rss"]) / r["peers"] if r["peers"] else None
+        bots_cores, bots_us = bots_cpu_figures(r["report"])
         print(f"| {clients} | {r['connected']} | {fmt(r['us_per_client_tick'], '.1f')} | "
               f"{r['server_cores']:.2f} | {r['net_cores']:.2f} | "
               f"{fmt(r['spread_mean_ms'], '.2f')} / {fmt(r['spread_max_ms'], '.2f')} ms | "
-              f"{fmt(delivery(r['report']), '.4f')} | {fmt(per_client and per_client / 1024, '.1f', ' KiB')} |",
+              f"{fmt(delivery(r['report']), '.4f')} | {fmt(per_client and per_client / 1024, '.1f', ' KiB')} | "
+              f"{fmt(bots_us, '.1f')} | {fmt(bots_cores, '.2f')} |",
               flush=True)
         rows.append({"clients": clients, "connected": r["connected"], "us_per_client_tick": r["us_per_client_tick"],
                      "server_cores": r["server_cores"], "net_cores": r["net_cores"],
                      "spread_mean_ms": r["spread_mean_ms"], "spread_max_ms": r["spread_max_ms"],
                      "delivery": delivery(r["report"]), "rss_per_client_bytes": per_client,
-                     "idle_rss_bytes": r["idle_rss"], "rss_bytes": r["rss_start"]})
+                     "idle_rss_bytes": r["idle_rss"], "rss_bytes": r["rss_start"],
+                     "bots_us_per_client_tick": bots_us, "bots_cores": bots_cores})
+        extras.append((f"{clients}", r))
         if r["connected"] < clients / 2:
             print(f"\nStopped after {clients}: fewer than half the bots connected, this machine's limit.")
             break
     write_csv(os.path.join(out, "capacity.csv"), rows)
-    print()
+    print_traffic(extras)
 
 
 def mode_soak(preset, work, out, duration):
@@ -875,7 +1005,7 @@ def bots_cpu_figures(report):
     return process.get("cores"), process.get("cpu_us_per_client_tick")
 
 
-def mode_bots(preset, work, out, drivers, bots_cpu):
+def mode_bots(preset, work, out, drivers, bots_cpu, baseline_bots=()):
     """One server per count; against it, one bots run per driver, one after the other, so
     every driver meets the same server process. With `bots_cpu` the bots run on that CPU
     alone (`taskset`, one thread) and the server on the others."""
@@ -901,12 +1031,14 @@ def mode_bots(preset, work, out, drivers, bots_cpu):
                         prefix=("taskset", "-c", others) if pinned else ())
         try:
             server.wait_ready()
-            for driver in drivers:
+            runs = [(f"proto, baseline {show_path(path)}", "proto", path) for path in baseline_bots] \
+                + [(driver, driver, BOTS) for driver in drivers]
+            for n, (label, driver, binary) in enumerate(runs):
                 time.sleep(timing["idle"])
                 extra = ["--driver", driver] + (["--threads", "1"] if pinned else [])
                 bots = Bots(run_work, server, clients, duration, ramp, "walk=100",
                             prefix=("taskset", "-c", str(bots_cpu)) if pinned else (),
-                            extra=extra, log=f"bots-{driver}.log")
+                            extra=extra, log=f"bots-{n}-{driver}.log", binary=binary)
                 try:
                     time.sleep(ramp + settle)
                     w0 = server.snapshot()
@@ -922,10 +1054,10 @@ def mode_bots(preset, work, out, drivers, bots_cpu):
                 cpu = w1["cpu"] - w0["cpu"]
                 server_us = cpu * 1e6 / (peers * seconds * TICK_RATE) if peers else None
                 cores, bots_us = bots_cpu_figures(report)
-                print(f"| {clients} | {driver} | {report['connected']} | {fmt(delivery(report), '.4f')} | "
+                print(f"| {clients} | {label} | {report['connected']} | {fmt(delivery(report), '.4f')} | "
                       f"{fmt(cores, '.2f')} | {fmt(bots_us, '.1f')} | {fmt(server_us, '.1f')} | "
                       f"{cpu / seconds:.2f} |", flush=True)
-                rows.append({"clients": clients, "driver": driver, "connected": report["connected"],
+                rows.append({"clients": clients, "driver": label, "connected": report["connected"],
                              "delivery": delivery(report), "bots_cores": cores,
                              "bots_us_per_client_tick": bots_us, "server_us_per_client_tick": server_us,
                              "server_cores": cpu / seconds, "bots_pinned_cpu": bots_cpu})
@@ -939,6 +1071,11 @@ def mode_bots(preset, work, out, drivers, bots_cpu):
         old, new = by.get((clients, "quinn-endpoint")), by.get((clients, "proto"))
         if old and new:
             print(f"\nAt {clients} clients: proto / quinn-endpoint bots CPU per client-tick = {new / old:.2f}.")
+        for r in rows:
+            base = r["bots_us_per_client_tick"]
+            if r["clients"] == clients and r["driver"].startswith("proto, baseline") and base and new:
+                print(f"\nAt {clients} clients: this build's proto / {r['driver']} bots CPU per client-tick "
+                      f"= {new / base:.2f}.")
     print()
 
 
@@ -968,9 +1105,9 @@ def build(modes):
                 raise BenchError(f"building the {name} server ({label}: --features {features}) failed{hint}")
 
 
-def check_binaries(modes):
+def check_binaries(modes, ab_names=None):
     needed = [SERVER, BOTS] + ([CHART] if "soak" in modes else []) \
-        + ([variant_binary("A"), variant_binary("B")] if "ab" in modes else [])
+        + ([variant_binary(n) for n in ("A", "B") if ab_names is None or n in ab_names] if "ab" in modes else [])
     missing = [p for p in needed if not os.path.exists(p)]
     if missing:
         raise BenchError("missing (run without --no-build): " + ", ".join(missing))
@@ -1017,20 +1154,34 @@ def main(argv):
                         help="soak length, e.g. 10m (default 10m; 45s with --quick)")
     parser.add_argument("--counts", type=lambda t: [int(n) for n in t.split(",")], metavar="N,N,…",
                         help="client counts for ab and capacity instead of the preset's")
+    parser.add_argument("--mix", metavar="MIX",
+                        help="capacity: the bots' --mix instead of walk=100 (e.g. walk=90,stall=10 for RSS "
+                             "per client with stalled clients)")
+    parser.add_argument("--soak-clients", type=int, metavar="N", help="soak: clients instead of the preset's")
     parser.add_argument("--out", help="directory for CSV, PNG and logs (default target/bench-out/<UTC time>)")
     parser.add_argument("--scrape-every", type=parse_duration, default=1.0, metavar="DURATION",
                         help="scrape mode: how often the scraper polls /metrics (default 1s)")
     parser.add_argument("--segments", type=int, metavar="N",
                         help="scrape mode: segments of 10 s, half with the scraper (default 12)")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
-    parser.add_argument("--baseline-server", metavar="PATH",
-                        help="ab: also run this count-allocs server binary (an earlier commit) as A0")
+    parser.add_argument("--baseline-server", metavar="PATH", action="append", default=[],
+                        help="ab: also run this count-allocs server binary (an earlier commit or another "
+                             "build) as A0; repeat for A1, A2, …")
+    parser.add_argument("--ab-modes", metavar="M,M",
+                        help="ab: only these rows, e.g. A0,A1,A (default: every baseline, A and B)")
+    parser.add_argument("--baseline-bots", metavar="PATH", action="append", default=[],
+                        help="bots: also run this tickcast-bots binary (proto driver) first, against the same "
+                             "server; repeatable")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="count the server's syscalls over each window with perf stat (ab, capacity)")
     parser.add_argument("--bots-drivers", default="quinn-endpoint,proto", metavar="D,D",
                         help="bots mode: the bot drivers to compare, in order (default quinn-endpoint,proto)")
     parser.add_argument("--bots-cpu", type=int, metavar="CPU",
                         help="bots mode: pin the bots to this CPU with one thread, the server to the others")
     parser.add_argument("--self-test", action="store_true", help="run the doctests and exit")
     args = parser.parse_args(argv)
+    global COUNT_SYSCALLS
+    COUNT_SYSCALLS = args.syscalls
     if args.self_test:
         import doctest
         failures, tests = doctest.testmod()
@@ -1059,6 +1210,10 @@ def main(argv):
                       scrape_counts=args.counts, bots_counts=args.counts)
     if args.segments:
         preset = dict(preset, scrape_segments=args.segments)
+    if args.mix:
+        preset = dict(preset, mix=args.mix)
+    if args.soak_clients:
+        preset = dict(preset, soak_clients=args.soak_clients)
     duration = args.soak or preset["soak_duration"]
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = os.path.abspath(args.out or os.path.join(ROOT, "target", "bench-out", stamp))
@@ -1067,10 +1222,11 @@ def main(argv):
     try:
         if not args.no_build:
             build(modes)
-        check_binaries(modes)
+        check_binaries(modes, args.ab_modes and args.ab_modes.split(","))
         header(argv, out)
         if "ab" in modes:
-            mode_ab(preset, work, out, args.baseline_server and os.path.abspath(args.baseline_server))
+            mode_ab(preset, work, out, [os.path.abspath(p) for p in args.baseline_server],
+                    args.ab_modes and args.ab_modes.split(","))
         if "capacity" in modes:
             mode_capacity(preset, work, out)
         if "soak" in modes:
@@ -1078,7 +1234,8 @@ def main(argv):
         if "scrape" in modes:
             mode_scrape(preset, work, out, args.scrape_every)
         if "bots" in modes:
-            mode_bots(preset, work, out, drivers, args.bots_cpu)
+            mode_bots(preset, work, out, drivers, args.bots_cpu,
+                      [os.path.abspath(p) for p in args.baseline_bots])
     except BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1

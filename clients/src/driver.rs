@@ -62,6 +62,10 @@ const RECV_BATCH: usize = udp::BATCH_SIZE;
 /// flood cannot starve inputs. A socket with more waiting stays marked readable.
 const RECV_ROUNDS_PER_TURN: usize = 8;
 
+/// The received packets' chunk (see `ClientDriver::rx`): 64 KiB, about forty full-size
+/// packets.
+const RX_CHUNK: usize = 64 * 1024;
+
 /// Bytes per receive buffer: one GRO batch of 1,500-byte packets, or one 64 KiB datagram.
 const RECV_SLOT_BYTES: usize = 64 * 1024;
 
@@ -122,6 +126,9 @@ pub struct DriverCounters {
     pub send_dropped: u64,
     /// Packets of silenced connections thrown away.
     pub silenced_packets: u64,
+    /// Timer entries that came up with nothing due (quinn had moved the timer later,
+    /// most often a delayed ACK that left with an input): re-filed without a flush.
+    pub idle_timer_pops: u64,
 }
 
 struct Socket {
@@ -168,6 +175,10 @@ pub struct ClientDriver {
     touched: Vec<ConnectionHandle>,
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     recv_buf: Vec<u8>,
+    /// Received packets are copied here back to back and split off, each a `BytesMut`
+    /// quinn-proto owns while it reads it; once it has dropped them the chunk is reclaimed
+    /// whole, so steady state allocates nothing per packet (as the server's driver).
+    rx: BytesMut,
     recv_meta: Vec<RecvMeta>,
     send_buf: Vec<u8>,
     counters: DriverCounters,
@@ -233,6 +244,7 @@ impl ClientDriver {
             touched: Vec::new(),
             timers: BinaryHeap::new(),
             recv_buf: vec![0; RECV_BATCH * slot_bytes],
+            rx: BytesMut::with_capacity(RX_CHUNK),
             recv_meta: vec![RecvMeta::default(); RECV_BATCH],
             send_buf: Vec::with_capacity(64 * 1024),
             counters: DriverCounters::default(),
@@ -522,7 +534,12 @@ impl ClientDriver {
                 let mut offset = 0;
                 while offset < meta.len {
                     let end = (offset + stride).min(meta.len);
-                    let data = BytesMut::from(&self.recv_buf[start + offset..start + end]);
+                    let bytes = &self.recv_buf[start + offset..start + end];
+                    // Reclaims the chunk when quinn-proto holds none of it, else starts
+                    // a new one.
+                    self.rx.reserve(bytes.len());
+                    self.rx.extend_from_slice(bytes);
+                    let data = self.rx.split();
                     offset = end;
                     self.counters.packets_in += 1;
                     self.handle_packet(index, now, &meta, data);
@@ -585,9 +602,16 @@ impl ClientDriver {
             slot.queued_timer = None;
             if slot.conn.poll_timeout().is_some_and(|due| due <= now) {
                 slot.conn.handle_timeout(now);
+                self.touch(ConnectionHandle(index));
+            } else if let Some(at) = slot.conn.poll_timeout() {
+                // Nothing due: the timer moved later since it was filed. A flush would
+                // find nothing to send; the real deadline is filed instead.
+                self.counters.idle_timer_pops += 1;
+                slot.queued_timer = Some(at);
+                self.timers.push(Reverse((at, index)));
+            } else {
+                self.counters.idle_timer_pops += 1;
             }
-            // Touched either way, so the flush files its real next timer.
-            self.touch(ConnectionHandle(index));
         }
     }
 }

@@ -17,6 +17,7 @@
 
 mod conn;
 mod socket;
+mod tally;
 mod timers;
 
 use std::collections::HashMap;
@@ -53,6 +54,7 @@ use crate::transport::{
 use crate::{DisconnectReason, NetConfig, NetCounters, NetError, NetParts, PublishedTick};
 use conn::{Conn, Phase};
 use socket::{Sent, UdpIo, proto_ecn};
+use tally::{FrameTally, LoopTally};
 use timers::Timers;
 
 /// Receive batches (each up to `quinn_udp::BATCH_SIZE` messages) per turn before the loop
@@ -253,6 +255,9 @@ struct Driver {
     last_tick: Option<Tick>,
     /// UDP traffic of the connections that have ended.
     udp_of_ended: UdpTally,
+    /// quinn's counts of the connections that have ended, and the loop's own.
+    frames_of_ended: FrameTally,
+    tally: LoopTally,
     /// Reused buffers: received packets, transmits, stateless answers, a peer's plan.
     rx: BytesMut,
     transmit: Vec<u8>,
@@ -311,6 +316,8 @@ impl Driver {
             current_tick: Tick::new(0),
             last_tick: None,
             udp_of_ended: UdpTally::default(),
+            frames_of_ended: FrameTally::default(),
+            tally: LoopTally::default(),
             rx: BytesMut::with_capacity(RX_CHUNK),
             transmit: Vec::new(),
             response: Vec::new(),
@@ -335,6 +342,7 @@ impl Driver {
         let mut events = mio::Events::with_capacity(8);
         let mut more_to_read = true;
         loop {
+            self.tally.turns += 1;
             let now = Instant::now();
             let timeout = if more_to_read {
                 Some(Duration::ZERO)
@@ -386,6 +394,11 @@ impl Driver {
                 && (self.conns.iter().all(Option::is_none) || now >= until)
             {
                 self.publish_udp_stats();
+                let mut frames = self.frames_of_ended;
+                for conn in self.conns.iter().flatten() {
+                    frames.add(&conn.quic.stats());
+                }
+                frames.log(&self.tally);
                 return;
             }
         }
@@ -613,6 +626,7 @@ impl Driver {
             return;
         };
         conn.touched = false;
+        self.tally.drives += 1;
         loop {
             let mut progressed = false;
             while let Some(event) = conn.quic.poll_endpoint_events() {
@@ -643,6 +657,7 @@ impl Driver {
                 else {
                     break;
                 };
+                self.tally.sends += 1;
                 if self.io.send(&transmit, &self.transmit[..transmit.size]) == Sent::Blocked {
                     self.socket_blocked(handle);
                     break;
@@ -658,9 +673,17 @@ impl Driver {
         }
         if conn.quic.is_drained() {
             self.release(handle, &mut conn, None);
-            self.udp_of_ended.add(&conn.quic.stats());
+            let stats = conn.quic.stats();
+            self.udp_of_ended.add(&stats);
+            self.frames_of_ended.add(&stats);
             return;
         }
+        self.requeue(handle, &mut conn);
+        self.put(handle, conn);
+    }
+
+    /// Queues the connection's next deadline if it is earlier than the one it has queued.
+    fn requeue(&mut self, handle: ConnectionHandle, conn: &mut Conn) {
         let next = [conn.quic.poll_timeout(), conn.phase.deadline()]
             .into_iter()
             .flatten()
@@ -671,7 +694,6 @@ impl Driver {
             self.timers.push(at, handle.0);
             conn.timer = Some(at);
         }
-        self.put(handle, conn);
     }
 
     /// Hands a connection's held tick to quinn if its queue is empty and its window has
@@ -707,14 +729,28 @@ impl Driver {
             };
             if conn.timer == Some(at) {
                 conn.timer = None;
-                if conn.quic.poll_timeout().is_some_and(|due| due <= now) {
+                self.tally.timer_pops += 1;
+                let quic_due = conn.quic.poll_timeout().is_some_and(|due| due <= now);
+                let phase_due = conn.phase.deadline().is_some_and(|due| due <= now);
+                if quic_due {
                     conn.quic.handle_timeout(now);
                 }
-                if conn.phase.deadline().is_some_and(|due| due <= now) {
+                if phase_due {
                     self.phase_deadline(handle, &mut conn, now);
                 }
-                conn.touched = true;
-                self.touched.push(handle);
+                if quic_due || phase_due {
+                    if !conn.touched {
+                        conn.touched = true;
+                        self.touched.push(handle);
+                    }
+                } else {
+                    // Nothing is due: quinn moved this timer later since it was queued
+                    // (most often the delayed ACK, which left in the tick's packet).
+                    // Driving the connection would find nothing to do; its real deadline
+                    // is queued instead.
+                    self.tally.timer_pops_idle += 1;
+                    self.requeue(handle, &mut conn);
+                }
             }
             self.put(handle, conn);
         }

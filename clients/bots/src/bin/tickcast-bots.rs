@@ -31,6 +31,12 @@ use tickcast_bots::swarm::{
 };
 use tickcast_netsim::{NetsimSpec, Proxy, ProxyConfig};
 
+/// mimalloc as the global allocator with the `mimalloc` feature (issue #15's allocator A/B,
+/// docs/PERFORMANCE.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Load generator and judge for a tickcast server.
 #[derive(Debug, Parser)]
 #[command(version)]
