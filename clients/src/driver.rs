@@ -42,6 +42,7 @@ use quinn_proto::{
     StreamEvent, StreamId, VarInt,
 };
 use tickcast_shared::msg::{Hello, ServerMessage, Welcome};
+use tickcast_shared::schema::Schema;
 use tickcast_shared::token::ConnectToken;
 use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
 use tickcast_shared::{PROTOCOL_VERSION, close};
@@ -72,8 +73,9 @@ const RECV_SLOT_BYTES: usize = 64 * 1024;
 /// What the caller needs to know about a connection.
 #[derive(Debug)]
 pub enum SessionEvent {
-    /// Admitted: the server's Welcome. The connection now carries datagrams.
-    Welcomed(Box<Welcome>),
+    /// Admitted: the server's Welcome and the game's schema that followed it. The
+    /// connection now carries datagrams.
+    Welcomed(Box<Welcome>, Arc<Schema>),
     /// The connect failed: refused, rejected, a bad answer, or the connection was lost
     /// before the Welcome. The id is free again.
     Failed(ClientError),
@@ -685,7 +687,7 @@ impl Slot {
         }
         self.phase = Phase::AwaitingAnswer {
             stream,
-            answer: Vec::with_capacity(FRAME_PREFIX_LEN + MAX_MESSAGE_LEN),
+            answer: Vec::with_capacity(ANSWER_LIMIT),
         };
         Ok(())
     }
@@ -702,7 +704,7 @@ impl Slot {
         // Any other stream's bytes (or the control stream's after the Welcome) are read
         // and dropped.
         let waiting = matches!(&self.phase, Phase::AwaitingAnswer { stream, .. } if *stream == id);
-        let limit = FRAME_PREFIX_LEN + MAX_MESSAGE_LEN;
+        let limit = ANSWER_LIMIT;
         let mut read = Vec::new();
         let (mut finished, mut failed) = (false, None);
         match self.conn.recv_stream(id).read(true) {
@@ -759,9 +761,9 @@ impl Slot {
                     );
                 }
             }
-            Answer::Welcome(welcome) => {
+            Answer::Welcome(welcome, schema) => {
                 self.phase = Phase::Admitted;
-                out.push((handle, SessionEvent::Welcomed(welcome)));
+                out.push((handle, SessionEvent::Welcomed(welcome, Arc::new(*schema))));
             }
             Answer::Rejected(error) => self.fail(handle, now, close::NORMAL, error, out),
             Answer::Bad(error) => self.fail(handle, now, close::PROTOCOL_ERROR, error, out),
@@ -788,35 +790,65 @@ impl Slot {
     }
 }
 
+/// The most bytes the answer to a Hello takes: a Welcome frame and the schema frame
+/// after it, each at most a frame's limit.
+const ANSWER_LIMIT: usize = 2 * (FRAME_PREFIX_LEN + MAX_MESSAGE_LEN);
+
 /// What the bytes read so far on the control stream say.
 #[derive(Debug)]
 enum Answer {
-    /// Not a whole frame yet.
+    /// Not whole frames yet.
     Incomplete,
-    Welcome(Box<Welcome>),
+    Welcome(Box<Welcome>, Box<Schema>),
     Rejected(ClientError),
     Bad(ClientError),
 }
 
-/// Decodes the server's answer to the Hello from the control stream's first bytes.
-fn decode_answer(bytes: &[u8]) -> Answer {
+/// The body of the frame at the start of `bytes`: `Ok(None)` while it is incomplete.
+fn frame_body(bytes: &[u8]) -> Result<Option<&[u8]>, ClientError> {
     let Some(prefix) = bytes.first_chunk::<FRAME_PREFIX_LEN>() else {
-        return Answer::Incomplete;
+        return Ok(None);
     };
-    let body_len = match wire::frame_len(*prefix) {
-        Ok(len) => len,
+    let body_len = wire::frame_len(*prefix).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    Ok(bytes.get(FRAME_PREFIX_LEN..FRAME_PREFIX_LEN + body_len))
+}
+
+/// Decodes the server's answer to the Hello from the control stream's first bytes: a
+/// Reject, or a Welcome followed by the game's schema (`docs/PROTOCOL.md` §3).
+fn decode_answer(bytes: &[u8]) -> Answer {
+    let body = match frame_body(bytes) {
+        Ok(Some(body)) => body,
+        Ok(None) => return Answer::Incomplete,
+        Err(e) => return Answer::Bad(e),
+    };
+    let welcome = match wire::decode_exact::<ServerMessage>(body) {
+        Ok(ServerMessage::Welcome(welcome)) => welcome,
+        Ok(ServerMessage::Reject(reject)) => {
+            return Answer::Rejected(ClientError::Rejected {
+                reason: reject.reason(),
+                detail: reject.detail,
+            });
+        }
         Err(e) => return Answer::Bad(ClientError::Protocol(e.to_string())),
     };
-    let Some(body) = bytes.get(FRAME_PREFIX_LEN..FRAME_PREFIX_LEN + body_len) else {
-        return Answer::Incomplete;
-    };
-    match wire::decode_exact::<ServerMessage>(body) {
-        Ok(ServerMessage::Welcome(welcome)) => Answer::Welcome(Box::new(welcome)),
-        Ok(ServerMessage::Reject(reject)) => Answer::Rejected(ClientError::Rejected {
-            reason: reject.reason(),
-            detail: reject.detail,
-        }),
-        Err(e) => Answer::Bad(ClientError::Protocol(e.to_string())),
+    if welcome.protocol_version != PROTOCOL_VERSION {
+        return Answer::Bad(ClientError::Protocol(format!(
+            "the server speaks protocol {}, this client {PROTOCOL_VERSION}",
+            welcome.protocol_version
+        )));
+    }
+    let rest = &bytes[FRAME_PREFIX_LEN + body.len()..];
+    match frame_body(rest) {
+        Ok(Some(schema)) => match Schema::decode(schema) {
+            Ok(schema) => Answer::Welcome(Box::new(welcome), Box::new(schema)),
+            Err(e) => Answer::Bad(ClientError::Protocol(format!(
+                "the game's schema after the Welcome: {e}"
+            ))),
+        },
+        Ok(None) => Answer::Incomplete,
+        Err(e) => Answer::Bad(ClientError::Protocol(format!(
+            "the game's schema after the Welcome: {e}"
+        ))),
     }
 }
 
@@ -845,7 +877,9 @@ mod tests {
             view_cells: 2,
             server_tick: tickcast_shared::Tick::new(99),
         };
-        let bytes = frame(&ServerMessage::Welcome(welcome.clone()));
+        let schema = test_schema();
+        let mut bytes = frame(&ServerMessage::Welcome(welcome.clone()));
+        bytes.extend_from_slice(&tickcast_shared::msg::schema_frame(&schema));
         for cut in 0..bytes.len() {
             assert!(
                 matches!(decode_answer(&bytes[..cut]), Answer::Incomplete),
@@ -853,9 +887,37 @@ mod tests {
             );
         }
         match decode_answer(&bytes) {
-            Answer::Welcome(got) => assert_eq!(*got, welcome),
+            Answer::Welcome(got, got_schema) => {
+                assert_eq!((*got, *got_schema), (welcome.clone(), schema));
+            }
             other => panic!("{other:?}"),
         }
+        // A Welcome followed by something that is not a schema is a protocol error.
+        let mut bad = frame(&ServerMessage::Welcome(welcome));
+        bad.extend_from_slice(&[3, 0, b'T', b'C', b'X']);
+        match decode_answer(&bad) {
+            Answer::Bad(error) => assert!(error.to_string().contains("schema"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn test_schema() -> Schema {
+        use tickcast_shared::schema::{EntityKind, Field, FieldRole, FieldType, InputField};
+        Schema::new(
+            "test-game",
+            1,
+            vec![EntityKind {
+                kind: 4,
+                name: "thing".into(),
+                glyph: b'#',
+                fields: vec![
+                    Field::new("x", FieldType::U16).role(FieldRole::PositionX),
+                    Field::new("y", FieldType::U16).role(FieldRole::PositionY),
+                ],
+            }],
+            vec![InputField::new("go", FieldType::U8, 0, 1)],
+        )
+        .expect("valid")
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub mod world;
 /// ([`client_endpoint`] returns a `quinn::Endpoint`) or drive a connection by hand.
 pub use quinn;
 
-pub use input::InputHistory;
+pub use input::{ByRoles, InputHistory, InputMapper, Intent};
 pub use session::{
     ClientError, EndpointOptions, Session, client_endpoint, client_endpoint_with, connect,
     connection_error_key, mint_token,

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tickcast_net::tls;
 use tickcast_shared::msg::{Hello, InputDatagram, RejectReason, ServerMessage, Welcome};
+use tickcast_shared::schema::Schema;
 use tickcast_shared::token::{ConnectToken, TokenKey};
 use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
 use tickcast_shared::{PROTOCOL_VERSION, close};
@@ -169,6 +170,7 @@ pub(crate) fn client_socket(server: SocketAddr) -> Result<std::net::UdpSocket, C
 pub struct Session {
     conn: Connection,
     welcome: Welcome,
+    schema: Arc<Schema>,
     // Held so the control stream stays open for the life of the session.
     _control: (SendStream, RecvStream),
 }
@@ -177,6 +179,12 @@ impl Session {
     /// The Welcome.
     pub fn welcome(&self) -> &Welcome {
         &self.welcome
+    }
+
+    /// The game's schema, sent right after the Welcome: how to read its records and
+    /// build its inputs.
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
     }
 
     /// The QUIC connection (for stats such as RTT).
@@ -204,8 +212,9 @@ impl Session {
 
     /// Sends an input datagram.
     pub fn send_input(&self, datagram: &InputDatagram) -> Result<(), quinn::SendDatagramError> {
+        let (bytes, len) = datagram.encode();
         self.conn
-            .send_datagram(Bytes::copy_from_slice(&datagram.encode()))
+            .send_datagram(Bytes::copy_from_slice(&bytes[..len]))
     }
 
     /// Leaves with the normal close code.
@@ -247,39 +256,73 @@ async fn handshake(
         .await
         .map_err(|e| ClientError::Protocol(format!("sending the Hello: {e}")))?;
 
-    let mut prefix = [0u8; FRAME_PREFIX_LEN];
-    if let Err(e) = recv.read_exact(&mut prefix).await {
-        return Err(match conn.close_reason() {
-            Some(reason) => ClientError::Connection(reason),
-            None => ClientError::Protocol(format!("reading the server's answer: {e}")),
-        });
-    }
-    let body_len = wire::frame_len(prefix).map_err(|e| ClientError::Protocol(e.to_string()))?;
     let mut body = [0u8; MAX_MESSAGE_LEN];
-    recv.read_exact(&mut body[..body_len])
-        .await
-        .map_err(|e| ClientError::Protocol(format!("reading the server's answer: {e}")))?;
-    match wire::decode_exact::<ServerMessage>(&body[..body_len]) {
-        Ok(ServerMessage::Welcome(welcome)) => Ok(Session {
-            conn,
-            welcome,
-            _control: (send, recv),
-        }),
+    let body_len = match read_frame(&mut recv, &mut body).await {
+        Ok(len) => len,
+        Err(e) => {
+            return Err(match conn.close_reason() {
+                Some(reason) => ClientError::Connection(reason),
+                None => ClientError::Protocol(format!("reading the server's answer: {e}")),
+            });
+        }
+    };
+    let bad = |conn: &Connection, error: String| {
+        conn.close(
+            VarInt::from_u32(close::PROTOCOL_ERROR),
+            b"bad server message",
+        );
+        Err(ClientError::Protocol(error))
+    };
+    let welcome = match wire::decode_exact::<ServerMessage>(&body[..body_len]) {
+        Ok(ServerMessage::Welcome(welcome)) => welcome,
         Ok(ServerMessage::Reject(reject)) => {
             conn.close(VarInt::from_u32(close::NORMAL), b"rejected");
-            Err(ClientError::Rejected {
+            return Err(ClientError::Rejected {
                 reason: reject.reason(),
                 detail: reject.detail,
-            })
+            });
         }
-        Err(e) => {
-            conn.close(
-                VarInt::from_u32(close::PROTOCOL_ERROR),
-                b"bad server message",
-            );
-            Err(ClientError::Protocol(e.to_string()))
-        }
+        Err(e) => return bad(&conn, e.to_string()),
+    };
+    if welcome.protocol_version != PROTOCOL_VERSION {
+        return bad(
+            &conn,
+            format!(
+                "the server speaks protocol {}, this client {PROTOCOL_VERSION}",
+                welcome.protocol_version
+            ),
+        );
     }
+    // Right after the Welcome: the game's schema (docs/PROTOCOL.md §3).
+    let schema = match read_frame(&mut recv, &mut body).await {
+        Ok(len) => Schema::decode(&body[..len]).map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match schema {
+        Ok(schema) => Ok(Session {
+            conn,
+            welcome,
+            schema: Arc::new(schema),
+            _control: (send, recv),
+        }),
+        Err(e) => bad(&conn, format!("the game's schema after the Welcome: {e}")),
+    }
+}
+
+/// Reads one control-stream frame into `body`; returns its length.
+async fn read_frame(
+    recv: &mut RecvStream,
+    body: &mut [u8; MAX_MESSAGE_LEN],
+) -> Result<usize, String> {
+    let mut prefix = [0u8; FRAME_PREFIX_LEN];
+    recv.read_exact(&mut prefix)
+        .await
+        .map_err(|e| e.to_string())?;
+    let len = wire::frame_len(prefix).map_err(|e| e.to_string())?;
+    recv.read_exact(&mut body[..len])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(len)
 }
 
 /// Mints a development token valid for `ttl` with a random nonce.

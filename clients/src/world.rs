@@ -1,11 +1,13 @@
 //! A client's local view of the world: `net_id` → newest record, updated per chunk or
-//! per complete tick. Pure code; bounded (an id beyond the capacity is refused and
+//! per complete tick. Records are kept as bytes ([`Record`]) and read through the game's
+//! schema, so the view holds any game without its types. Pure code; bounded (an id beyond the capacity is refused and
 //! counted, so a server that invents ids cannot grow a client without limit).
 
 use std::collections::HashMap;
 
 use tickcast_shared::Tick;
-use tickcast_shared::chunk::{Chunk, EntityRecord};
+use tickcast_shared::chunk::Chunk;
+use tickcast_shared::schema::{Record, Schema};
 
 /// Default capacity: far above any world the server admits today (2,000 players plus
 /// NPCs and projectiles), small enough that a hostile server costs at most ~2 MB.
@@ -13,7 +15,7 @@ pub const DEFAULT_WORLD_CAPACITY: usize = 65_536;
 
 #[derive(Debug, Clone, Copy)]
 struct Seen {
-    record: EntityRecord,
+    record: Record,
     tick: Tick,
 }
 
@@ -47,9 +49,10 @@ impl WorldView {
         }
     }
 
-    /// Applies a chunk's records, each only if it is at least as new as what the view
-    /// holds (chunks may arrive out of order).
-    pub fn apply_chunk(&mut self, chunk: &Chunk<'_>) {
+    /// Applies a chunk's records, read with the game's `schema`, each only if it is at
+    /// least as new as what the view holds (chunks may arrive out of order). A chunk
+    /// whose records do not fit the schema changes nothing.
+    pub fn apply_chunk(&mut self, chunk: &Chunk<'_>, schema: &Schema) {
         let tick = chunk.header.tick;
         if self
             .newest_complete
@@ -58,12 +61,15 @@ impl WorldView {
             // Older than a tick the view already holds whole.
             return;
         }
-        for record in chunk.records() {
-            self.upsert(record, tick);
+        let Ok(records) = chunk.records_with(schema) else {
+            return;
+        };
+        for record in records.flatten() {
+            self.upsert(Record::of(&record), tick);
         }
     }
 
-    fn upsert(&mut self, record: EntityRecord, tick: Tick) {
+    fn upsert(&mut self, record: Record, tick: Tick) {
         let full = self.entities.len() >= self.capacity;
         match self.entities.get_mut(&record.net_id) {
             Some(seen) => {
@@ -93,7 +99,7 @@ impl WorldView {
     }
 
     /// Replaces the view with one complete tick's records.
-    pub fn replace_with_tick(&mut self, tick: Tick, records: &[EntityRecord]) {
+    pub fn replace_with_tick(&mut self, tick: Tick, records: &[Record]) {
         self.entities.clear();
         self.newest_complete = None;
         for record in records {
@@ -103,12 +109,12 @@ impl WorldView {
     }
 
     /// The record of one entity.
-    pub fn get(&self, net_id: u32) -> Option<&EntityRecord> {
+    pub fn get(&self, net_id: u32) -> Option<&Record> {
         self.entities.get(&net_id).map(|seen| &seen.record)
     }
 
     /// Every entity's newest record, in no particular order.
-    pub fn records(&self) -> impl Iterator<Item = &EntityRecord> + '_ {
+    pub fn records(&self) -> impl Iterator<Item = &Record> + '_ {
         self.entities.values().map(|seen| &seen.record)
     }
 
@@ -136,8 +142,10 @@ impl WorldView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::track::arena_schema_for_tests as arena_schema;
     use tickcast_shared::chunk::{
-        CHUNK_HEADER_LEN, ChunkHeader, ENTITY_RECORD_LEN, parse_chunk, write_header, write_record,
+        CHUNK_HEADER_LEN, ChunkHeader, ENTITY_RECORD_LEN, EntityRecord, parse_chunk, write_header,
+        write_record,
     };
 
     fn record(net_id: u32, x: u16) -> EntityRecord {
@@ -147,6 +155,25 @@ mod tests {
             x,
             ..Default::default()
         }
+    }
+
+    /// The view's record of `net_id`, read as the arena's.
+    fn x_of(view: &WorldView, net_id: u32) -> Option<u16> {
+        view.get(net_id)
+            .and_then(|r| EntityRecord::from_bytes(r.bytes()))
+            .map(|r| r.x)
+    }
+
+    /// Records as a tick's kept records are.
+    fn kept(records: &[EntityRecord]) -> Vec<Record> {
+        let schema = arena_schema();
+        let bytes = chunk_bytes(0, 0, 1, records);
+        let chunk = parse_chunk(&bytes).unwrap();
+        chunk
+            .records_with(&schema)
+            .unwrap()
+            .map(|r| Record::of(&r.unwrap()))
+            .collect()
     }
 
     fn chunk_bytes(tick: u32, index: u16, count: u16, records: &[EntityRecord]) -> Vec<u8> {
@@ -167,7 +194,7 @@ mod tests {
     }
 
     fn apply(view: &mut WorldView, bytes: &[u8]) {
-        view.apply_chunk(&parse_chunk(bytes).unwrap());
+        view.apply_chunk(&parse_chunk(bytes).unwrap(), &arena_schema());
     }
 
     #[test]
@@ -182,11 +209,11 @@ mod tests {
         assert_eq!(view.len(), 3);
         // Tick 2: entity 2 is gone, entity 1 moved; chunk 1 arrives before chunk 0.
         apply(&mut view, &chunk_bytes(2, 1, 2, &[record(3, 31)]));
-        assert_eq!(view.get(3).unwrap().x, 31);
+        assert_eq!(x_of(&view, 3).unwrap(), 31);
         apply(&mut view, &chunk_bytes(2, 0, 2, &[record(1, 11)]));
         view.complete_tick(Tick::new(2));
         assert_eq!(view.len(), 2);
-        assert_eq!(view.get(1).unwrap().x, 11);
+        assert_eq!(x_of(&view, 1).unwrap(), 11);
         assert!(view.get(2).is_none());
         assert_eq!(view.newest_complete_tick(), Some(Tick::new(2)));
     }
@@ -196,7 +223,7 @@ mod tests {
         let mut view = WorldView::default();
         apply(&mut view, &chunk_bytes(5, 0, 2, &[record(1, 50)]));
         apply(&mut view, &chunk_bytes(4, 0, 2, &[record(1, 40)]));
-        assert_eq!(view.get(1).unwrap().x, 50);
+        assert_eq!(x_of(&view, 1).unwrap(), 50);
         view.complete_tick(Tick::new(5));
         // Older than the newest complete tick: ignored whole.
         apply(&mut view, &chunk_bytes(3, 0, 1, &[record(9, 1)]));
@@ -214,9 +241,12 @@ mod tests {
         assert_eq!(view.len(), 2);
         assert_eq!(view.refused(), 3);
         // Known ids still update when full.
-        view.replace_with_tick(Tick::new(2), &[record(0, 7), record(1, 8), record(4, 9)]);
+        view.replace_with_tick(
+            Tick::new(2),
+            &kept(&[record(0, 7), record(1, 8), record(4, 9)]),
+        );
         assert_eq!(view.len(), 2);
-        assert_eq!(view.get(0).unwrap().x, 7);
+        assert_eq!(x_of(&view, 0).unwrap(), 7);
         assert_eq!(view.refused(), 4);
     }
 
@@ -227,7 +257,7 @@ mod tests {
         view.complete_tick(Tick::new(u32::MAX));
         apply(&mut view, &chunk_bytes(0, 0, 1, &[record(1, 2)]));
         view.complete_tick(Tick::ZERO);
-        assert_eq!(view.get(1).unwrap().x, 2);
+        assert_eq!(x_of(&view, 1).unwrap(), 2);
         assert_eq!(view.newest_complete_tick(), Some(Tick::ZERO));
     }
 }

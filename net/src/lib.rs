@@ -53,6 +53,7 @@ use tickcast_shared::chunk::DEFAULT_CHUNK_PAYLOAD;
 use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_shared::index::TickIndex;
 use tickcast_shared::msg::RejectReason;
+use tickcast_shared::schema::Schema;
 use tickcast_shared::{Tick, close};
 
 pub use budget::{BudgetSource, MemoryPlan};
@@ -196,6 +197,12 @@ pub struct NetConfig {
     /// the 32 the memory budget allows beyond its clients. 0 retries every unvalidated
     /// address; `usize::MAX` never retries.
     pub retry_from_handshakes: usize,
+    /// The game's replication schema, sent to every client right after its Welcome
+    /// (`docs/PROTOCOL.md` §3) and giving the length of its input commands. Default
+    /// `None`, which [`spawn`] refuses: the network layer knows no game; the server fills
+    /// it from its simulation (a configuration is validated before that, so
+    /// [`NetConfig::validate`] does not ask for it).
+    pub schema: Option<Arc<Schema>>,
 }
 
 impl Default for NetConfig {
@@ -228,6 +235,7 @@ impl Default for NetConfig {
             nonce_capacity: 100_000,
             congestion_window_floor: congestion::FLOOR_DEFAULT,
             retry_from_handshakes: 16,
+            schema: None,
         }
     }
 }
@@ -650,6 +658,14 @@ pub(crate) struct NetParts {
 /// net thread. Fails early, with the reason, if the address is taken.
 pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
     config.validate()?;
+    if config.schema.is_none() {
+        return Err(NetError::Config(NetConfigError {
+            field: "schema",
+            reason: "the game's replication schema is required: clients read it after the \
+                     Welcome"
+                .into(),
+        }));
+    }
     let identity = match (&config.cert_file, &config.key_file) {
         (Some(cert), Some(key)) => tls::load_pem_identity(cert, key)?,
         _ => tls::load_or_create_identity(&config.data_dir)?,

@@ -14,7 +14,10 @@ use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tickcast_shared::Tick;
 use tickcast_shared::chunk::TICK_FRAME_PREFIX_LEN;
 use tickcast_shared::event::{JoinAck, PeerEvent};
-use tickcast_shared::msg::{Hello, InputDatagram, Reject, RejectReason, ServerMessage, Welcome};
+use tickcast_shared::msg::{
+    self, Hello, InputDatagram, Reject, RejectReason, ServerMessage, Welcome,
+};
+use tickcast_shared::schema::Schema;
 use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
 use tickcast_shared::{PROTOCOL_VERSION, close};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -438,7 +441,13 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
         view_cells: state.config.view_cells,
         server_tick: Tick::new(state.current_tick.load(Ordering::Relaxed)),
     });
-    if write_message(&mut send, &welcome).await.is_err() {
+    // Right after the Welcome, the game's schema (docs/PROTOCOL.md §3).
+    let schema_frame = state.config.schema.as_deref().map(msg::schema_frame);
+    let sent = match (write_message(&mut send, &welcome).await, schema_frame) {
+        (Ok(()), Some(frame)) => send.write_all(&frame).await.is_ok(),
+        _ => false,
+    };
+    if !sent {
         state.send_membership(PeerEvent::Left { client_id });
         return;
     }
@@ -505,7 +514,12 @@ async fn serve_peer(state: &NetState, conn: &Connection, client_id: u64) {
             .counters
             .bytes_in
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let datagram = match InputDatagram::decode(&bytes) {
+        let cmd_len = state
+            .config
+            .schema
+            .as_deref()
+            .map_or(msg::INPUT_CMD_LEN, Schema::input_len);
+        let datagram = match InputDatagram::decode(&bytes, cmd_len) {
             Ok(datagram) => datagram,
             Err(e) => {
                 tracing::debug!(client_id, "malformed datagram: {e}");

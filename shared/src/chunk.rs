@@ -16,6 +16,7 @@
 use bincode::{Decode, Encode};
 
 use crate::Tick;
+use crate::schema::{RECORD_PREFIX_LEN, Records, Schema, SchemaError};
 use crate::wire::{self, WireError};
 
 /// Datagram kind byte of a snapshot chunk.
@@ -108,7 +109,7 @@ pub enum ChunkError {
     /// The first byte is not [`SNAPSHOT_CHUNK_KIND`].
     #[error("datagram kind {0:#04x} is not a snapshot chunk")]
     WrongKind(u8),
-    /// The length does not match the record count.
+    /// The body is too short for the record count (each record is at least 5 bytes).
     #[error("chunk says {records} records but has {body} body bytes")]
     LengthMismatch {
         /// Records announced.
@@ -150,6 +151,10 @@ pub enum ChunkError {
 }
 
 /// A parsed chunk borrowing the datagram's bytes.
+///
+/// Its records are laid out by the game's schema (`docs/PROTOCOL.md` §4): read them with
+/// [`Chunk::records_with`], which also checks that `record_count` records fill the body
+/// exactly. [`parse_chunk`] checks only what holds for every game.
 #[derive(Debug, Clone, Copy)]
 pub struct Chunk<'a> {
     /// The header.
@@ -158,20 +163,46 @@ pub struct Chunk<'a> {
 }
 
 impl<'a> Chunk<'a> {
-    /// The records, decoded one at a time.
-    pub fn records(&self) -> impl ExactSizeIterator<Item = EntityRecord> + 'a {
-        self.records.chunks_exact(ENTITY_RECORD_LEN).map(|raw| {
-            // Every slice is ENTITY_RECORD_LEN bytes, the fixed size of a record.
-            wire::decode_exact(raw).unwrap_or_default()
-        })
+    /// The bytes after the header: `record_count` records, as the schema lays them out.
+    pub fn body(&self) -> &'a [u8] {
+        self.records
     }
 
-    /// Each record's `net_id` and `kind`, read straight from the bytes (offsets 0 and 4
-    /// of a record) without decoding the rest: what a scan for one entity needs.
+    /// The records read with the game's `schema`, after checking that `record_count`
+    /// of them fill the body exactly (so the iterator yields only `Ok`s).
+    pub fn records_with<'s>(&self, schema: &'s Schema) -> Result<Records<'s>, SchemaError>
+    where
+        'a: 's,
+    {
+        schema.check_records(self.records, usize::from(self.header.record_count))?;
+        Ok(schema.records(self.records))
+    }
+
+    /// The records read as the demo arena's [`EntityRecord`]s (14 bytes each): for
+    /// arena-only code. A body that is not `record_count` of those yields what whole
+    /// 14-byte slices it holds.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = EntityRecord> + 'a {
+        self.records
+            .chunks_exact(ENTITY_RECORD_LEN)
+            .map(|raw| EntityRecord::from_bytes(raw).unwrap_or_default())
+    }
+
+    /// Each record's `net_id` and `kind` read as the arena lays them out (14-byte
+    /// records): for arena-only code; a generic reader walks [`Chunk::records_with`].
     pub fn ids_and_kinds(&self) -> impl ExactSizeIterator<Item = (u32, u8)> + 'a {
         self.records
             .chunks_exact(ENTITY_RECORD_LEN)
             .map(|raw| (u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]), raw[4]))
+    }
+}
+
+impl EntityRecord {
+    /// Reads an arena record from exactly [`ENTITY_RECORD_LEN`] bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != ENTITY_RECORD_LEN {
+            return None;
+        }
+        wire::decode_exact(bytes).ok()
     }
 }
 
@@ -199,7 +230,8 @@ pub fn parse_chunk(bytes: &[u8]) -> Result<Chunk<'_>, ChunkError> {
         });
     }
     let body = &bytes[CHUNK_HEADER_LEN..];
-    if body.len() != usize::from(header.record_count) * ENTITY_RECORD_LEN {
+    // Every record is at least its net id and kind; its full length is the schema's.
+    if body.len() < usize::from(header.record_count) * RECORD_PREFIX_LEN {
         return Err(ChunkError::LengthMismatch {
             records: usize::from(header.record_count),
             body: body.len(),
@@ -716,10 +748,15 @@ mod tests {
         #[test]
         fn parse_chunk_never_panics_and_what_parses_re_encodes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(chunk) = parse_chunk(&bytes) {
-                let records: Vec<_> = chunk.records().collect();
-                let mut again = encode_chunk(chunk.header, &records);
-                again[1] = bytes[1]; // the reserved flags byte is not interpreted
-                prop_assert_eq!(again, bytes);
+                let count = usize::from(chunk.header.record_count);
+                prop_assert!(chunk.body().len() >= count * RECORD_PREFIX_LEN);
+                // Bodies of arena records re-encode to themselves.
+                if chunk.body().len() == count * ENTITY_RECORD_LEN {
+                    let records: Vec<_> = chunk.records().collect();
+                    let mut again = encode_chunk(chunk.header, &records);
+                    again[1] = bytes[1]; // the reserved flags byte is not interpreted
+                    prop_assert_eq!(again, bytes);
+                }
             }
         }
     }

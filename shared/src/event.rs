@@ -5,6 +5,10 @@ use crate::Tick;
 use crate::msg::InputDatagram;
 
 /// Network → simulation: something a peer did.
+// An input carries its commands inline (up to 4 × 64 bytes, any game's): boxing them
+// would allocate once per input datagram on the net thread; the bounded channel's slots
+// are allocated once, at start.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerEvent {
     /// An authenticated client joined; the sim spawns its entity and answers with a

@@ -9,7 +9,8 @@
 
 use std::ops::Range;
 
-use crate::chunk::{KIND_PLAYER, ServerDatagram, parse_datagram, tick_frames};
+use crate::chunk::{Chunk, KIND_PLAYER, ServerDatagram, parse_datagram, tick_frames};
+use crate::schema::Schema;
 
 /// Where everything is in one tick buffer (`[u16 length][message]` frames, the directory
 /// first, then chunks in cell order). Cleared and refilled in place: once its vectors
@@ -69,8 +70,37 @@ impl TickIndex {
 
     /// Builds the index of `buffer` by parsing it: what the encoder writes directly. A
     /// buffer without a directory indexes its frames only (every peer is then sent all
-    /// of them); frames that are not chunks are skipped for cells and players.
+    /// of them); frames that are not chunks are skipped for cells and players. Records
+    /// are read as the demo arena lays them out (14 bytes, players of kind
+    /// [`KIND_PLAYER`]); another game's buffer is indexed with [`Self::of_buffer_with`].
     pub fn of_buffer(buffer: &[u8]) -> Self {
+        Self::of_buffer_by(buffer, |chunk, players| {
+            for (entity, _) in chunk.ids_and_kinds().filter(|(_, k)| *k == KIND_PLAYER) {
+                players.push((entity, chunk.header.cell));
+            }
+        })
+    }
+
+    /// [`Self::of_buffer`] for any game: records are walked with its `schema`, and the
+    /// entities of the kinds in `player_kinds` are its players. A chunk whose records do
+    /// not fit the schema adds no player.
+    pub fn of_buffer_with(buffer: &[u8], schema: &Schema, player_kinds: &[u8]) -> Self {
+        Self::of_buffer_by(buffer, |chunk, players| {
+            let Ok(records) = chunk.records_with(schema) else {
+                return;
+            };
+            for record in records.flatten() {
+                if player_kinds.contains(&record.kind().kind) {
+                    players.push((record.net_id(), chunk.header.cell));
+                }
+            }
+        })
+    }
+
+    fn of_buffer_by(
+        buffer: &[u8],
+        mut players_of: impl FnMut(&Chunk<'_>, &mut Vec<(u32, u16)>),
+    ) -> Self {
         let mut index = Self::default();
         index.frames.extend(tick_frames(buffer));
         let Some(Ok(ServerDatagram::Directory(directory))) = index
@@ -94,9 +124,7 @@ impl TickIndex {
             while index.cell_first.len() <= cell {
                 index.cell_first.push(position as u32);
             }
-            for (entity, _) in chunk.ids_and_kinds().filter(|(_, k)| *k == KIND_PLAYER) {
-                index.players.push((entity, chunk.header.cell));
-            }
+            players_of(&chunk, &mut index.players);
         }
         index.finish();
         index.players.dedup_by_key(|(entity, _)| *entity);

@@ -34,7 +34,7 @@ pub use tick::Tick;
 
 /// Version of the wire protocol described in `docs/PROTOCOL.md`. A Hello carrying another
 /// version is rejected with [`msg::RejectReason::BadVersion`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The TLS ALPN protocol id both sides must offer.
 pub const ALPN: &[u8] = b"tickcast/1";

@@ -88,6 +88,16 @@ pub enum SchemaError {
         /// Bytes the layout needs.
         need: usize,
     },
+    /// A chunk's records do not fill its body exactly.
+    #[error("{count} records take {used} of the chunk's {body} body bytes")]
+    RecordCount {
+        /// Records the chunk announces.
+        count: usize,
+        /// Bytes those records take (as far as they could be walked).
+        used: usize,
+        /// Bytes of the body.
+        body: usize,
+    },
     /// [`Schema::write_input`] was given the wrong number of values.
     #[error("the input has {expected} fields, {given} values were given")]
     InputArity {
@@ -498,6 +508,36 @@ impl Schema {
         }
     }
 
+    /// Checks that exactly `count` records fill `body` (a chunk's): each of a declared
+    /// kind, whole, and nothing after the last.
+    pub fn check_records(&self, body: &[u8], count: usize) -> Result<(), SchemaError> {
+        let mut used = 0;
+        let mut walked = 0;
+        for record in self.records(body).take(count) {
+            used += record?.bytes().len();
+            walked += 1;
+        }
+        if walked != count || used != body.len() {
+            return Err(SchemaError::RecordCount {
+                count,
+                used,
+                body: body.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The record at the start of `bytes`, read with this schema.
+    pub fn record<'a>(&'a self, bytes: &'a [u8]) -> Result<RecordView<'a>, SchemaError> {
+        self.records(bytes)
+            .next()
+            .unwrap_or(Err(SchemaError::ShortRecord {
+                what: "record",
+                len: 0,
+                need: RECORD_PREFIX_LEN,
+            }))
+    }
+
     /// Writes one input command: `seq`, then `values` (one per input field, in order),
     /// each clamped into its field's range. Returns the bytes written and how many
     /// values were clamped.
@@ -728,6 +768,55 @@ impl<'a> RecordView<'a> {
     /// The record's bytes, prefix included.
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
+    }
+}
+
+/// One entity record copied out of a chunk: its net id, its kind and its bytes (prefix
+/// included), inline, so a client keeps records of any game without its types. Read its
+/// fields with [`Record::view`] and the schema.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    /// The entity's stable id.
+    pub net_id: u32,
+    /// The record's kind byte.
+    pub kind: u8,
+    len: u8,
+    bytes: [u8; MAX_RECORD_LEN],
+}
+
+impl Record {
+    /// Copies a record out of its chunk.
+    pub fn of(view: &RecordView<'_>) -> Self {
+        let source = view.bytes();
+        let len = source.len().min(MAX_RECORD_LEN);
+        let mut bytes = [0u8; MAX_RECORD_LEN];
+        bytes[..len].copy_from_slice(&source[..len]);
+        Self {
+            net_id: view.net_id(),
+            kind: view.kind().kind,
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    /// The record's bytes, prefix included.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// The record read with `schema` (`None` if the schema does not lay it out).
+    pub fn view<'a>(&'a self, schema: &'a Schema) -> Option<RecordView<'a>> {
+        schema.record(self.bytes()).ok()
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("net_id", &self.net_id)
+            .field("kind", &self.kind)
+            .field("bytes", &self.bytes())
+            .finish()
     }
 }
 

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tickcast_shared::Tick;
 use tickcast_shared::event::PeerEvent;
-use tickcast_shared::msg::{INPUT_DATAGRAM_LEN, InputDatagram};
+use tickcast_shared::msg::{INPUT_DATAGRAM_HEADER_LEN, InputDatagram};
 use tickcast_shared::schema::{MAX_SCHEMA_LEN, Schema, SchemaError};
 
 use crate::SimConfig;
@@ -25,8 +25,11 @@ use crate::SimConfig;
 /// First bytes of every recording.
 pub const MAGIC: [u8; 8] = *b"TICKCAST";
 /// Version of the recording format this code writes and reads. Version 2 added the
-/// game's replication schema to the header.
-pub const FORMAT_VERSION: u16 = 2;
+/// game's replication schema to the header; version 3 stores each input datagram as
+/// protocol v3 sends it (`[cmd_len u8]` then the datagram, `6 + count × cmd_len`
+/// bytes), so any game's inputs fit. Older recordings are refused: their fixed 42-byte
+/// inputs are protocol v2's.
+pub const FORMAT_VERSION: u16 = 3;
 /// Bytes before the first frame: magic, format version, protocol version.
 pub const PREAMBLE_LEN: usize = 12;
 /// Bytes before a frame's kind: payload length and CRC.
@@ -356,7 +359,10 @@ fn encode_tick(tick: &TickRecord, out: &mut Vec<u8>) {
             } => {
                 out.push(3);
                 out.extend_from_slice(&client_id.to_le_bytes());
-                out.extend_from_slice(&datagram.encode());
+                // A command is at most MAX_RECORD_LEN (64) bytes.
+                out.push(datagram.cmd_len() as u8);
+                let (bytes, len) = datagram.encode();
+                out.extend_from_slice(&bytes[..len]);
             }
         }
     }
@@ -483,8 +489,15 @@ fn decode_tick(payload: &[u8]) -> Result<TickRecord, FrameError> {
             },
             3 => {
                 let client_id = c.u64()?;
-                let datagram = InputDatagram::decode(c.take(INPUT_DATAGRAM_LEN)?)
-                    .map_err(FrameError::BadInput)?;
+                let cmd_len = usize::from(c.u8()?);
+                // The count byte (the last of the datagram's header) sizes the rest.
+                let count = c
+                    .bytes
+                    .get(c.at + INPUT_DATAGRAM_HEADER_LEN - 1)
+                    .map_or(0, |count| usize::from(*count));
+                let len = INPUT_DATAGRAM_HEADER_LEN + count.min(8) * cmd_len;
+                let datagram =
+                    InputDatagram::decode(c.take(len)?, cmd_len).map_err(FrameError::BadInput)?;
                 PeerEvent::Input {
                     client_id,
                     datagram,
@@ -969,15 +982,20 @@ mod tests {
                 .prop_map(|(client_id, ack_tick, count, move_x, aim)| {
                     PeerEvent::Input {
                         client_id,
-                        datagram: InputDatagram {
-                            ack_tick: Tick::new(ack_tick),
-                            count,
-                            cmds: [InputCmd {
+                        datagram: {
+                            let cmd = InputCmd {
                                 seq: ack_tick,
                                 move_x,
                                 aim,
                                 ..Default::default()
-                            }; 4],
+                            }
+                            .to_bytes();
+                            let commands = [&cmd[..]; 4];
+                            InputDatagram::from_commands(
+                                Tick::new(ack_tick),
+                                &commands[..usize::from(count)],
+                            )
+                            .unwrap()
                         },
                     }
                 }),

@@ -10,7 +10,6 @@ use tickcast_shared::Tick;
 use tickcast_shared::event::{JoinAck, PeerEvent};
 use tickcast_shared::msg::InputDatagram;
 use tickcast_shared::schema::{RECORD_PREFIX_LEN, Schema};
-use tickcast_shared::wire;
 
 use crate::arena::Arena;
 use crate::config::{ConfigError, SimConfig};
@@ -174,18 +173,12 @@ impl Sim {
                 .inputs_unknown_client += 1;
             return;
         };
-        // Until the v3 datagram carries raw commands: the arena's typed ones, as bytes.
-        let mut raw = [[0u8; 9]; tickcast_shared::msg::MAX_INPUTS_PER_DATAGRAM];
-        let count = datagram.inputs().len();
-        for (cmd, out) in datagram.inputs().iter().zip(raw.iter_mut()) {
-            let _ = wire::encode_into(cmd, out);
-        }
         let mut counters = *self.world.resource::<SimCounters>();
         let (world, game, schema) = (&mut self.world, &self.game, &self.schema);
         engine::take_commands(
             schema,
             &mut controlled,
-            raw[..count].iter().map(|c| &c[..]),
+            datagram.commands(),
             max,
             &mut counters,
             |values| game.apply_input(world.entity_mut(entity), values),

@@ -6,9 +6,10 @@
 //! |---|---|---|
 //! | `hello_frame` | `wire::frame_len` + `wire::decode_exact::<Hello>` (server, control stream) | 256: an error's text |
 //! | `server_message` | `wire::frame_len` + `wire::decode_exact::<ServerMessage>` (client) | 1,024 + 256: a Reject's detail (bincode's limit) and an error's text |
-//! | `input_datagram` | `InputDatagram::decode` (server, datagrams) | 256: an error's text |
+//! | `input_datagram` | `InputDatagram::decode` (server, datagrams), with the arena's 9-byte commands and with the command length the bytes would fit | 256: an error's text |
+//! | `schema_frame` | `wire::frame_len` + `Schema::decode` of the frame after the Welcome (client) | 32 KiB, as `schema` |
 //! | `connect_token` | `ConnectToken::from_bytes` (token files, Hellos) | 256: an error's text |
-//! | `chunk` | `chunk::parse_chunk` | 0: it borrows |
+//! | `chunk` | `chunk::parse_chunk`, then `Chunk::records_with` the arena's schema | 0: it borrows |
 //! | `directory` | `chunk::parse_directory` | 0 |
 //! | `datagram` | `chunk::parse_datagram` | 0 |
 //! | `datagram_messages` | `chunk::datagram_messages` (client, every datagram) | 0 |
@@ -51,7 +52,7 @@ use tickcast_shared::chunk::{
 use tickcast_shared::event::PeerEvent;
 use tickcast_shared::index::TickIndex;
 use tickcast_shared::msg::{
-    Hello, InputCmd, InputDatagram, Reject, RejectReason, ServerMessage, Welcome,
+    self, Hello, InputCmd, InputDatagram, Reject, RejectReason, ServerMessage, Welcome,
 };
 use tickcast_shared::schema::Schema;
 use tickcast_shared::token::{ConnectToken, TokenKey};
@@ -187,14 +188,45 @@ where
 }
 
 fn check_input_datagram(bytes: &[u8]) -> Result<bool, String> {
-    let Ok(datagram) = measured(|| InputDatagram::decode(bytes)) else {
+    // The arena's command length, and the one these bytes would fit (any game's).
+    let count = usize::from(bytes.get(5).copied().unwrap_or(1).max(1));
+    let fitting = bytes.len().saturating_sub(6) / count;
+    let mut any = false;
+    for cmd_len in [msg::INPUT_CMD_LEN, fitting] {
+        let Ok(datagram) = measured(|| InputDatagram::decode(bytes, cmd_len)) else {
+            continue;
+        };
+        any = true;
+        let (again, len) = datagram.encode();
+        if again[..len] != *bytes {
+            return Err(format!("{datagram:?} does not re-encode to its bytes"));
+        }
+        if datagram.commands().len() != datagram.count()
+            || datagram.commands().any(|c| c.len() != cmd_len)
+        {
+            return Err("commands() disagrees with count or the command length".into());
+        }
+    }
+    Ok(any)
+}
+
+/// The frame a client reads after the Welcome: a length prefix within the frame limit,
+/// then a schema that re-encodes to its bytes.
+fn check_schema_frame(bytes: &[u8]) -> Result<bool, String> {
+    let Some(prefix) = bytes.first_chunk::<FRAME_PREFIX_LEN>() else {
         return Ok(false);
     };
-    if datagram.encode()[..] != *bytes {
-        return Err(format!("{datagram:?} does not re-encode to its bytes"));
-    }
-    if datagram.inputs().len() != usize::from(datagram.count) {
-        return Err("inputs() disagrees with count".into());
+    let Ok(len) = wire::frame_len(*prefix) else {
+        return Ok(false);
+    };
+    let Some(body) = bytes.get(FRAME_PREFIX_LEN..FRAME_PREFIX_LEN + len) else {
+        return Ok(false);
+    };
+    let Ok(schema) = measured(|| msg::decode_schema_frame(body)) else {
+        return Ok(false);
+    };
+    if msg::schema_frame(&schema) != bytes[..FRAME_PREFIX_LEN + len] {
+        return Err(format!("{schema} does not re-encode to its frame"));
     }
     Ok(true)
 }
@@ -265,11 +297,28 @@ fn check_chunk(bytes: &[u8]) -> Result<bool, String> {
     let Ok(parsed) = measured(|| parse_chunk(bytes)) else {
         return Ok(false);
     };
-    if encode_chunk(&parsed, bytes[1]) != bytes {
-        return Err("a parsed chunk does not re-encode to its bytes".into());
+    let count = usize::from(parsed.header.record_count);
+    if parsed.body().len() < count * 5 {
+        return Err("a parsed chunk's body is shorter than its records' prefixes".into());
     }
-    if parsed.ids_and_kinds().len() != usize::from(parsed.header.record_count) {
-        return Err("ids_and_kinds() disagrees with record_count".into());
+    // Read with the game's schema: all of the body in exactly `count` records, or an
+    // error.
+    if let Ok(records) = measured(|| parsed.records_with(arena_schema())) {
+        let mut used = 0;
+        let mut walked = 0;
+        for record in records {
+            used += record.map_err(|e| e.to_string())?.bytes().len();
+            walked += 1;
+        }
+        if (walked, used) != (count, parsed.body().len()) {
+            return Err(format!(
+                "records_with walked {walked} records over {used} bytes of a {count}-record chunk"
+            ));
+        }
+        // The arena's records are all 14 bytes: those re-encode to the same bytes.
+        if encode_chunk(&parsed, bytes[1]) != bytes {
+            return Err("a parsed chunk does not re-encode to its bytes".into());
+        }
     }
     Ok(true)
 }
@@ -464,11 +513,20 @@ fn input(seq: u32) -> InputDatagram {
         aim: (seq * 977) as u16,
         buttons: (seq % 2) as u8,
     };
-    InputDatagram {
-        ack_tick: Tick::new(seq * 3),
-        count: (seq % 5) as u8,
-        cmds: [cmd(seq), cmd(seq + 1), cmd(seq + 2), cmd(seq + 3)],
-    }
+    let commands = [cmd(seq), cmd(seq + 1), cmd(seq + 2), cmd(seq + 3)].map(|c| c.to_bytes());
+    let commands = commands.each_ref().map(|c| &c[..]);
+    InputDatagram::from_commands(Tick::new(seq * 3), &commands[..(seq % 5) as usize])
+        .expect("arena commands")
+}
+
+/// An input datagram of another game's 13-byte commands, three of them.
+fn another_games_input() -> Vec<u8> {
+    let command: Vec<u8> = (0..13).collect();
+    let datagram =
+        InputDatagram::from_commands(Tick::new(77), &[&command[..], &command[..], &command[..]])
+            .expect("13-byte commands");
+    let (bytes, len) = datagram.encode();
+    bytes[..len].to_vec()
 }
 
 /// A few tick buffers as the simulation writes them: a small grid with players, NPCs
@@ -490,7 +548,14 @@ fn tick_buffers() -> Vec<Vec<u8>> {
         for client in 0..6 {
             sim.apply_input(
                 client,
-                &InputDatagram::single(*input(tick).cmds.first().expect("four"), Tick::new(tick)),
+                &InputDatagram::single(
+                    input(tick)
+                        .arena_commands()
+                        .flatten()
+                        .next()
+                        .unwrap_or_default(),
+                    Tick::new(tick),
+                ),
             );
         }
         sim.step(tick * 33_000);
@@ -685,7 +750,20 @@ fn decoders() -> Vec<Decoder> {
             bound: |_| ERROR_TEXT,
             check: check_input_datagram,
             fix_up: None,
-            seeds: (0..5).map(|seq| input(seq).encode().to_vec()).collect(),
+            seeds: (0..5)
+                .map(|seq| {
+                    let (bytes, len) = input(seq).encode();
+                    bytes[..len].to_vec()
+                })
+                .chain([another_games_input()])
+                .collect(),
+        },
+        Decoder {
+            name: "schema_frame",
+            bound: |_| 32 << 10,
+            check: check_schema_frame,
+            fix_up: None,
+            seeds: vec![msg::schema_frame(arena_schema())],
         },
         Decoder {
             name: "connect_token",

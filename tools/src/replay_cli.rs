@@ -386,6 +386,8 @@ fn serve<G: Game>(
         // Every client of a replay is a spectator: it sees the whole world.
         view_cells: tickcast_shared::chunk::VIEW_ALL,
         chunk_payload: config.chunk_payload,
+        // The recorded game's schema: clients decode its records with it.
+        schema: Some(std::sync::Arc::new(recording.header.schema.clone())),
         ..NetConfig::default()
     })?;
     outln!(

@@ -327,7 +327,7 @@ fn serve_plays_the_recording_to_real_clients_as_spectators() {
                 "a spectator controls nothing"
             );
             assert_eq!(View::from_welcome(session.welcome()), View::ALL);
-            let mut assembler = TickAssembler::new(View::ALL, true);
+            let mut assembler = TickAssembler::new(View::ALL, session.schema().clone(), true);
             let mut ticks = Vec::new();
             let end = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
             while let Ok(Ok(bytes)) = tokio::time::timeout_at(end, session.next_datagram()).await {

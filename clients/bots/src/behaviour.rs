@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use tickcast_shared::msg::InputCmd;
+use tickcast_clients::Intent;
 
 /// What a bot does once connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -87,8 +87,9 @@ pub enum Action {
     /// Send this input. `new_second` is true once a second (every `tick_rate` inputs):
     /// when the walk turns, and when the swarm re-phases the timer and samples RTT.
     Send {
-        /// The input (its sequence number is the input history's to assign).
-        cmd: InputCmd,
+        /// What the bot wants, in no game's terms: the swarm turns it into the game's
+        /// input command through its schema ([`tickcast_clients::InputMapper`]).
+        cmd: Intent,
         /// A second's worth of inputs has gone by.
         new_second: bool,
     },
@@ -207,7 +208,7 @@ impl Bot {
             (0, 0)
         };
         Action::Send {
-            cmd: InputCmd {
+            cmd: Intent {
                 move_x,
                 move_y,
                 ..Default::default()
@@ -297,7 +298,7 @@ mod tests {
         bot
     }
 
-    fn sent(action: Action) -> (InputCmd, bool) {
+    fn sent(action: Action) -> (Intent, bool) {
         match action {
             Action::Send { cmd, new_second } => (cmd, new_second),
             Action::Leave => panic!("the session is not over"),

@@ -3,8 +3,11 @@
 //! [`completeness`](super::completeness)'s judgement; this module decides which tick a
 //! datagram belongs to, when a tick is too old to wait for, and what it all counts as.
 
+use std::sync::Arc;
 use tickcast_shared::Tick;
-use tickcast_shared::chunk::{Chunk, Directory, EntityRecord, ServerDatagram};
+
+use tickcast_shared::chunk::{Chunk, Directory, ServerDatagram};
+use tickcast_shared::schema::{Record, Schema};
 
 use super::completeness::{Taken, TickParts, View};
 use super::delivery::Delivery;
@@ -41,22 +44,25 @@ pub struct TickAssembler {
     /// The ticks in flight, tick `t` in slot `t % TICKS_IN_FLIGHT`.
     slots: Vec<TickParts>,
     view: View,
+    schema: Arc<Schema>,
     keep_records: bool,
     delivery: Delivery,
     /// Datagrams the last judged or completed tick was expected to have.
     last_expected: u32,
-    complete_records: Vec<EntityRecord>,
+    complete_records: Vec<Record>,
     ticks_seen: u64,
     judged_losses: u64,
 }
 
 impl TickAssembler {
-    /// An assembler for a client sent `view`; with `keep_records` it keeps the newest
-    /// complete tick's records.
-    pub fn new(view: View, keep_records: bool) -> Self {
+    /// An assembler for a client sent `view` of a game laid out by `schema` (the one the
+    /// server sent after its Welcome); with `keep_records` it keeps the newest complete
+    /// tick's records.
+    pub fn new(view: View, schema: Arc<Schema>, keep_records: bool) -> Self {
         Self {
             slots: vec![TickParts::default(); TICKS_IN_FLIGHT],
             view,
+            schema,
             keep_records,
             delivery: Delivery::default(),
             last_expected: 1,
@@ -64,6 +70,11 @@ impl TickAssembler {
             ticks_seen: 0,
             judged_losses: 0,
         }
+    }
+
+    /// The schema the records are read with.
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
     }
 
     /// The view this assembler judges completeness against.
@@ -81,7 +92,7 @@ impl TickAssembler {
     }
 
     /// Records of the newest complete tick (empty unless built with `keep_records`).
-    pub fn complete_records(&self) -> &[EntityRecord] {
+    pub fn complete_records(&self) -> &[Record] {
         &self.complete_records
     }
 
@@ -111,7 +122,7 @@ impl TickAssembler {
             Ok(index) => index,
             Err(outcome) => return outcome,
         };
-        let taken = self.slots[index].take_chunk(chunk, self.view, self.keep_records);
+        let taken = self.slots[index].take_chunk(chunk, &self.schema, self.view, self.keep_records);
         self.count_taken(index, taken)
     }
 
@@ -242,12 +253,12 @@ impl TickAssembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::track::test_bytes::{chunk, directory, feed, run_start, whole_tick};
+    use crate::track::test_bytes::{arena_schema, chunk, directory, feed, run_start, whole_tick};
     use proptest::prelude::*;
 
     #[test]
     fn whole_ticks_complete_and_missing_chunks_count_as_lost() {
-        let mut a = TickAssembler::new(View::ALL, false);
+        let mut a = TickAssembler::new(View::ALL, arena_schema(), false);
         let [dir, c0, c1, c2] = whole_tick(10);
         assert_eq!(feed(&mut a, &c0), ChunkOutcome::Partial);
         assert_eq!(feed(&mut a, &c2), ChunkOutcome::Partial);
@@ -285,7 +296,7 @@ mod tests {
 
     #[test]
     fn an_occupied_cell_with_no_chunk_and_a_lost_directory_are_losses() {
-        let mut a = TickAssembler::new(View::ALL, false);
+        let mut a = TickAssembler::new(View::ALL, arena_schema(), false);
         // Tick 1 whole; tick 2 loses all of cell 1; tick 3 loses its directory.
         for bytes in whole_tick(1) {
             feed(&mut a, &bytes);
@@ -315,7 +326,7 @@ mod tests {
             entity: Some(7),
             radius: 1,
         };
-        let mut a = TickAssembler::new(view, false);
+        let mut a = TickAssembler::new(view, arena_schema(), false);
         let occupied = [0, 3, 5];
         assert_eq!(
             feed(&mut a, &directory(1, 4, 3, &occupied)),
@@ -355,7 +366,7 @@ mod tests {
 
     #[test]
     fn a_gap_of_whole_ticks_is_undelivered_and_lost() {
-        let mut a = TickAssembler::new(View::ALL, false);
+        let mut a = TickAssembler::new(View::ALL, arena_schema(), false);
         feed(&mut a, &directory(1, 1, 1, &[]));
         feed(&mut a, &directory(50, 1, 1, &[]));
         let d = a.finish(0);
@@ -367,7 +378,7 @@ mod tests {
 
     #[test]
     fn a_reordered_start_never_delivers_more_than_expected() {
-        let mut a = TickAssembler::new(View::ALL, false);
+        let mut a = TickAssembler::new(View::ALL, arena_schema(), false);
         for tick in [10, 8, 9] {
             // 8 is older than the first tick seen, still in flight.
             feed(&mut a, &directory(tick, 1, 1, &[]));
@@ -378,7 +389,7 @@ mod tests {
 
     #[test]
     fn finish_leaves_the_newest_ticks_out() {
-        let mut a = TickAssembler::new(View::ALL, false);
+        let mut a = TickAssembler::new(View::ALL, arena_schema(), false);
         for tick in 0..10 {
             feed(&mut a, &directory(tick, 1, 1, &[]));
         }
@@ -395,7 +406,7 @@ mod tests {
         /// and delivered, and the newest is the last one sent.
         #[test]
         fn consecutive_ticks_from_any_start_are_all_delivered(start in run_start(), count in 1u32..40) {
-            let mut a = TickAssembler::new(View::ALL, false);
+            let mut a = TickAssembler::new(View::ALL, arena_schema(), false);
             for offset in 0..count {
                 for bytes in whole_tick(start.wrapping_add(offset)) {
                     feed(&mut a, &bytes);
@@ -413,7 +424,7 @@ mod tests {
     /// the wrap arriving after tick 0 overflowed (a debug build panicked).
     #[test]
     fn tick_zero_then_u32_max_does_not_panic() {
-        let mut a = TickAssembler::new(View::ALL, false);
+        let mut a = TickAssembler::new(View::ALL, arena_schema(), false);
         assert!(matches!(
             feed(&mut a, &directory(0, 1, 1, &[])),
             ChunkOutcome::Completed { .. }

@@ -8,8 +8,9 @@
 //! a lost chunk, a lost cell, a lost directory and a lost own entity are all visible.
 
 use tickcast_shared::Tick;
-use tickcast_shared::chunk::{Chunk, Directory, EntityRecord, VIEW_ALL, ViewRect};
+use tickcast_shared::chunk::{Chunk, Directory, VIEW_ALL, ViewRect};
 use tickcast_shared::msg::Welcome;
+use tickcast_shared::schema::{Record, Schema};
 
 /// What part of the world a client is sent, as its Welcome announced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +55,8 @@ pub(super) enum Taken {
     New,
     /// Already taken.
     Duplicate,
-    /// A chunk whose cell count disagrees with the cell's other chunks.
+    /// A chunk whose cell count disagrees with the cell's other chunks, or whose
+    /// records do not fit the game's schema.
     Inconsistent,
 }
 
@@ -87,7 +89,7 @@ pub(super) struct TickParts {
     /// Datagrams of this tick taken (the directory and chunks).
     received: u32,
     complete: bool,
-    records: Vec<EntityRecord>,
+    records: Vec<Record>,
     entities: usize,
     server_time_us: u32,
 }
@@ -141,7 +143,7 @@ impl TickParts {
     }
 
     /// The records kept for this tick (with `keep_records`).
-    pub(super) fn records_mut(&mut self) -> &mut Vec<EntityRecord> {
+    pub(super) fn records_mut(&mut self) -> &mut Vec<Record> {
         &mut self.records
     }
 
@@ -158,14 +160,19 @@ impl TickParts {
         Taken::New
     }
 
-    /// Takes one chunk of the tick; with `keep_records` its records are kept.
+    /// Takes one chunk of the tick, its records read with the game's `schema`; with
+    /// `keep_records` its records are kept.
     pub(super) fn take_chunk(
         &mut self,
         chunk: &Chunk<'_>,
+        schema: &Schema,
         view: View,
         keep_records: bool,
     ) -> Taken {
         let header = chunk.header;
+        let Ok(records) = chunk.records_with(schema) else {
+            return Taken::Inconsistent;
+        };
         let key = u32::from(header.cell) << 16 | u32::from(header.index_in_cell);
         let Err(seen_at) = self.seen.binary_search(&key) else {
             return Taken::Duplicate;
@@ -191,14 +198,15 @@ impl TickParts {
         }
         if let Some((entity, _)) = view.limited_to()
             && self.center.is_none()
-            && chunk.ids_and_kinds().any(|(id, _)| id == entity)
+            && records.clone().flatten().any(|r| r.net_id() == entity)
         {
             self.center = Some(header.cell);
         }
         self.received += 1;
         self.entities += usize::from(header.record_count);
         if keep_records {
-            self.records.extend(chunk.records());
+            self.records
+                .extend(records.flatten().map(|record| Record::of(&record)));
         }
         Taken::New
     }
@@ -302,11 +310,11 @@ impl TickParts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::track::test_bytes::{chunk, directory};
+    use crate::track::test_bytes::{arena_schema, chunk, directory};
     use tickcast_shared::chunk::{parse_chunk, parse_directory};
 
     fn take_chunk(parts: &mut TickParts, bytes: &[u8], view: View) -> Taken {
-        parts.take_chunk(&parse_chunk(bytes).unwrap(), view, false)
+        parts.take_chunk(&parse_chunk(bytes).unwrap(), &arena_schema(), view, false)
     }
 
     #[test]

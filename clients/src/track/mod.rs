@@ -16,6 +16,8 @@ mod receive;
 mod staleness;
 #[cfg(test)]
 mod test_bytes;
+#[cfg(test)]
+pub(crate) use test_bytes::arena_schema as arena_schema_for_tests;
 
 pub use assemble::{ChunkOutcome, TICKS_IN_FLIGHT, TickAssembler};
 pub use completeness::View;

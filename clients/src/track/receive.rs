@@ -2,7 +2,10 @@
 //! them, hand their messages to the [`TickAssembler`], sample latency and snapshot age,
 //! and keep an optional [`WorldView`] up to date.
 
+use std::sync::Arc;
+
 use tickcast_shared::chunk::{ChunkError, ServerDatagram, datagram_messages};
+use tickcast_shared::schema::Schema;
 
 use super::assemble::{ChunkOutcome, TickAssembler};
 use super::completeness::View;
@@ -50,10 +53,11 @@ pub struct SnapshotReceiver {
 
 impl SnapshotReceiver {
     /// A receiver that measures only (what a bot needs), for a client sent `view`
-    /// ([`View::from_welcome`]).
-    pub fn new(view: View) -> Self {
+    /// ([`View::from_welcome`]) of a game laid out by `schema` (the one the server sent
+    /// after its Welcome).
+    pub fn new(view: View, schema: Arc<Schema>) -> Self {
         Self {
-            assembler: TickAssembler::new(view, false),
+            assembler: TickAssembler::new(view, schema, false),
             staleness: EntityStaleness::default(),
             world: None,
             world_update: WorldUpdate::PerChunk,
@@ -65,20 +69,31 @@ impl SnapshotReceiver {
     }
 
     /// A receiver that also keeps a view of the world, updated as `update` says.
-    pub fn with_world(view: View, world: WorldView, update: WorldUpdate) -> Self {
+    pub fn with_world(
+        view: View,
+        schema: Arc<Schema>,
+        world: WorldView,
+        update: WorldUpdate,
+    ) -> Self {
         Self {
-            assembler: TickAssembler::new(view, update == WorldUpdate::PerTick),
+            assembler: TickAssembler::new(view, schema.clone(), update == WorldUpdate::PerTick),
             world: Some(world),
             world_update: update,
-            ..Self::new(view)
+            ..Self::new(view, schema)
         }
     }
 
-    /// Starts over for a client sent `view` (a new Welcome): the tick figures restart,
-    /// the world view and the datagram counts are kept.
-    pub fn set_view(&mut self, view: View) {
+    /// Starts over for a client sent `view` of a game laid out by `schema` (a new
+    /// Welcome): the tick figures restart, the world view and the datagram counts are
+    /// kept.
+    pub fn set_view(&mut self, view: View, schema: Arc<Schema>) {
         let keep_records = self.world_update == WorldUpdate::PerTick && self.world.is_some();
-        self.assembler = TickAssembler::new(view, keep_records);
+        self.assembler = TickAssembler::new(view, schema, keep_records);
+    }
+
+    /// The schema the records are read with.
+    pub fn schema(&self) -> &Arc<Schema> {
+        self.assembler.schema()
     }
 
     /// Takes one datagram that arrived at `now_us` (the [`crate::now_us_wrapping`] clock):
@@ -117,7 +132,9 @@ impl SnapshotReceiver {
         let outcome = self.assembler.on_message(message);
         match (message, outcome) {
             (_, ChunkOutcome::Stale | ChunkOutcome::Inconsistent | ChunkOutcome::Duplicate) => {}
-            (ServerDatagram::Chunk(chunk), _) => self.staleness.on_chunk(chunk),
+            (ServerDatagram::Chunk(chunk), _) => {
+                self.staleness.on_chunk(chunk, self.assembler.schema())
+            }
             _ => {}
         }
         if let ChunkOutcome::Completed { tick, .. } = outcome
@@ -132,7 +149,7 @@ impl SnapshotReceiver {
             (_, ChunkOutcome::Stale | ChunkOutcome::Inconsistent) => {}
             (WorldUpdate::PerChunk, _) => {
                 if let ServerDatagram::Chunk(chunk) = message {
-                    world.apply_chunk(chunk);
+                    world.apply_chunk(chunk, self.assembler.schema());
                 }
                 if let ChunkOutcome::Completed { tick, .. } = outcome {
                     world.complete_tick(tick);
@@ -202,7 +219,7 @@ impl SnapshotReceiver {
 mod tests {
     use super::*;
     use crate::track::test_bytes::{
-        chunk, datagram, directory, run_start, server_datagrams, tick_of_run,
+        arena_schema, chunk, datagram, directory, run_start, server_datagrams, tick_of_run,
     };
     use proptest::prelude::*;
     use tickcast_shared::Tick;
@@ -223,7 +240,8 @@ mod tests {
                 radius: 1,
             }
         };
-        let mut r = SnapshotReceiver::with_world(view, WorldView::with_capacity(8), update);
+        let mut r =
+            SnapshotReceiver::with_world(view, arena_schema(), WorldView::with_capacity(8), update);
         let mut chunks = 0u64;
         for bytes in datagrams {
             if let DatagramOutcome::Chunk(_) = r.on_datagram(bytes, now) {
@@ -268,8 +286,12 @@ mod tests {
     /// per-tick world view froze.
     #[test]
     fn the_newest_tick_advances_across_the_wrap() {
-        let mut r =
-            SnapshotReceiver::with_world(View::ALL, WorldView::default(), WorldUpdate::PerTick);
+        let mut r = SnapshotReceiver::with_world(
+            View::ALL,
+            arena_schema(),
+            WorldView::default(),
+            WorldUpdate::PerTick,
+        );
         for tick in (u32::MAX - 2..=u32::MAX).chain(0..=3) {
             r.on_datagram(&datagram(&[&directory(tick, 1, 1, &[0])]), 0);
             r.on_datagram(&datagram(&[&chunk(tick, 0, 0, 1, &[1])]), 0);
@@ -282,7 +304,14 @@ mod tests {
             Some(Tick::new(3))
         );
         // x carries the tick's low 16 bits: the view shows tick 3, not u32::MAX.
-        assert_eq!(r.world().unwrap().get(1).map(|e| e.x), Some(3));
+        assert_eq!(
+            r.world()
+                .unwrap()
+                .get(1)
+                .and_then(|e| tickcast_shared::chunk::EntityRecord::from_bytes(e.bytes()))
+                .map(|e| e.x),
+            Some(3)
+        );
         // Ten ticks before the newest, on the far side of the wrap: too old to track.
         assert_eq!(
             r.on_datagram(&datagram(&[&directory(u32::MAX - 6, 1, 1, &[])]), 0),
@@ -298,11 +327,25 @@ mod tests {
 
     #[test]
     fn the_world_updates_per_chunk_or_per_complete_tick() {
-        let mut per_chunk =
-            SnapshotReceiver::with_world(View::ALL, WorldView::default(), WorldUpdate::PerChunk);
-        let mut per_tick =
-            SnapshotReceiver::with_world(View::ALL, WorldView::default(), WorldUpdate::PerTick);
-        let x_of = |r: &SnapshotReceiver, id| r.world().unwrap().get(id).map(|e| e.x);
+        let mut per_chunk = SnapshotReceiver::with_world(
+            View::ALL,
+            arena_schema(),
+            WorldView::default(),
+            WorldUpdate::PerChunk,
+        );
+        let mut per_tick = SnapshotReceiver::with_world(
+            View::ALL,
+            arena_schema(),
+            WorldView::default(),
+            WorldUpdate::PerTick,
+        );
+        let x_of = |r: &SnapshotReceiver, id| {
+            r.world()
+                .unwrap()
+                .get(id)
+                .and_then(|e| tickcast_shared::chunk::EntityRecord::from_bytes(e.bytes()))
+                .map(|e| e.x)
+        };
         for r in [&mut per_chunk, &mut per_tick] {
             r.on_datagram(&datagram(&[&directory(1, 2, 1, &[0, 1])]), 0);
             r.on_datagram(&datagram(&[&chunk(1, 0, 0, 1, &[1])]), 0);
@@ -330,7 +373,7 @@ mod tests {
 
     #[test]
     fn the_receiver_counts_malformed_datagrams_and_measures_age() {
-        let mut r = SnapshotReceiver::new(View::ALL);
+        let mut r = SnapshotReceiver::new(View::ALL, arena_schema());
         assert!(matches!(
             r.on_datagram(&[0x01, 0, 1], 0),
             DatagramOutcome::Malformed(_)

@@ -5,6 +5,7 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 
 use tickcast_shared::Tick;
 use tickcast_shared::chunk::Chunk;
+use tickcast_shared::schema::Schema;
 
 use super::latency::{LatencyHistogram, age_us};
 
@@ -98,10 +99,14 @@ impl EntityStaleness {
         }
     }
 
-    /// Notes every entity of a chunk.
-    pub fn on_chunk(&mut self, chunk: &Chunk<'_>) {
+    /// Notes every entity of a chunk, its records read with the game's `schema` (a chunk
+    /// they do not fit notes nothing).
+    pub fn on_chunk(&mut self, chunk: &Chunk<'_>, schema: &Schema) {
         let (tick, at) = (chunk.header.tick, chunk.header.server_time_us);
-        for (net_id, _) in chunk.ids_and_kinds() {
+        let Ok(records) = chunk.records_with(schema) else {
+            return;
+        };
+        for net_id in records.flatten().map(|r| r.net_id()) {
             let full = self.newest.len() >= self.capacity;
             match self.newest.get_mut(&net_id) {
                 Some(seen) => {
@@ -150,7 +155,7 @@ impl EntityStaleness {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_bytes::{chunk, datagram, directory};
+    use super::super::test_bytes::{arena_schema, chunk, datagram, directory};
     use super::super::{SnapshotReceiver, View};
     use super::*;
 
@@ -180,7 +185,7 @@ mod tests {
 
     #[test]
     fn staleness_is_the_age_of_each_entitys_newest_chunk_and_forgets_who_left() {
-        let mut r = SnapshotReceiver::new(View::ALL);
+        let mut r = SnapshotReceiver::new(View::ALL, arena_schema());
         // Tick 1, whole: entity 1 in cell 0, entity 2 in cell 1, encoded at 1,000 µs.
         for message in [
             directory(1, 2, 1, &[0, 1]),
@@ -227,7 +232,7 @@ mod tests {
         else {
             panic!("a chunk")
         };
-        tracker.on_chunk(&parsed);
+        tracker.on_chunk(&parsed, &arena_schema());
         assert_eq!((tracker.len(), tracker.refused()), (2, 1));
     }
 }

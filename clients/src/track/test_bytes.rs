@@ -1,14 +1,48 @@
 //! Bytes a server would send, for the tests of this module: directories, chunks, whole
 //! ticks, datagrams of several messages, and proptest strategies over them.
 
+use std::sync::Arc;
+
 use proptest::prelude::*;
 use tickcast_shared::Tick;
 use tickcast_shared::chunk::{
     CHUNK_HEADER_LEN, ChunkHeader, DirectoryHeader, ENTITY_RECORD_LEN, EntityRecord, directory_len,
     write_directory, write_header, write_record,
 };
+use tickcast_shared::schema::Schema;
 
 use super::{ChunkOutcome, TickAssembler};
+
+/// A schema with the arena's 14-byte layout (kinds 1 to 3), for chunks written as
+/// [`EntityRecord`]s: the tracker reads every game through a schema.
+pub(crate) fn arena_schema() -> Arc<Schema> {
+    use tickcast_shared::schema::{EntityKind, Field, FieldRole, FieldType, InputField};
+    let kind = |kind: u8| EntityKind {
+        kind,
+        name: format!("kind{kind}"),
+        glyph: b'0' + kind,
+        fields: vec![
+            Field::new("health", FieldType::U8).role(FieldRole::Health),
+            Field::new("x", FieldType::U16)
+                .role(FieldRole::PositionX)
+                .scale(64),
+            Field::new("y", FieldType::U16)
+                .role(FieldRole::PositionY)
+                .scale(64),
+            Field::new("angle", FieldType::U16).role(FieldRole::Angle),
+            Field::new("aux", FieldType::U16),
+        ],
+    };
+    Arc::new(
+        Schema::new(
+            "arena",
+            1,
+            vec![kind(1), kind(2), kind(3)],
+            vec![InputField::new("move_x", FieldType::I8, -127, 127)],
+        )
+        .expect("valid"),
+    )
+}
 
 /// A directory of a `columns × rows` grid with `occupied` cells.
 pub(crate) fn directory(tick: u32, columns: u16, rows: u16, occupied: &[u16]) -> Vec<u8> {
@@ -39,6 +73,7 @@ pub(crate) fn chunk(tick: u32, cell: u16, index: u16, count: u16, net_ids: &[u32
     for (id, slot) in net_ids.iter().zip(body.chunks_exact_mut(ENTITY_RECORD_LEN)) {
         let record = EntityRecord {
             net_id: *id,
+            kind: 1,
             x: tick as u16,
             ..Default::default()
         };

@@ -34,7 +34,10 @@ use quinn_proto::{
 };
 use tickcast_shared::chunk::TICK_FRAME_PREFIX_LEN;
 use tickcast_shared::event::{JoinAck, PeerEvent};
-use tickcast_shared::msg::{Hello, InputDatagram, Reject, RejectReason, ServerMessage, Welcome};
+use tickcast_shared::msg::{
+    self, Hello, InputDatagram, Reject, RejectReason, ServerMessage, Welcome,
+};
+use tickcast_shared::schema::Schema;
 use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
 use tickcast_shared::{PROTOCOL_VERSION, Tick, close};
 
@@ -1135,7 +1138,12 @@ impl Driver {
             view_cells: self.config.view_cells,
             server_tick: self.current_tick,
         });
-        if !write_message(conn, &welcome) {
+        // Right after the Welcome, the game's schema (docs/PROTOCOL.md §3): a client reads
+        // the game's records and builds its inputs from it.
+        let schema_frame = self.config.schema.as_deref().map(msg::schema_frame);
+        if !write_message(conn, &welcome)
+            || !schema_frame.is_some_and(|frame| write_bytes(conn, &frame))
+        {
             // Gives back the place and sends the Left (`release`).
             self.close(
                 handle,
@@ -1187,7 +1195,12 @@ impl Driver {
             self.counters
                 .bytes_in
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            let datagram = match InputDatagram::decode(&bytes) {
+            let cmd_len = self
+                .config
+                .schema
+                .as_deref()
+                .map_or(msg::INPUT_CMD_LEN, Schema::input_len);
+            let datagram = match InputDatagram::decode(&bytes, cmd_len) {
                 Ok(datagram) => datagram,
                 Err(e) => {
                     tracing::debug!(client_id, "malformed datagram: {e}");
@@ -1383,12 +1396,17 @@ enum HelloRead {
 /// Writes one framed message on the control stream; `false` if it did not all fit (it
 /// always does: the client's stream window is far larger than any message).
 fn write_message(conn: &mut Conn, message: &ServerMessage) -> bool {
-    let Some(id) = conn.control else {
-        return false;
-    };
     let mut frame = [0u8; FRAME_PREFIX_LEN + MAX_MESSAGE_LEN];
     let Ok(len) = wire::encode_frame(message, &mut frame) else {
         return false;
     };
-    matches!(conn.quic.send_stream(id).write(&frame[..len]), Ok(n) if n == len)
+    write_bytes(conn, &frame[..len])
+}
+
+/// Writes bytes already framed on the control stream; `false` if they did not all fit.
+fn write_bytes(conn: &mut Conn, frame: &[u8]) -> bool {
+    let Some(id) = conn.control else {
+        return false;
+    };
+    matches!(conn.quic.send_stream(id).write(frame), Ok(n) if n == frame.len())
 }

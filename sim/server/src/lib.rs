@@ -260,7 +260,12 @@ impl Server {
         let config = config.reconciled(RecordLayouts::of(&schema).max_len);
         let sim = Sim::with_game(config.sim.clone(), game).context("building the world")?;
         let schema = sim.schema().clone();
-        let net = tickcast_net::spawn(config.net.clone()).context("starting the network layer")?;
+        // The game's schema, sent to each client right after its Welcome.
+        let net_config = NetConfig {
+            schema: Some(schema.clone()),
+            ..config.net.clone()
+        };
+        let net = tickcast_net::spawn(net_config).context("starting the network layer")?;
         let recorder = match &config.record {
             Some(record) => {
                 let header = RecordingHeader {

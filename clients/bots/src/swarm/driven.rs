@@ -17,8 +17,11 @@ use bytes::Bytes;
 use tickcast_clients::driver::{ClientDriver, ConnectionId, DriverOptions, SessionEvent};
 use tickcast_clients::pace::InputPacer;
 use tickcast_clients::track::{SnapshotReceiver, View};
-use tickcast_clients::{EndpointOptions, InputHistory, connection_error_key, now_us_wrapping};
+use tickcast_clients::{
+    ByRoles, EndpointOptions, InputHistory, connection_error_key, now_us_wrapping,
+};
 use tickcast_shared::msg::Welcome;
+use tickcast_shared::schema::Schema;
 use tickcast_shared::{Tick, close};
 
 use super::{Flushed, Shared, SwarmError, flush_live};
@@ -185,6 +188,8 @@ struct Playing {
     pacer: InputPacer,
     receiver: SnapshotReceiver,
     history: InputHistory,
+    /// Turns the bot's intent into the game's input command (the schema's roles).
+    mapper: ByRoles,
     flushed: Flushed,
 }
 
@@ -326,10 +331,10 @@ impl DrivenBot {
                 State::Connecting {
                     began, vanishes, ..
                 },
-                SessionEvent::Welcomed(welcome),
+                SessionEvent::Welcomed(welcome, schema),
             ) => {
                 let (began, vanishes) = (*began, *vanishes);
-                self.admitted(shard, id, *welcome, began, vanishes, now);
+                self.admitted(shard, id, (*welcome, schema), began, vanishes, now);
             }
             (State::Connecting { .. }, SessionEvent::Failed(e)) => {
                 tracing::debug!(index = self.index, "connect failed: {e}");
@@ -356,7 +361,7 @@ impl DrivenBot {
         &mut self,
         shard: &mut Shard<'_>,
         id: ConnectionId,
-        welcome: Welcome,
+        (welcome, schema): (Welcome, Arc<Schema>),
         began: Instant,
         vanishes: bool,
         now: Instant,
@@ -373,8 +378,9 @@ impl DrivenBot {
         self.state = State::Playing(Box::new(Playing {
             id,
             pacer: InputPacer::new(welcome.tick_rate),
-            receiver: SnapshotReceiver::new(View::from_welcome(&welcome)),
+            receiver: SnapshotReceiver::new(View::from_welcome(&welcome), schema),
             history: InputHistory::default(),
+            mapper: ByRoles,
             flushed: Flushed::default(),
             period: Duration::from_secs(1) / tick_rate,
             welcome,
@@ -424,10 +430,14 @@ impl DrivenBot {
             .delivery()
             .last_tick
             .unwrap_or(Tick::ZERO);
-        let datagram = playing.history.push(cmd, ack);
+        let schema = playing.receiver.schema().clone();
+        let datagram = playing
+            .history
+            .push_intent(&schema, &mut playing.mapper, cmd, ack);
+        let (bytes, len) = datagram.encode();
         if let Err(e) = shard
             .driver
-            .send_datagram(playing.id, Bytes::copy_from_slice(&datagram.encode()))
+            .send_datagram(playing.id, Bytes::copy_from_slice(&bytes[..len]))
         {
             tracing::debug!("input not sent: {e}");
         }

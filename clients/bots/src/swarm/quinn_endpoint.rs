@@ -11,8 +11,8 @@ use tickcast_clients::pace::InputPacer;
 use tickcast_clients::track::{SnapshotReceiver, View};
 use tickcast_clients::vanish::silenceable_endpoint;
 use tickcast_clients::{
-    EndpointOptions, InputHistory, Session, client_endpoint_with, connect, connection_error_key,
-    now_us_wrapping,
+    ByRoles, EndpointOptions, InputHistory, Session, client_endpoint_with, connect,
+    connection_error_key, now_us_wrapping,
 };
 use tickcast_shared::Tick;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -204,7 +204,10 @@ async fn play(
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / tick_rate);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut pacer = InputPacer::new(session.welcome().tick_rate);
-    let mut receiver = SnapshotReceiver::new(View::from_welcome(session.welcome()));
+    let mut receiver = SnapshotReceiver::new(
+        View::from_welcome(session.welcome()),
+        session.schema().clone(),
+    );
     let mut history = InputHistory::default();
     let mut flushed = Flushed::default();
     let lost = loop {
@@ -232,7 +235,8 @@ async fn play(
                 }
                 receiver.staleness().sample(now_us, &mut outcome.staleness);
                 let ack = receiver.assembler().delivery().last_tick.unwrap_or(Tick::ZERO);
-                match session.send_input(&history.push(cmd, ack)) {
+                let datagram = history.push_intent(session.schema(), &mut ByRoles, cmd, ack);
+                match session.send_input(&datagram) {
                     Ok(()) => {}
                     Err(SendDatagramError::ConnectionLost(e)) => break Some(connection_error_key(&e)),
                     Err(e) => tracing::debug!("input not sent: {e}"),

@@ -12,9 +12,8 @@ use tickcast_pickups::{
 use tickcast_shared::Tick;
 use tickcast_shared::chunk::{CHUNK_HEADER_LEN, SNAPSHOT_CHUNK_KIND, tick_frames};
 use tickcast_shared::event::PeerEvent;
-use tickcast_shared::msg::{InputCmd, InputDatagram};
+use tickcast_shared::msg::InputDatagram;
 use tickcast_shared::schema::Schema;
-use tickcast_shared::wire;
 use tickcast_sim::arena::Arena;
 use tickcast_sim::determinism::assert_deterministic;
 use tickcast_sim::engine::{NetId, check_records};
@@ -41,8 +40,7 @@ fn world() -> Sim {
 
 /// One input command built from the schema alone (stick x, stick y, buttons, aim), in a
 /// datagram, with the stick's bytes then written raw as a client that ignores the ranges
-/// would. Until the v3 input datagram carries raw commands, the 9 bytes travel in the
-/// arena-typed `InputCmd`, whose encoding has the same length.
+/// would.
 fn input(schema: &Schema, seq: u32, values: [i64; 4]) -> InputDatagram {
     let mut bytes = [0u8; 9];
     schema
@@ -50,8 +48,7 @@ fn input(schema: &Schema, seq: u32, values: [i64; 4]) -> InputDatagram {
         .expect("a pickups command is 9 bytes");
     bytes[4] = values[0] as i8 as u8;
     bytes[5] = values[1] as i8 as u8;
-    let cmd: InputCmd = wire::decode_exact(&bytes).expect("9 bytes");
-    InputDatagram::single(cmd, Tick::new(seq))
+    InputDatagram::from_commands(Tick::new(seq), &[&bytes]).expect("one 9-byte command")
 }
 
 /// Runners join at staggered ticks, one leaves and comes back; each steers by a fixed

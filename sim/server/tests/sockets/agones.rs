@@ -193,7 +193,11 @@ fn the_players_counter_follows_clients_joining_and_leaving() {
 
 /// Reads datagrams for `run_for`; returns the ticks completed, in order of completion.
 async fn completed_ticks(session: Arc<Session>, run_for: Duration) -> Vec<Tick> {
-    let mut assembler = TickAssembler::new(View::from_welcome(session.welcome()), true);
+    let mut assembler = TickAssembler::new(
+        View::from_welcome(session.welcome()),
+        session.schema().clone(),
+        true,
+    );
     let mut ticks = Vec::new();
     let end = tokio::time::Instant::now() + run_for;
     loop {

@@ -28,7 +28,11 @@ async fn run_client(session: Arc<Session>, walks: bool, run_for: Duration) -> Ve
     let own = session.welcome().entity;
     let middle = u16::try_from(u32::from(session.welcome().arena_width) * 64 / 2).unwrap();
     let mut move_x: i8 = 0;
-    let mut assembler = TickAssembler::new(View::from_welcome(session.welcome()), true);
+    let mut assembler = TickAssembler::new(
+        View::from_welcome(session.welcome()),
+        session.schema().clone(),
+        true,
+    );
     let mut seen = Vec::new();
     let mut history = InputHistory::default();
     let mut ticker = tokio::time::interval(Duration::from_millis(33));
@@ -51,7 +55,7 @@ async fn run_client(session: Arc<Session>, walks: bool, run_for: Duration) -> Ve
                         .complete_records()
                         .iter()
                         .filter(|r| r.kind == KIND_PLAYER)
-                        .map(|r| (r.net_id, r.x))
+                        .map(|r| (r.net_id, arena(r).x))
                         .collect();
                     seen.push(SeenTick { tick, players });
                 }
@@ -59,6 +63,11 @@ async fn run_client(session: Arc<Session>, walks: bool, run_for: Duration) -> Ve
         }
     }
     seen
+}
+
+/// A kept record read as the arena's (these tests run the arena).
+fn arena(record: &tickcast_shared::schema::Record) -> tickcast_shared::chunk::EntityRecord {
+    tickcast_shared::chunk::EntityRecord::from_bytes(record.bytes()).expect("an arena record")
 }
 
 /// Feeds every message of one server datagram to `assembler`; the tick it completed.
@@ -231,7 +240,7 @@ fn each_client_is_sent_the_cells_around_its_own_player_and_nothing_else() {
                 let view = View::from_welcome(session.welcome());
                 assert_eq!(view.radius, 1, "the Welcome announces the view");
                 let own = session.welcome().entity;
-                let mut assembler = TickAssembler::new(view, true);
+                let mut assembler = TickAssembler::new(view, session.schema().clone(), true);
                 let mut seen = Vec::new();
                 let end = tokio::time::Instant::now() + Duration::from_secs(2);
                 while let Ok(datagram) = tokio::time::timeout_at(end, session.next_datagram()).await
@@ -244,14 +253,17 @@ fn each_client_is_sent_the_cells_around_its_own_player_and_nothing_else() {
                                 (u32::from(x) / cell_side, u32::from(y) / cell_side);
                             (column as i64, row as i64)
                         };
-                        let own = records
-                            .iter()
-                            .find(|r| r.net_id == own)
-                            .expect("a complete tick holds the own player");
+                        let own = arena(
+                            records
+                                .iter()
+                                .find(|r| r.net_id == own)
+                                .expect("a complete tick holds the own player"),
+                        );
                         let (own_column, own_row) = cell_of(own.x, own.y);
                         let farthest_cell = records
                             .iter()
                             .map(|r| {
+                                let r = arena(r);
                                 let (column, row) = cell_of(r.x, r.y);
                                 (column - own_column).abs().max((row - own_row).abs()) as u16
                             })

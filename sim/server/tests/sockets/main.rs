@@ -19,4 +19,5 @@ mod netsim;
 mod network;
 mod progress;
 mod recording;
+mod schema_only;
 mod scrape;

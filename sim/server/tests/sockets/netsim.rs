@@ -217,7 +217,11 @@ fn a_client_with_20_byte_connection_ids_on_a_1200_byte_path_is_admitted_and_gets
         )
         .await
         .expect("admitted");
-        let mut assembler = TickAssembler::new(View::from_welcome(session.welcome()), false);
+        let mut assembler = TickAssembler::new(
+            View::from_welcome(session.welcome()),
+            session.schema().clone(),
+            false,
+        );
         let mut largest = 0;
         let mut complete = 0;
         // Read until 30 ticks arrived whole, or give up after 10 s (a failure).

@@ -475,8 +475,11 @@ fn a_stalled_client_holds_at_most_its_send_buffer_and_the_others_keep_every_tick
             let session = test.join(&endpoint, client_id).await;
             let live_tick = live_tick.clone();
             readers.push(tokio::spawn(async move {
-                let mut assembler =
-                    TickAssembler::new(View::from_welcome(session.welcome()), false);
+                let mut assembler = TickAssembler::new(
+                    View::from_welcome(session.welcome()),
+                    session.schema().clone(),
+                    false,
+                );
                 let end = tokio::time::Instant::now() + STALL;
                 while let Ok(datagram) = tokio::time::timeout_at(end, session.next_datagram()).await
                 {
@@ -501,7 +504,11 @@ fn a_stalled_client_holds_at_most_its_send_buffer_and_the_others_keep_every_tick
         // up to where the readers stopped (the server is still sending it new ticks).
         let stalled_connected = stalled.connection().close_reason().is_none();
         let readers_stopped_at = Tick::new(live_tick.load(Ordering::Relaxed));
-        let mut assembler = TickAssembler::new(View::from_welcome(stalled.welcome()), false);
+        let mut assembler = TickAssembler::new(
+            View::from_welcome(stalled.welcome()),
+            stalled.schema().clone(),
+            false,
+        );
         within("the stalled client reading its backlog", async {
             loop {
                 let bytes = stalled.next_datagram().await.expect("still connected");

@@ -1,6 +1,8 @@
 //! `tickcast-watch`: a terminal viewer that joins a tickcast server as a player, draws
-//! the arena live (players, NPCs, projectiles), shows tick, delivery, RTT and snapshot
-//! age, and walks the player with the arrow keys (space fires toward the walk).
+//! the world live (each kind with the glyph the game's schema suggests), shows tick,
+//! delivery, RTT and snapshot age, and walks the player with the arrow keys (space
+//! presses the game's first button — the arena's fire — toward the walk). It knows no
+//! game: it reads records and builds inputs with the schema sent after the Welcome.
 //!
 //! It needs a real terminal: without one it says so and exits 2. The network runs on
 //! its own thread (a tokio current-thread runtime) and shares a `SnapshotReceiver`
@@ -23,10 +25,12 @@ use tickcast_bots::cli::{ServerArgs, random_u32};
 use tickcast_clients::track::{SnapshotReceiver, View, WorldUpdate};
 use tickcast_clients::world::WorldView;
 use tickcast_clients::{
-    InputHistory, client_endpoint, connect, connection_error_key, mint_token, now_us_wrapping,
+    ByRoles, InputHistory, InputMapper, client_endpoint, connect, connection_error_key, mint_token,
+    now_us_wrapping,
 };
 use tickcast_shared::Tick;
-use tickcast_shared::msg::{BUTTON_FIRE, InputCmd, Welcome};
+use tickcast_shared::msg::Welcome;
+use tickcast_shared::schema::{InputRole, Schema};
 use tickcast_shared::token::ConnectToken;
 
 use crate::view::ViewModel;
@@ -85,6 +89,28 @@ struct Intent {
     fire: bool,
 }
 
+/// The viewer's input hook: the schema's roles drive any game ([`ByRoles`]), except
+/// that the aim stays where the last walk pointed, so a shot fired standing still goes
+/// the last way walked.
+#[derive(Debug, Default)]
+struct KeyMapper {
+    /// A full turn in 65,536 steps.
+    aim: u16,
+}
+
+impl InputMapper for KeyMapper {
+    fn values(&mut self, schema: &Schema, intent: tickcast_clients::Intent, values: &mut [i64]) {
+        ByRoles.values(schema, intent, values);
+        for (field, value) in schema.input().iter().zip(values.iter_mut()) {
+            if field.role == InputRole::Aim {
+                let bits = (8 * field.ty.width()).min(32) as u32;
+                let scaled = (i64::from(self.aim) << bits) >> 16;
+                *value = scaled.clamp(i64::from(field.min), i64::from(field.max));
+            }
+        }
+    }
+}
+
 /// What a key does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KeyAction {
@@ -130,7 +156,8 @@ fn apply_key(intent: &mut Intent, code: KeyCode, modifiers: KeyModifiers) -> Key
 
 /// State shared by the network thread and the UI.
 struct Shared {
-    receiver: SnapshotReceiver,
+    /// Made once the server's schema arrived, right after its Welcome.
+    receiver: Option<SnapshotReceiver>,
     welcome: Option<Welcome>,
     rtt: Option<Duration>,
     status: String,
@@ -146,12 +173,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let fingerprint = args.access.pinned_fingerprint()?;
     let token = token(args)?;
     let shared = Arc::new(Mutex::new(Shared {
-        // Per chunk: the freshest picture, and a lost chunk costs only its cell.
-        receiver: SnapshotReceiver::with_world(
-            View::ALL,
-            WorldView::default(),
-            WorldUpdate::PerChunk,
-        ),
+        receiver: None,
         welcome: None,
         rtt: None,
         status: format!("connecting to {}", args.access.server),
@@ -178,24 +200,33 @@ fn ui_loop(terminal: &mut ratatui::DefaultTerminal, shared: &Mutex<Shared>) -> a
         let model = {
             let state = lock(shared);
             let now = now_us_wrapping();
-            let delivery = state.receiver.assembler().delivery();
+            let delivery = state
+                .receiver
+                .as_ref()
+                .map(|r| r.assembler().delivery())
+                .unwrap_or_default();
+            let schema = state.receiver.as_ref().map(|r| r.schema().clone());
             ViewModel {
+                kinds: schema.as_deref().map(view::kind_styles).unwrap_or_default(),
                 arena: state
                     .welcome
                     .as_ref()
                     .map_or((0, 0), |w| (w.arena_width, w.arena_height)),
                 own: state.welcome.as_ref().map(|w| w.entity),
-                entities: state
-                    .receiver
-                    .world()
-                    .map(|w| w.records().copied().collect())
-                    .unwrap_or_default(),
+                entities: match (state.receiver.as_ref().and_then(|r| r.world()), &schema) {
+                    (Some(world), Some(schema)) => world
+                        .records()
+                        .filter_map(|r| view::Drawn::of(r, schema))
+                        .collect(),
+                    _ => Vec::new(),
+                },
                 tick: delivery.last_complete_tick,
                 delivery: (delivery.expected() > 0).then(|| delivery.ratio()),
                 rtt_ms: state.rtt.map(|d| d.as_secs_f64() * 1e3),
                 age_ms: state
                     .receiver
-                    .snapshot_age_us(now)
+                    .as_ref()
+                    .and_then(|r| r.snapshot_age_us(now))
                     .map(|us| us as f64 / 1e3),
                 status: state.status.clone(),
             }
@@ -252,14 +283,19 @@ fn play(
         {
             let mut state = lock(shared);
             state.welcome = Some(session.welcome().clone());
-            state
-                .receiver
-                .set_view(View::from_welcome(session.welcome()));
+            // Per chunk: the freshest picture, and a lost chunk costs only its cell.
+            state.receiver = Some(SnapshotReceiver::with_world(
+                View::from_welcome(session.welcome()),
+                session.schema().clone(),
+                WorldView::default(),
+                WorldUpdate::PerChunk,
+            ));
             state.status = format!("connected as client {}", session.welcome().client_id);
         }
         let mut ticker = tokio::time::interval(Duration::from_secs(1) / tick_rate);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut history = InputHistory::default();
+        let mut mapper = KeyMapper::default();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
@@ -267,22 +303,29 @@ fn play(
                         break;
                     }
                     let mut state = lock(shared);
-                    let intent = std::mem::replace(&mut state.intent.fire, false);
-                    let cmd = InputCmd {
+                    let fire = std::mem::replace(&mut state.intent.fire, false);
+                    mapper.aim = state.intent.aim;
+                    let intent = tickcast_clients::Intent {
                         move_x: state.intent.move_x,
                         move_y: state.intent.move_y,
-                        aim: state.intent.aim,
-                        buttons: if intent { BUTTON_FIRE } else { 0 },
-                        ..Default::default()
+                        // The first button the schema names (the arena's `fire`).
+                        buttons: u32::from(fire),
                     };
-                    let ack = state.receiver.assembler().delivery().last_tick.unwrap_or(Tick::ZERO);
+                    let ack = state
+                        .receiver
+                        .as_ref()
+                        .and_then(|r| r.assembler().delivery().last_tick)
+                        .unwrap_or(Tick::ZERO);
                     state.rtt = Some(session.rtt());
                     drop(state);
-                    let _ = session.send_input(&history.push(cmd, ack));
+                    let datagram = history.push_intent(session.schema(), &mut mapper, intent, ack);
+                    let _ = session.send_input(&datagram);
                 }
                 datagram = session.next_datagram() => match datagram {
                     Ok(bytes) => {
-                        lock(shared).receiver.on_datagram(&bytes, now_us_wrapping());
+                        if let Some(receiver) = lock(shared).receiver.as_mut() {
+                            receiver.on_datagram(&bytes, now_us_wrapping());
+                        }
                     }
                     Err(e) => {
                         lock(shared).status =

@@ -1,5 +1,7 @@
 //! What the viewer draws, as a pure function of a [`ViewModel`]: testable with
-//! ratatui's `TestBackend`, no terminal or network involved.
+//! ratatui's `TestBackend`, no terminal or network involved. It knows no game: each
+//! kind is drawn with the glyph the game's schema suggests, at the position its
+//! schema's position fields give.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -7,18 +9,75 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph};
 use tickcast_shared::Tick;
-use tickcast_shared::chunk::{
-    EntityRecord, KIND_NPC, KIND_PLAYER, KIND_PROJECTILE, POSITION_SCALE,
-};
+use tickcast_shared::schema::{FieldRole, Record, Schema};
 
-/// The glyph of the player this viewer controls.
+/// The glyph of the entity this viewer controls.
 pub const GLYPH_SELF: char = '@';
-/// The glyph of another player.
-pub const GLYPH_PLAYER: char = 'P';
-/// The glyph of an NPC.
-pub const GLYPH_NPC: char = 'n';
-/// The glyph of a projectile.
-pub const GLYPH_PROJECTILE: char = '*';
+
+/// Colours of the kinds, in the schema's kind order.
+const PALETTE: [Color; 6] = [
+    Color::Cyan,
+    Color::Green,
+    Color::Red,
+    Color::Magenta,
+    Color::Blue,
+    Color::White,
+];
+
+/// How a kind is drawn and counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindStyle {
+    /// The kind's name in the schema.
+    pub name: String,
+    /// The glyph the schema suggests.
+    pub glyph: char,
+}
+
+/// One entity to draw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Drawn {
+    /// Its net id.
+    pub net_id: u32,
+    /// Its kind's index in [`ViewModel::kinds`] (the schema's order).
+    pub kind: usize,
+    /// Its position in world units.
+    pub position: (f64, f64),
+    /// Its health-role field, if its kind has one.
+    pub health: Option<f64>,
+}
+
+impl Drawn {
+    /// An entity of the game of `schema`, read from its record (`None` if the schema
+    /// does not lay it out).
+    pub fn of(record: &Record, schema: &Schema) -> Option<Self> {
+        let view = record.view(schema)?;
+        let kind = schema.kinds().iter().position(|k| k.kind == record.kind)?;
+        let health = view
+            .kind()
+            .fields
+            .iter()
+            .position(|f| f.role == FieldRole::Health)
+            .map(|i| view.value(i));
+        Some(Self {
+            net_id: record.net_id,
+            kind,
+            position: view.position(),
+            health,
+        })
+    }
+}
+
+/// The kinds of `schema`, as the view model lists them.
+pub fn kind_styles(schema: &Schema) -> Vec<KindStyle> {
+    schema
+        .kinds()
+        .iter()
+        .map(|k| KindStyle {
+            name: k.name.clone(),
+            glyph: char::from(k.glyph),
+        })
+        .collect()
+}
 
 /// Everything one frame shows.
 #[derive(Debug, Clone, Default)]
@@ -27,8 +86,10 @@ pub struct ViewModel {
     pub arena: (u16, u16),
     /// The `net_id` this viewer controls.
     pub own: Option<u32>,
+    /// The game's kinds (from its schema).
+    pub kinds: Vec<KindStyle>,
     /// Entities to draw.
-    pub entities: Vec<EntityRecord>,
+    pub entities: Vec<Drawn>,
     /// The newest complete tick.
     pub tick: Option<Tick>,
     /// Complete ÷ expected ticks so far.
@@ -41,14 +102,14 @@ pub struct ViewModel {
     pub status: String,
 }
 
-/// The screen cell of a world position (1/64 units) inside `area`, clamped to it.
-pub fn cell_of(x: u16, y: u16, arena: (u16, u16), area: Rect) -> Option<(u16, u16)> {
+/// The screen cell of a world position (world units) inside `area`, clamped to it.
+pub fn cell_of(x: f64, y: f64, arena: (u16, u16), area: Rect) -> Option<(u16, u16)> {
     if area.width == 0 || area.height == 0 {
         return None;
     }
-    let scale = |v: u16, extent: u16, cells: u16| -> u16 {
-        let world = u64::from(extent.max(1)) * u64::from(POSITION_SCALE);
-        ((u64::from(v) * u64::from(cells)) / world).min(u64::from(cells) - 1) as u16
+    let scale = |v: f64, extent: u16, cells: u16| -> u16 {
+        let at = (v.max(0.0) * f64::from(cells) / f64::from(extent.max(1))).floor();
+        (at as u64).min(u64::from(cells) - 1) as u16
     };
     Some((
         area.x + scale(x, arena.0, area.width),
@@ -56,21 +117,19 @@ pub fn cell_of(x: u16, y: u16, arena: (u16, u16), area: Rect) -> Option<(u16, u1
     ))
 }
 
-fn glyph(record: &EntityRecord, own: Option<u32>) -> Option<(char, Style, u8)> {
-    // The last number orders drawing: a higher one wins a shared cell.
-    if Some(record.net_id) == own {
+fn glyph(entity: &Drawn, model: &ViewModel) -> Option<(char, Style, usize)> {
+    // The last number orders drawing: a higher one wins a shared cell — the own entity
+    // first, then later kinds over earlier ones.
+    if Some(entity.net_id) == model.own {
         return Some((
             GLYPH_SELF,
             Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
-            3,
+            usize::MAX,
         ));
     }
-    match record.kind {
-        KIND_PLAYER => Some((GLYPH_PLAYER, Style::new().fg(Color::Cyan), 2)),
-        KIND_PROJECTILE => Some((GLYPH_PROJECTILE, Style::new().fg(Color::Red), 1)),
-        KIND_NPC => Some((GLYPH_NPC, Style::new().fg(Color::Green), 0)),
-        _ => None,
-    }
+    let style = model.kinds.get(entity.kind)?;
+    let colour = PALETTE[entity.kind % PALETTE.len()];
+    Some((style.glyph, Style::new().fg(colour), entity.kind))
 }
 
 fn figure(value: Option<f64>, digits: usize, unit: &str) -> String {
@@ -79,22 +138,23 @@ fn figure(value: Option<f64>, digits: usize, unit: &str) -> String {
 
 /// The status line's text.
 pub fn status_line(model: &ViewModel) -> String {
-    let count = |kind| model.entities.iter().filter(|r| r.kind == kind).count();
     let me = model
         .own
         .and_then(|id| model.entities.iter().find(|r| r.net_id == id));
-    let you = me.map_or(String::new(), |r| {
-        format!(" · you: hp {} score {}", r.health, r.aux)
-    });
+    let you = me
+        .and_then(|r| r.health)
+        .map_or(String::new(), |hp| format!(" · you: hp {hp}"));
+    let mut counts = String::new();
+    for (index, kind) in model.kinds.iter().enumerate() {
+        let count = model.entities.iter().filter(|r| r.kind == index).count();
+        counts.push_str(&format!(" {} {count}", kind.name));
+    }
     format!(
-        "tick {} · delivery {} · rtt {} · age {}{you} · players {} npcs {} projectiles {}",
+        "tick {} · delivery {} · rtt {} · age {}{you} ·{counts}",
         model.tick.map_or("-".to_string(), |t| t.to_string()),
         figure(model.delivery, 3, ""),
         figure(model.rtt_ms, 1, " ms"),
         figure(model.age_ms, 0, " ms"),
-        count(KIND_PLAYER),
-        count(KIND_NPC),
-        count(KIND_PROJECTILE),
     )
 }
 
@@ -121,15 +181,16 @@ pub fn draw(frame: &mut Frame, model: &ViewModel) {
     ));
     let inner = block.inner(arena);
     frame.render_widget(block, arena);
-    let mut drawn: Vec<(&EntityRecord, char, Style, u8)> = model
+    let mut drawn: Vec<(&Drawn, char, Style, usize)> = model
         .entities
         .iter()
-        .filter_map(|r| glyph(r, model.own).map(|(c, s, rank)| (r, c, s, rank)))
+        .filter_map(|r| glyph(r, model).map(|(c, s, rank)| (r, c, s, rank)))
         .collect();
     drawn.sort_by_key(|(r, _, _, rank)| (*rank, r.net_id));
     let buffer = frame.buffer_mut();
-    for (record, c, style, _) in drawn {
-        if let Some(position) = cell_of(record.x, record.y, model.arena, inner)
+    for (entity, c, style, _) in drawn {
+        let (x, y) = entity.position;
+        if let Some(position) = cell_of(x, y, model.arena, inner)
             && let Some(cell) = buffer.cell_mut(position)
         {
             cell.set_char(c).set_style(style);
@@ -143,15 +204,25 @@ mod tests {
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
 
-    fn entity(net_id: u32, kind: u8, x_units: u16, y_units: u16) -> EntityRecord {
-        EntityRecord {
+    const KIND_PLAYER: usize = 0;
+    const KIND_NPC: usize = 1;
+    const KIND_PROJECTILE: usize = 2;
+
+    fn kinds() -> Vec<KindStyle> {
+        [("player", 'P'), ("npc", 'n'), ("projectile", '*')]
+            .map(|(name, glyph)| KindStyle {
+                name: name.into(),
+                glyph,
+            })
+            .to_vec()
+    }
+
+    fn entity(net_id: u32, kind: usize, x_units: u16, y_units: u16) -> Drawn {
+        Drawn {
             net_id,
             kind,
-            health: 100,
-            x: x_units * 64,
-            y: y_units * 64,
-            angle: 0,
-            aux: 4,
+            position: (f64::from(x_units), f64::from(y_units)),
+            health: Some(100.0),
         }
     }
 
@@ -178,6 +249,7 @@ mod tests {
         let model = ViewModel {
             arena: (100, 50),
             own: Some(7),
+            kinds: kinds(),
             entities: vec![
                 entity(7, KIND_PLAYER, 0, 0),
                 entity(8, KIND_PLAYER, 99, 49),
@@ -218,6 +290,7 @@ mod tests {
         let model = ViewModel {
             arena: (10, 10),
             own: Some(1),
+            kinds: kinds(),
             entities: vec![
                 entity(5, KIND_NPC, 5, 5),
                 entity(1, KIND_PLAYER, 5, 5),
@@ -235,11 +308,12 @@ mod tests {
     #[test]
     fn positions_at_the_far_edge_stay_inside_and_a_tiny_terminal_does_not_panic() {
         let area = Rect::new(1, 2, 10, 5);
-        assert_eq!(cell_of(u16::MAX, u16::MAX, (100, 100), area), Some((10, 6)));
-        assert_eq!(cell_of(0, 0, (0, 0), area), Some((1, 2)));
-        assert_eq!(cell_of(0, 0, (10, 10), Rect::new(0, 0, 0, 5)), None);
+        assert_eq!(cell_of(1e9, 1e9, (100, 100), area), Some((10, 6)));
+        assert_eq!(cell_of(-5.0, 0.0, (0, 0), area), Some((1, 2)));
+        assert_eq!(cell_of(0.0, 0.0, (10, 10), Rect::new(0, 0, 0, 5)), None);
         let model = ViewModel {
             arena: (10, 10),
+            kinds: kinds(),
             entities: vec![entity(1, KIND_NPC, 3, 3)],
             ..ViewModel::default()
         };
@@ -252,6 +326,7 @@ mod tests {
     fn the_status_line_counts_kinds_and_shows_the_own_player() {
         let model = ViewModel {
             own: Some(1),
+            kinds: kinds(),
             entities: vec![
                 entity(1, KIND_PLAYER, 0, 0),
                 entity(2, KIND_NPC, 0, 0),
@@ -262,7 +337,7 @@ mod tests {
         };
         assert_eq!(
             status_line(&model),
-            "tick - · delivery - · rtt - · age - · you: hp 100 score 4 · players 1 npcs 2 projectiles 0"
+            "tick - · delivery - · rtt - · age - · you: hp 100 · player 1 npc 2 projectile 0"
         );
     }
 }
