@@ -193,6 +193,8 @@ pub struct SnapshotState {
     slot: usize,
     /// Per cell: rows in it, then (after the prefix sum) where its rows start.
     cell_starts: Vec<u32>,
+    /// Per cell: its chunks this tick.
+    chunks_in_cell: Vec<u16>,
     /// The server's clock for this tick's chunk headers, set by the loop before `step`.
     pub server_time_us: u32,
     /// The state hash of the last tick.
@@ -224,6 +226,7 @@ impl SnapshotState {
             records: vec![0; expected * slot_len(record_len)],
             slot: slot_len(record_len),
             cell_starts: Vec::with_capacity(config.cells() + 1),
+            chunks_in_cell: Vec::with_capacity(config.cells()),
             server_time_us: 0,
             hash: 0,
             published: None,
@@ -261,33 +264,45 @@ pub fn records_per_chunk(payload: usize, record_len: usize) -> usize {
     (payload.saturating_sub(CHUNK_HEADER_LEN) / record_len.max(1)).max(1)
 }
 
-/// Hashes the tick, the RNG and every record in encoding order. 64-bit multiply-xor
-/// mixing: fast, and any divergence in one byte changes the result. Each record is read
-/// in whole blocks of its slot, which are zero past the record.
-fn state_hash(tick: u32, rng: u64, rows: &[Row], records: &[u8]) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    let mut mix = |word: u64| {
-        hash = (hash ^ word).wrapping_mul(0x0000_0100_0000_01b3);
-        hash ^= hash >> 29;
-    };
-    mix(u64::from(tick));
-    mix(rng);
-    for row in rows {
-        mix(row.key);
-        let at = row.at as usize;
-        for block in 0..usize::from(row.len).div_ceil(BLOCK) {
-            let from = at + block * BLOCK;
-            let mut words = [0u8; BLOCK];
-            words.copy_from_slice(&records[from..from + BLOCK]);
-            let (low, high) = words.split_at(8);
-            let mut word = [0u8; 8];
-            word.copy_from_slice(low);
-            mix(u64::from_le_bytes(word));
-            word.copy_from_slice(high);
-            mix(u64::from_le_bytes(word));
-        }
+/// The state hash: the tick, the RNG and every record in encoding order, folded by
+/// 64-bit multiply-xor mixing (fast, and any divergence in one byte changes the result).
+/// The encoder feeds it as it writes each record, so the records are read once.
+#[derive(Debug, Clone, Copy)]
+struct StateHasher(u64);
+
+impl StateHasher {
+    fn new(tick: u32, rng: u64) -> Self {
+        let mut hasher = Self(0xcbf2_9ce4_8422_2325);
+        hasher.mix(u64::from(tick));
+        hasher.mix(rng);
+        hasher
     }
-    hash
+
+    #[inline]
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(0x0000_0100_0000_01b3);
+        self.0 ^= self.0 >> 29;
+    }
+
+    /// One block of a record as two little-endian words, of which the first `valid`
+    /// bytes are the record's (the rest of the slot is left from earlier ticks and is
+    /// masked off).
+    #[inline]
+    fn block(&mut self, block: &[u8; BLOCK], valid: usize) {
+        let word = |half: &[u8], valid: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(half);
+            let word = u64::from_le_bytes(bytes);
+            match valid {
+                0 => 0,
+                1..=7 => word & ((1u64 << (8 * valid)) - 1),
+                _ => word,
+            }
+        };
+        let (low, high) = block.split_at(8);
+        self.mix(word(low, valid.min(8)));
+        self.mix(word(high, valid.saturating_sub(8)));
+    }
 }
 
 /// Sorts the world into rows, hashes it, and encodes the tick buffer: `G`'s record
@@ -308,6 +323,7 @@ pub fn build_snapshot<G: Game>(
     let (max_column, max_row) = (columns - 1, config.cell_rows() as u32 - 1);
     state.rows.clear();
     let slot = state.slot;
+    let mut record_bytes = 0;
     for (id, controlled, item) in &entities {
         let at = state.rows.len() * slot;
         if state.records.len() < at + slot {
@@ -316,11 +332,6 @@ pub fn build_snapshot<G: Game>(
             state.records.resize(grown, 0);
         }
         let record = &mut state.records[at..at + slot];
-        // Zero the slot first: the hash reads whole blocks, and stale bytes past this
-        // record must not reach it.
-        for block in record.chunks_exact_mut(BLOCK) {
-            block.copy_from_slice(&[0; BLOCK]);
-        }
         let mut writer = RecordWriter::new(record, RECORD_PREFIX_LEN);
         let placed = G::write_record(item, &mut writer);
         let len = writer.len();
@@ -333,6 +344,7 @@ pub fn build_snapshot<G: Game>(
         let column = layouts.cell_of(placed.kind, placed.x).min(max_column);
         let row = layouts.cell_of(placed.kind, placed.y).min(max_row);
         let cell = u64::from(row * columns + column);
+        record_bytes += len;
         state.rows.push(Row {
             key: cell << 32 | u64::from(id.0),
             at: at as u32,
@@ -346,7 +358,6 @@ pub fn build_snapshot<G: Game>(
         &mut state.cell_starts,
         config.cells(),
     );
-    state.hash = state_hash(tick.0.get(), rng.state(), &state.sorted, &state.records);
     state.entities = state.sorted.len();
 
     let grid = Grid {
@@ -354,7 +365,12 @@ pub fn build_snapshot<G: Game>(
         rows: config.cell_rows() as u16,
         payload: config.chunk_payload,
     };
-    let (chunk_count, record_bytes) = count_chunks(&grid, &state.sorted, &state.cell_starts);
+    let chunk_count = count_chunks(
+        &grid,
+        &state.sorted,
+        &state.cell_starts,
+        &mut state.chunks_in_cell,
+    );
     // Room for the last record's block to run past the end before the buffer is cut.
     let needed = encoded_len(&grid, chunk_count, record_bytes) + BLOCK;
     let buffer = match state.pool.acquire(needed) {
@@ -376,7 +392,9 @@ pub fn build_snapshot<G: Game>(
         rows: &state.sorted,
         records: &state.records,
         cell_starts: &state.cell_starts,
+        chunks_in_cell: &state.chunks_in_cell,
     };
+    let mut hasher = StateHasher::new(tick.0.get(), rng.state());
     encode_tick(
         buffer,
         index,
@@ -386,7 +404,9 @@ pub fn build_snapshot<G: Game>(
         record_bytes,
         tick.0,
         state.server_time_us,
+        &mut hasher,
     );
+    state.hash = hasher.0;
     state.chunks = chunk_count;
     state.published = Some(Snapshot {
         bytes: buffer.split().freeze(),
@@ -448,12 +468,14 @@ impl Grid {
     }
 }
 
-/// A tick's rows in encoding order, their record bytes, and each cell's start.
+/// A tick's rows in encoding order, their record bytes, each cell's start and its
+/// chunk count.
 #[derive(Debug, Clone, Copy)]
 struct TickRows<'a> {
     rows: &'a [Row],
     records: &'a [u8],
     cell_starts: &'a [u32],
+    chunks_in_cell: &'a [u16],
 }
 
 impl TickRows<'_> {
@@ -483,15 +505,17 @@ fn split_cell(rows: &[Row], payload: usize, mut chunk: impl FnMut(&[Row])) -> us
     count
 }
 
-/// Chunks needed and the records' bytes: each non-empty cell takes the chunks
-/// [`split_cell`] cuts; an empty cell takes none (the directory says it is empty).
-fn count_chunks(grid: &Grid, rows: &[Row], cell_starts: &[u32]) -> (usize, usize) {
-    let chunks = cell_starts
-        .windows(2)
-        .map(|w| split_cell(&rows[w[0] as usize..w[1] as usize], grid.payload, |_| {}))
-        .sum();
-    let bytes = rows.iter().map(|row| usize::from(row.len)).sum();
-    (chunks, bytes)
+/// Chunks needed: each non-empty cell takes the chunks [`split_cell`] cuts (kept per
+/// cell in `per_cell` for the encoder); an empty cell takes none (the directory says it
+/// is empty).
+fn count_chunks(grid: &Grid, rows: &[Row], cell_starts: &[u32], per_cell: &mut Vec<u16>) -> usize {
+    per_cell.clear();
+    per_cell.extend(
+        cell_starts
+            .windows(2)
+            .map(|w| split_cell(&rows[w[0] as usize..w[1] as usize], grid.payload, |_| {}) as u16),
+    );
+    per_cell.iter().map(|&n| usize::from(n)).sum()
 }
 
 /// Bytes of a tick buffer: the directory frame, then the chunk frames.
@@ -514,6 +538,7 @@ fn encode_tick(
     record_bytes: usize,
     tick: Tick,
     server_time_us: u32,
+    hasher: &mut StateHasher,
 ) {
     let total = encoded_len(grid, chunk_count, record_bytes);
     // The pool guaranteed the capacity (and a block more, for the last record's block);
@@ -540,7 +565,7 @@ fn encode_tick(
     at += directory;
     for cell in (0..grid.cells()).filter(|&cell| occupied(cell)) {
         let cell_rows = tick_rows.cell(cell);
-        let chunks_in_cell = split_cell(cell_rows, grid.payload, |_| {}) as u16;
+        let chunks_in_cell = tick_rows.chunks_in_cell[cell];
         index.begin_cell(cell as u16);
         let mut position = 0u16;
         split_cell(cell_rows, grid.payload, |chunk_rows| {
@@ -573,7 +598,18 @@ fn encode_tick(
                 let (from, len) = (row.at as usize, usize::from(row.len));
                 for block in 0..len.div_ceil(BLOCK) {
                     let (to, from) = (at + block * BLOCK, from + block * BLOCK);
-                    out[to..to + BLOCK].copy_from_slice(&tick_rows.records[from..from + BLOCK]);
+                    let Some(bytes) = tick_rows
+                        .records
+                        .get(from..from + BLOCK)
+                        .and_then(|b| <&[u8; BLOCK]>::try_from(b).ok())
+                    else {
+                        continue;
+                    };
+                    out[to..to + BLOCK].copy_from_slice(bytes);
+                    if block == 0 {
+                        hasher.mix(row.key);
+                    }
+                    hasher.block(bytes, len - block * BLOCK);
                 }
                 at += len;
             }
@@ -625,13 +661,16 @@ mod tests {
         let mut sorted = Vec::new();
         let mut starts = Vec::new();
         sort_by_cell_then_id(&rows, &mut sorted, &mut starts, grid.cells());
-        let (count, record_bytes) = count_chunks(&grid, &sorted, &starts);
+        let mut per_cell = Vec::new();
+        let count = count_chunks(&grid, &sorted, &starts, &mut per_cell);
+        let record_bytes = sorted.len() * 14;
         let mut buffer = BytesMut::with_capacity(4096);
         let mut index = TickIndex::default();
         let tick_rows = TickRows {
             rows: &sorted,
             records: &records,
             cell_starts: &starts,
+            chunks_in_cell: &per_cell,
         };
         encode_tick(
             &mut buffer,
@@ -642,6 +681,7 @@ mod tests {
             record_bytes,
             Tick::new(9),
             77,
+            &mut StateHasher::new(9, 0),
         );
         assert_eq!(buffer.len(), encoded_len(&grid, count, record_bytes));
         let bytes = buffer.freeze();
