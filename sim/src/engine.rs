@@ -129,13 +129,15 @@ pub struct RecordWriter<'a> {
 }
 
 impl<'a> RecordWriter<'a> {
-    /// A writer at the start of `slot`, after `prefix` bytes.
-    pub(crate) fn new(slot: &'a mut [u8], prefix: usize) -> Self {
+    /// A writer into `slot`, after `prefix` bytes (the encoder makes these; benches and
+    /// tests of a game's writer may too).
+    pub fn new(slot: &'a mut [u8], prefix: usize) -> Self {
         Self { slot, len: prefix }
     }
 
     /// Bytes written, prefix included.
-    pub(crate) fn len(&self) -> usize {
+    #[allow(clippy::len_without_is_empty)] // a record is never empty: it has a prefix
+    pub fn len(&self) -> usize {
         self.len
     }
 
