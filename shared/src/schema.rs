@@ -808,6 +808,24 @@ impl Record {
     pub fn view<'a>(&'a self, schema: &'a Schema) -> Option<RecordView<'a>> {
         schema.record(self.bytes()).ok()
     }
+
+    /// The record as text, read with `schema`: its kind's name, then `name=value` for
+    /// each field in game units (what `replay inspect` and `verify` print).
+    pub fn describe(&self, schema: &Schema) -> String {
+        match self.view(schema) {
+            Some(view) => {
+                let fields: Vec<String> = view
+                    .kind()
+                    .fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| format!("{}={}", f.name, view.value(i)))
+                    .collect();
+                format!("{} {}", view.kind().name, fields.join(" "))
+            }
+            None => format!("kind {} ({} bytes)", self.kind, self.len),
+        }
+    }
 }
 
 impl fmt::Debug for Record {

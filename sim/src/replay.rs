@@ -10,7 +10,7 @@ use crate::record::{Frame, Recording};
 use crate::{Sim, SimConfig};
 use tickcast_shared::Tick;
 use tickcast_shared::chunk::{CHUNK_HEADER_LEN, SNAPSHOT_CHUNK_KIND, tick_frames};
-use tickcast_shared::schema::Schema;
+use tickcast_shared::schema::{Record, Schema};
 
 /// Summary of a recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,45 +67,15 @@ pub fn info(recording: &Recording) -> Info {
     }
 }
 
-/// One entity's record as a snapshot carried it: read through the game's schema.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawRecord {
-    /// The entity.
-    pub net_id: u32,
-    /// Its kind byte.
-    pub kind: u8,
-    /// The record's bytes, prefix included (`Schema::records` reads its fields).
-    pub bytes: Vec<u8>,
-}
-
-impl RawRecord {
-    /// The record's fields as `name=value` in game units, read with `schema`.
-    pub fn describe(&self, schema: &Schema) -> String {
-        match schema.records(&self.bytes).next() {
-            Some(Ok(view)) => {
-                let fields: Vec<String> = view
-                    .kind()
-                    .fields
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| format!("{}={}", f.name, view.value(i)))
-                    .collect();
-                format!("{} {}", view.kind().name, fields.join(" "))
-            }
-            _ => format!("kind {} ({} bytes)", self.kind, self.bytes.len()),
-        }
-    }
-}
-
 /// An entity that differs between the recording's keyframe and the re-simulation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntityDifference {
     /// The entity.
     pub net_id: u32,
     /// As recorded (None: absent from the recording).
-    pub recorded: Option<RawRecord>,
+    pub recorded: Option<Record>,
     /// As re-simulated (None: absent from the re-simulation).
-    pub replayed: Option<RawRecord>,
+    pub replayed: Option<Record>,
 }
 
 /// What `verify` found.
@@ -135,7 +105,7 @@ impl Verification {
 }
 
 /// Every record of a tick buffer, by net id, read with `schema`.
-pub fn records_of(schema: &Schema, buffer: &[u8]) -> BTreeMap<u32, RawRecord> {
+pub fn records_of(schema: &Schema, buffer: &[u8]) -> BTreeMap<u32, Record> {
     let mut out = BTreeMap::new();
     for range in tick_frames(buffer) {
         let frame = &buffer[range];
@@ -146,14 +116,7 @@ pub fn records_of(schema: &Schema, buffer: &[u8]) -> BTreeMap<u32, RawRecord> {
             .records(&frame[CHUNK_HEADER_LEN..])
             .map_while(Result::ok)
         {
-            out.insert(
-                view.net_id(),
-                RawRecord {
-                    net_id: view.net_id(),
-                    kind: view.kind().kind,
-                    bytes: view.bytes().to_vec(),
-                },
-            );
+            out.insert(view.net_id(), Record::of(&view));
         }
     }
     out
@@ -166,8 +129,8 @@ fn differences(schema: &Schema, recorded: &[u8], replayed: &[u8]) -> Vec<EntityD
     ids.into_iter()
         .filter_map(|net_id| {
             let (a, b) = (
-                recorded.get(&net_id).cloned(),
-                replayed.get(&net_id).cloned(),
+                recorded.get(&net_id).copied(),
+                replayed.get(&net_id).copied(),
             );
             (a != b).then_some(EntityDifference {
                 net_id,
@@ -324,7 +287,7 @@ pub fn entities_at<G: Game>(
     game: G,
     recording: &Recording,
     tick: Tick,
-) -> Result<BTreeMap<u32, RawRecord>, EntitiesAtError> {
+) -> Result<BTreeMap<u32, Record>, EntitiesAtError> {
     let mut sim =
         replay_world(game, recording, recording.header.config.clone()).map_err(|e| match e {
             VerifyError::Config(e) => EntitiesAtError::Config(e),

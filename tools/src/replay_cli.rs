@@ -281,7 +281,7 @@ fn run<G: Game + Clone>(game: G, args: Args) -> anyhow::Result<ExitCode> {
                         Some((at, entities)) => {
                             outln!("at keyframe tick {at}, {} entities differ:", entities.len());
                             for d in entities.iter().take(20) {
-                                let describe = |r: &Option<replay::RawRecord>| {
+                                let describe = |r: &Option<tickcast_shared::schema::Record>| {
                                     r.as_ref()
                                         .map_or("absent".to_owned(), |r| r.describe(&schema))
                                 };

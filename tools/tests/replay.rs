@@ -194,7 +194,7 @@ fn info_inspect_and_export_read_what_was_recorded() {
         assert_eq!(raw.kind, record.kind);
         let mut bytes = [0u8; tickcast_shared::chunk::ENTITY_RECORD_LEN];
         tickcast_shared::chunk::write_record(&record, &mut bytes);
-        assert_eq!(raw.bytes, bytes);
+        assert_eq!(raw.bytes(), bytes);
     }
 
     let mut csv = Vec::new();
