@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tickcast_clients::track::SnapshotReceiver;
-use tickcast_clients::{ClientError, mint_token};
+use tickcast_clients::{ByRoles, ClientError, InputMapper, mint_token};
 use tickcast_shared::token::{ConnectToken, TokenKey};
 
 use crate::behaviour::Behaviour;
@@ -176,6 +176,39 @@ pub struct SwarmConfig {
     /// What carries the bots. Default [`BotDriver::Proto`] ([`BotDriver::QuinnEndpoint`]
     /// in a build without the `proto-driver` feature).
     pub driver: BotDriver,
+    /// How each bot turns its behaviour's intent into the game's input: the game's hook
+    /// for smarter bots. Default [`Inputs::by_roles`], which drives any game through its
+    /// schema's input roles.
+    pub inputs: Inputs,
+}
+
+/// Makes each bot's [`InputMapper`] (one per session, so a mapper may keep state). A
+/// game's own bots binary sets [`SwarmConfig::inputs`] to its mapper; the stock
+/// `tickcast-bots` uses [`ByRoles`] for every game.
+#[derive(Clone)]
+pub struct Inputs(Arc<dyn Fn() -> Box<dyn InputMapper> + Send + Sync>);
+
+impl Inputs {
+    /// [`ByRoles`]: movement, aim and buttons onto the schema's input roles.
+    pub fn by_roles() -> Self {
+        Self::new(|| Box::new(ByRoles))
+    }
+
+    /// Each session's mapper from `make`.
+    pub fn new(make: impl Fn() -> Box<dyn InputMapper> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(make))
+    }
+
+    /// A new mapper for one session.
+    pub fn mapper(&self) -> Box<dyn InputMapper> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inputs(..)")
+    }
 }
 
 impl Default for SwarmConfig {
@@ -196,6 +229,7 @@ impl Default for SwarmConfig {
             connect_timeout: Duration::from_secs(10),
             threads: 2,
             driver: BotDriver::default(),
+            inputs: Inputs::by_roles(),
         }
     }
 }

@@ -18,7 +18,7 @@ use tickcast_clients::driver::{ClientDriver, ConnectionId, DriverOptions, Sessio
 use tickcast_clients::pace::InputPacer;
 use tickcast_clients::track::{SnapshotReceiver, View};
 use tickcast_clients::{
-    ByRoles, EndpointOptions, InputHistory, connection_error_key, now_us_wrapping,
+    EndpointOptions, InputHistory, InputMapper, connection_error_key, now_us_wrapping,
 };
 use tickcast_shared::msg::Welcome;
 use tickcast_shared::schema::Schema;
@@ -189,7 +189,7 @@ struct Playing {
     receiver: SnapshotReceiver,
     history: InputHistory,
     /// Turns the bot's intent into the game's input command (the schema's roles).
-    mapper: ByRoles,
+    mapper: Box<dyn InputMapper>,
     flushed: Flushed,
 }
 
@@ -380,7 +380,7 @@ impl DrivenBot {
             pacer: InputPacer::new(welcome.tick_rate),
             receiver: SnapshotReceiver::new(View::from_welcome(&welcome), schema),
             history: InputHistory::default(),
-            mapper: ByRoles,
+            mapper: shard.shared.config.inputs.mapper(),
             flushed: Flushed::default(),
             period: Duration::from_secs(1) / tick_rate,
             welcome,
@@ -433,7 +433,7 @@ impl DrivenBot {
         let schema = playing.receiver.schema().clone();
         let datagram = playing
             .history
-            .push_intent(&schema, &mut playing.mapper, cmd, ack);
+            .push_intent(&schema, playing.mapper.as_mut(), cmd, ack);
         let (bytes, len) = datagram.encode();
         if let Err(e) = shard
             .driver

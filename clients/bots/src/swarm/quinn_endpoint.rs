@@ -11,8 +11,8 @@ use tickcast_clients::pace::InputPacer;
 use tickcast_clients::track::{SnapshotReceiver, View};
 use tickcast_clients::vanish::silenceable_endpoint;
 use tickcast_clients::{
-    ByRoles, EndpointOptions, InputHistory, Session, client_endpoint_with, connect,
-    connection_error_key, now_us_wrapping,
+    EndpointOptions, InputHistory, Session, client_endpoint_with, connect, connection_error_key,
+    now_us_wrapping,
 };
 use tickcast_shared::Tick;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -209,6 +209,7 @@ async fn play(
         session.schema().clone(),
     );
     let mut history = InputHistory::default();
+    let mut mapper = shared.config.inputs.mapper();
     let mut flushed = Flushed::default();
     let lost = loop {
         tokio::select! {
@@ -235,7 +236,7 @@ async fn play(
                 }
                 receiver.staleness().sample(now_us, &mut outcome.staleness);
                 let ack = receiver.assembler().delivery().last_tick.unwrap_or(Tick::ZERO);
-                let datagram = history.push_intent(session.schema(), &mut ByRoles, cmd, ack);
+                let datagram = history.push_intent(session.schema(), mapper.as_mut(), cmd, ack);
                 match session.send_input(&datagram) {
                     Ok(()) => {}
                     Err(SendDatagramError::ConnectionLost(e)) => break Some(connection_error_key(&e)),

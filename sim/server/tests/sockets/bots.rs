@@ -145,3 +145,66 @@ fn bots_connect_with_listed_tokens_and_a_wrong_fingerprint_could_not_run() {
     server.stop();
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// A game's own input hook: counts the sessions it serves and the commands it builds,
+/// and otherwise drives the game by its schema's roles.
+#[derive(Debug)]
+struct CountingMapper {
+    commands: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tickcast_clients::InputMapper for CountingMapper {
+    fn values(
+        &mut self,
+        schema: &tickcast_shared::schema::Schema,
+        intent: tickcast_clients::Intent,
+        values: &mut [i64],
+    ) {
+        self.commands
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tickcast_clients::ByRoles.values(schema, intent, values);
+    }
+}
+
+#[test]
+fn a_games_input_hook_builds_every_bots_commands() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let data_dir = temp_data_dir("bots-hook");
+    let server = start_server(&data_dir);
+    let key = load_token_key(&data_dir.join(TOKEN_KEY_FILE)).unwrap();
+    let (sessions, commands) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let inputs = {
+        let (sessions, commands) = (sessions.clone(), commands.clone());
+        tickcast_bots::swarm::Inputs::new(move || {
+            sessions.fetch_add(1, Ordering::Relaxed);
+            Box::new(CountingMapper {
+                commands: commands.clone(),
+            })
+        })
+    };
+    let config = SwarmConfig {
+        server: server.local_addr(),
+        fingerprint: server.fingerprint(),
+        clients: 3,
+        duration: Duration::from_secs(1),
+        ramp: Duration::ZERO,
+        inputs,
+        ..SwarmConfig::default()
+    };
+    let tokens = TokenSource::Mint {
+        key,
+        first_client_id: 7_000,
+        ttl: Duration::from_secs(60),
+    };
+    let outcomes = run_swarm(config, tokens, Arc::default()).expect("the swarm runs");
+    assert!(outcomes.iter().all(|o| o.connected), "{outcomes:?}");
+    assert_eq!(
+        sessions.load(Ordering::Relaxed),
+        3,
+        "one mapper per session"
+    );
+    // About 30 inputs a second each for 1 s.
+    assert!(commands.load(Ordering::Relaxed) >= 3 * 15, "{commands:?}");
+    server.stop();
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
