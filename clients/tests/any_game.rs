@@ -24,10 +24,13 @@ fn fixture(name: &str) -> (Arc<Schema>, Vec<u8>) {
     (Arc::new(schema), bytes[2 + len..].to_vec())
 }
 
+/// Per kind name: how many records, and the lengths they came in.
+type Kinds = BTreeMap<String, (usize, BTreeSet<usize>)>;
+
 /// Feeds every datagram of the tick to the client library's assembler, as a spectator,
 /// and returns the tick's records (from the assembler) grouped by kind name, with each
 /// kind's record lengths and positions.
-fn assemble(name: &str) -> (Arc<Schema>, BTreeMap<String, (usize, BTreeSet<usize>)>) {
+fn assemble(name: &str) -> (Arc<Schema>, Kinds) {
     let (schema, buffer) = fixture(name);
     let mut assembler = TickAssembler::new(View::ALL, schema.clone(), true);
     let mut completed = None;
@@ -41,7 +44,7 @@ fn assemble(name: &str) -> (Arc<Schema>, BTreeMap<String, (usize, BTreeSet<usize
     let records = assembler.complete_records();
     assert_eq!(records.len(), entities);
     let (width, height) = (1024.0, 1024.0);
-    let mut kinds: BTreeMap<String, (usize, BTreeSet<usize>)> = BTreeMap::new();
+    let mut kinds = Kinds::new();
     for record in records {
         let view = record
             .view(&schema)
