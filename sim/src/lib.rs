@@ -19,6 +19,7 @@ pub mod arena;
 pub mod config;
 pub mod determinism;
 pub mod engine;
+pub mod fixture;
 mod pacing;
 pub mod record;
 pub mod replay;

@@ -18,11 +18,10 @@ fn schema_from_bytes() -> Schema {
     Schema::decode(&bytes).expect("the arena's schema decodes")
 }
 
-#[test]
-fn every_record_of_a_busy_tick_reads_the_same_through_the_schema_alone() {
-    let schema = schema_from_bytes();
+/// A small arena with `npcs` NPCs and four players, where records of every kind meet.
+fn busy_arena(npcs: u32) -> Sim {
     let mut sim = Sim::new(SimConfig {
-        npcs: 150,
+        npcs,
         arena_width: 160,
         arena_height: 160,
         ..SimConfig::default()
@@ -31,21 +30,33 @@ fn every_record_of_a_busy_tick_reads_the_same_through_the_schema_alone() {
     for client in 0..4 {
         sim.handle(PeerEvent::Joined { client_id: client });
     }
+    sim
+}
+
+/// The four players' inputs for `tick`: walking, turning and firing.
+fn send_busy_inputs(sim: &mut Sim, tick: u32) {
+    for client in 0..4u64 {
+        let cmd = InputCmd {
+            seq: tick,
+            move_x: 90,
+            move_y: -40,
+            aim: (tick as u16).wrapping_mul(1500),
+            buttons: BUTTON_FIRE,
+        };
+        sim.handle(PeerEvent::Input {
+            client_id: client,
+            datagram: InputDatagram::single(cmd, Tick::new(tick)),
+        });
+    }
+}
+
+#[test]
+fn every_record_of_a_busy_tick_reads_the_same_through_the_schema_alone() {
+    let schema = schema_from_bytes();
+    let mut sim = busy_arena(150);
     let mut kinds_seen = [0usize; 4];
     for tick in 0..40u32 {
-        for client in 0..4u64 {
-            let cmd = InputCmd {
-                seq: tick,
-                move_x: 90,
-                move_y: -40,
-                aim: (tick * 1500) as u16,
-                buttons: BUTTON_FIRE,
-            };
-            sim.handle(PeerEvent::Input {
-                client_id: client,
-                datagram: InputDatagram::single(cmd, Tick::new(tick)),
-            });
-        }
+        send_busy_inputs(&mut sim, tick);
         sim.step(tick);
         let snapshot = sim.take_snapshot().expect("a snapshot every tick");
         for range in tick_frames(&snapshot.bytes) {
@@ -153,60 +164,18 @@ fn the_arena_schema_has_the_bytes_protocol_md_shows() {
     assert_eq!(&bytes[bytes.len() - buttons.len()..], &buttons);
 }
 
-/// Writes (with `TICKCAST_UPDATE_FIXTURES=1`) or checks the client crate's fixture of one
-/// tick of this game: `[u16 LE schema length][schema][tick buffer]`
-/// (`clients/tests/any_game.rs` decodes it with the schema alone).
-fn check_fixture(path: &std::path::Path, schema: &tickcast_shared::schema::Schema, tick: &[u8]) {
-    let schema = schema.encode();
-    let mut bytes = (schema.len() as u16).to_le_bytes().to_vec();
-    bytes.extend_from_slice(&schema);
-    bytes.extend_from_slice(tick);
-    if std::env::var_os("TICKCAST_UPDATE_FIXTURES").is_some() {
-        std::fs::write(path, &bytes).unwrap();
-        return;
-    }
-    let committed = std::fs::read(path).unwrap_or_default();
-    assert!(
-        committed == bytes,
-        "{} is not what this game's encoder writes now: rerun with \
-         TICKCAST_UPDATE_FIXTURES=1 and commit it",
-        path.display()
-    );
-}
-
 #[test]
 fn the_client_crates_fixture_is_this_games_tick() {
-    let mut sim = Sim::new(SimConfig {
-        npcs: 60,
-        arena_width: 160,
-        arena_height: 160,
-        ..SimConfig::default()
-    })
-    .unwrap();
-    for client in 0..4 {
-        sim.handle(PeerEvent::Joined { client_id: client });
-    }
+    let mut sim = busy_arena(60);
     let mut last = None;
     for tick in 0..40u32 {
-        for client in 0..4u64 {
-            let cmd = InputCmd {
-                seq: tick,
-                move_x: 90,
-                move_y: -40,
-                aim: (tick as u16).wrapping_mul(1500),
-                buttons: BUTTON_FIRE,
-            };
-            sim.handle(PeerEvent::Input {
-                client_id: client,
-                datagram: InputDatagram::single(cmd, Tick::new(tick)),
-            });
-        }
+        send_busy_inputs(&mut sim, tick);
         sim.step(0);
         last = sim.take_snapshot();
     }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../clients/tests/fixtures/arena.tick");
-    check_fixture(
+    tickcast_sim::fixture::assert_tick_fixture(
         &path,
         &arena_schema().unwrap(),
         &last.expect("a snapshot").bytes,

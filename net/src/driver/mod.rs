@@ -837,6 +837,27 @@ impl Driver {
         self.release(handle, conn, None);
     }
 
+    /// Closes a connection that broke the protocol with `protocol_error`, counted as
+    /// such; `reason` is the close's text.
+    fn close_protocol_error(
+        &mut self,
+        handle: ConnectionHandle,
+        conn: &mut Conn,
+        reason: &'static [u8],
+        now: Instant,
+    ) {
+        self.count(|c| &c.protocol_errors);
+        self.counters
+            .count_disconnects(DisconnectReason::ProtocolError, 1);
+        self.close(
+            handle,
+            conn,
+            close::PROTOCOL_ERROR,
+            Bytes::from_static(reason),
+            now,
+        );
+    }
+
     fn close_rejected(
         &mut self,
         handle: ConnectionHandle,
@@ -914,14 +935,10 @@ impl Driver {
                 let unexpected = matches!(chunks.next(64), Ok(Some(_)));
                 let _ = chunks.finalize();
                 if unexpected {
-                    self.count(|c| &c.protocol_errors);
-                    self.counters
-                        .count_disconnects(DisconnectReason::ProtocolError, 1);
-                    self.close(
+                    self.close_protocol_error(
                         handle,
                         conn,
-                        close::PROTOCOL_ERROR,
-                        Bytes::from_static(b"unexpected bytes on the control stream"),
+                        b"unexpected bytes on the control stream",
                         now,
                     );
                 }
@@ -1204,16 +1221,7 @@ impl Driver {
                 Ok(datagram) => datagram,
                 Err(e) => {
                     tracing::debug!(client_id, "malformed datagram: {e}");
-                    self.count(|c| &c.protocol_errors);
-                    self.counters
-                        .count_disconnects(DisconnectReason::ProtocolError, 1);
-                    self.close(
-                        handle,
-                        conn,
-                        close::PROTOCOL_ERROR,
-                        Bytes::from_static(b"malformed datagram"),
-                        now,
-                    );
+                    self.close_protocol_error(handle, conn, b"malformed datagram", now);
                     return;
                 }
             };

@@ -285,33 +285,12 @@ fn a_recording_verifies_with_its_rules_and_the_arena_refuses_it() {
     );
 }
 
-/// Writes (with `TICKCAST_UPDATE_FIXTURES=1`) or checks the client crate's fixture of one
-/// tick of this game: `[u16 LE schema length][schema][tick buffer]`
-/// (`clients/tests/any_game.rs` decodes it with the schema alone).
-fn check_fixture(path: &std::path::Path, schema: &tickcast_shared::schema::Schema, tick: &[u8]) {
-    let schema = schema.encode();
-    let mut bytes = (schema.len() as u16).to_le_bytes().to_vec();
-    bytes.extend_from_slice(&schema);
-    bytes.extend_from_slice(tick);
-    if std::env::var_os("TICKCAST_UPDATE_FIXTURES").is_some() {
-        std::fs::write(path, &bytes).unwrap();
-        return;
-    }
-    let committed = std::fs::read(path).unwrap_or_default();
-    assert!(
-        committed == bytes,
-        "{} is not what this game's encoder writes now: rerun with \
-         TICKCAST_UPDATE_FIXTURES=1 and commit it",
-        path.display()
-    );
-}
-
 #[test]
 fn the_client_crates_fixture_is_this_games_tick() {
     let (_, snapshot) = run_with_snapshot(320);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../clients/tests/fixtures/pickups.tick");
-    check_fixture(
+    tickcast_sim::fixture::assert_tick_fixture(
         &path,
         &schema().unwrap(),
         &snapshot.expect("a snapshot").bytes,
