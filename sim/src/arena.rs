@@ -256,6 +256,7 @@ impl Game for Arena {
         }
     }
 
+    #[inline]
     fn write_record(
         (kind, position, heading, health, player, projectile): QueryItem<'_, '_, Self::Replicated>,
         out: &mut RecordWriter,

@@ -131,12 +131,14 @@ pub struct RecordWriter<'a> {
 impl<'a> RecordWriter<'a> {
     /// A writer into `slot`, after `prefix` bytes (the encoder makes these; benches and
     /// tests of a game's writer may too).
+    #[inline]
     pub fn new(slot: &'a mut [u8], prefix: usize) -> Self {
         Self { slot, len: prefix }
     }
 
     /// Bytes written, prefix included.
     #[allow(clippy::len_without_is_empty)] // a record is never empty: it has a prefix
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -151,31 +153,37 @@ impl<'a> RecordWriter<'a> {
     }
 
     /// A `u8` field.
+    #[inline]
     pub fn u8(&mut self, value: u8) -> &mut Self {
         self.put(value.to_le_bytes())
     }
 
     /// An `i8` field.
+    #[inline]
     pub fn i8(&mut self, value: i8) -> &mut Self {
         self.put(value.to_le_bytes())
     }
 
     /// A `u16` field.
+    #[inline]
     pub fn u16(&mut self, value: u16) -> &mut Self {
         self.put(value.to_le_bytes())
     }
 
     /// An `i16` field.
+    #[inline]
     pub fn i16(&mut self, value: i16) -> &mut Self {
         self.put(value.to_le_bytes())
     }
 
     /// A `u32` field.
+    #[inline]
     pub fn u32(&mut self, value: u32) -> &mut Self {
         self.put(value.to_le_bytes())
     }
 
     /// An `i32` field.
+    #[inline]
     pub fn i32(&mut self, value: i32) -> &mut Self {
         self.put(value.to_le_bytes())
     }
@@ -227,7 +235,10 @@ pub trait Game: Send + Sync + 'static {
     fn apply_input(&self, player: EntityWorldMut<'_>, values: &[i64]);
 
     /// Writes one entity's record (its fields, in schema order, after the prefix the
-    /// engine writes) and says its kind and position.
+    /// engine writes) and says its kind and position. Mark the implementation
+    /// `#[inline]`: the encoder is instantiated in the crate that names the game, and a
+    /// function is not inlined across crates without it (a call and the writer's checks
+    /// per record, nearly twice the encoder's time).
     fn write_record(item: QueryItem<'_, '_, Self::Replicated>, out: &mut RecordWriter) -> Placed
     where
         Self: Sized;
@@ -306,11 +317,13 @@ impl RecordLayouts {
     }
 
     /// Bytes a record of `kind` takes, prefix included; 0 for a kind the schema lacks.
+    #[inline]
     pub fn len(&self, kind: u8) -> usize {
         usize::from(self.lens[usize::from(kind)])
     }
 
     /// The scale of `kind`'s position: position units per world unit.
+    #[inline]
     pub fn scale(&self, kind: u8) -> i32 {
         i32::from(self.scales[usize::from(kind)])
     }

@@ -282,6 +282,7 @@ impl Game for Pickups {
         }
     }
 
+    #[inline]
     fn write_record(
         (pos, runner, gem, scoreboard): QueryItem<'_, '_, Self::Replicated>,
         out: &mut RecordWriter,
