@@ -25,7 +25,9 @@ Modes (default: all three; `--soak 10m` alone runs the soak):
   --baseline-server PATH
             ab also runs this server binary (a `count-allocs` build of an earlier
             commit, e.g. from scripts/ab-baseline.sh) as row "A0", same bots, same run:
-            the before/after of a change.
+            the before/after of a change. A `tickcast-bots` in the same directory (the
+            script builds the commit's own) loads it instead: a commit from before a
+            wire-protocol change is loaded by bots that speak its protocol.
   --counts  client counts for ab and capacity, e.g. --counts 100,500,1000.
 
     python3 scripts/bench.py --quick
@@ -535,7 +537,7 @@ class Bots:
             self.err.close()
 
 
-def run_load(binary, clients, timing, work, mix="walk=100", npcs=200):
+def run_load(binary, clients, timing, work, mix="walk=100", npcs=200, bots_binary=None):
     """Starts the server, lets it idle, brings the bots in over `ramp`, waits `settle`,
     measures over `window`, waits for the bots' report, stops the server.
 
@@ -551,7 +553,7 @@ def run_load(binary, clients, timing, work, mix="walk=100", npcs=200):
         server.wait_ready()
         time.sleep(timing["idle"])
         idle = server.snapshot()
-        bots = Bots(work, server, clients, duration, ramp, mix)
+        bots = Bots(work, server, clients, duration, ramp, mix, binary=bots_binary)
         started = time.monotonic()
         time.sleep(ramp + settle)
         w0 = server.snapshot()
@@ -696,14 +698,21 @@ def mode_ab(preset, work, out, baselines=(), names=None):
     names = [n for n in (*baseline_of, "A", "B") if names is None or n in names]
     for clients in preset["ab_counts"]:
         for name in names:
+            bots_binary = None
             if name in baseline_of:
                 baseline = baseline_of[name]
                 label, features, binary = f"baseline {show_path(baseline)}", "count-allocs", baseline
+                # A commit from before a wire-protocol change needs bots that speak its
+                # protocol: scripts/ab-baseline.sh builds the commit's own beside it.
+                beside = os.path.join(os.path.dirname(baseline), "tickcast-bots")
+                if os.access(beside, os.X_OK):
+                    bots_binary = beside
+                    label += f" (its own bots, {show_path(beside)})"
             else:
                 label, features, _ = VARIANTS[name]
                 binary = variant_binary(name)
             r = run_load(binary, clients, timing_for(preset, clients),
-                         os.path.join(work, f"ab-{clients}-{name}"))
+                         os.path.join(work, f"ab-{clients}-{name}"), bots_binary=bots_binary)
             missing = set(features.split(",")) - r["features"]
             if missing:
                 raise BenchError(f"the {name} binary does not say it was built with {', '.join(sorted(missing))}")
@@ -1166,7 +1175,8 @@ def main(argv):
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
     parser.add_argument("--baseline-server", metavar="PATH", action="append", default=[],
                         help="ab: also run this count-allocs server binary (an earlier commit or another "
-                             "build) as A0; repeat for A1, A2, …")
+                             "build) as A0; repeat for A1, A2, …. A tickcast-bots beside it loads it "
+                             "instead of the shipped bots (scripts/ab-baseline.sh builds one)")
     parser.add_argument("--ab-modes", metavar="M,M",
                         help="ab: only these rows, e.g. A0,A1,A (default: every baseline, A and B)")
     parser.add_argument("--baseline-bots", metavar="PATH", action="append", default=[],
