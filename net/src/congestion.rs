@@ -131,6 +131,41 @@ pub const BASE_BUCKETS: usize = 6;
 /// one of four acknowledgements is nearly always sent without delay.
 pub const CURRENT_FILTER: usize = 4;
 
+/// How old a sample may be, in least round trips (numerator, denominator: 3/2) before
+/// the newest, to count in the current round trip ([`QueueDelayWindow::queue_delay`]).
+/// One and a half: a round trip's acknowledgements, each tick's ACK on its input, and
+/// room for one that came late. A least round trip alone (1/1) cost the link model's
+/// 20 %-loss row 3 points of chunks (fewer samples in the filter, more of the player's
+/// ACK delay read as queue); two (2/1) let the capped link's queue climb 100 ms higher at
+/// connect time.
+pub const CURRENT_MAX_AGE: (u32, u32) = (3, 2);
+
+/// Rounds a slowdown lasts at the least. A connection's least round trip is only as
+/// true as the emptiest queue it has seen, and a connection that joins behind a
+/// bottleneck others already fill, or whose handshake queued behind theirs, never sees
+/// it empty: it reads the queue as the path and takes more than its share, and the
+/// queue stands (LEDBAT's latecomer problem). So the first time a connection cuts for a
+/// queue, and then at most once per [`SLOWDOWN_INTERVAL`] times the last slowdown's
+/// length, it goes down to one packet in flight for at least this many round trips and
+/// until the queue has drained; every connection behind the queue does the same when
+/// it sees it, so it drains, and each measures the path's true least round trip
+/// (LEDBAT++'s slowdowns, draft-irtf-iccrg-ledbat-plus-plus §4.4, which has two rounds
+/// at two packets; here they start at a queue, not on a timer, so a path without one
+/// never pays for them: the 20 %-loss rows are unchanged).
+pub const SLOWDOWN_MIN_ROUNDS: u32 = 2;
+
+/// Rounds after which a slowdown ends even if the queue has not drained (someone
+/// else's download fills it): the stream is not held at one packet for longer.
+pub const SLOWDOWN_MAX_ROUNDS: u32 = 16;
+
+/// A slowdown ends only after a round that brought the least round trip down by no
+/// more than this: the queue has drained as far as it will.
+pub const SLOWDOWN_SETTLED: Duration = Duration::from_millis(5);
+
+/// The next slowdown waits this many times the last one's length (LEDBAT++: 9, so at
+/// most a tenth of the time is spent slowed down).
+pub const SLOWDOWN_INTERVAL: u32 = 9;
+
 /// The least round trip of a path over the last minute or so: a history of
 /// [`BASE_BUCKETS`] buckets of [`BASE_BUCKET_SPAN`], each the least sample that arrived
 /// in it. Time is passed in.
@@ -196,8 +231,8 @@ pub struct QueueDelayWindow {
     /// bytes in flight plus this are below the window.
     mtu: u64,
     base: BaseRtt,
-    /// The last few samples, one per batch of acknowledgements.
-    recent: [Option<Duration>; CURRENT_FILTER],
+    /// The last few samples, one per batch of acknowledgements, with when they came.
+    recent: [Option<(Instant, Duration)>; CURRENT_FILTER],
     next_recent: usize,
     /// The least sample of the batch of acknowledgements in progress.
     batch: Option<Duration>,
@@ -217,6 +252,25 @@ pub struct QueueDelayWindow {
     /// Whether a second witness agrees there is a queue (the owner's smoothed round
     /// trip, [`QueueDelayWindow::corroborate`]); cuts wait for it. True until told.
     corroborated: bool,
+    /// A slowdown in progress (see [`SLOWDOWN_MIN_ROUNDS`]).
+    slowdown: Option<Slowdown>,
+    /// When the next slowdown may start; `None` until the first one: the first queue
+    /// seen starts one.
+    next_slowdown: Option<Instant>,
+    /// After a slowdown: the allowance doubles each round back up to this.
+    ramp_to: Option<u64>,
+}
+
+/// A slowdown in progress: one packet in flight a round trip.
+#[derive(Debug, Clone, Copy)]
+struct Slowdown {
+    began: Instant,
+    /// Rounds it has lasted.
+    rounds: u32,
+    /// The allowance to go back to (by doubling) once it ends.
+    resume: u64,
+    /// The least round trip when the round in progress began.
+    base_then: Option<Duration>,
 }
 
 impl QueueDelayWindow {
@@ -237,7 +291,16 @@ impl QueueDelayWindow {
             last_sent: 0,
             recovery_start: None,
             corroborated: true,
+            slowdown: None,
+            next_slowdown: None,
+            ramp_to: None,
         }
+    }
+
+    /// Whether a slowdown is in progress: one packet in flight a round trip while the
+    /// queue the flows behind a bottleneck share drains ([`SLOWDOWN_MIN_ROUNDS`]).
+    pub fn in_slowdown(&self) -> bool {
+        self.slowdown.is_some()
     }
 
     /// Tells the window whether another measure agrees the path has a queue. The
@@ -265,10 +328,24 @@ impl QueueDelayWindow {
     }
 
     /// The queueing delay now: the least of the last [`CURRENT_FILTER`] samples less the
-    /// least round trip; `None` before the first sample.
+    /// least round trip; `None` before the first sample. Samples that came more than
+    /// [`CURRENT_MAX_AGE`] (in least round trips) before the newest are left out: right
+    /// after a handshake the filter still holds the handshake's samples, from before the
+    /// streams began, and while acknowledgements are sparse (a growing queue spaces them
+    /// out) those hid a queue climbing at a second per second for four batches (the
+    /// link model's capped link: the first cut came 350 ms after the first data).
     pub fn queue_delay(&self) -> Option<Duration> {
-        let current = self.recent.iter().flatten().min()?;
-        Some(current.saturating_sub(self.base.get()?))
+        let base = self.base.get()?;
+        let newest = self.recent.iter().flatten().map(|&(at, _)| at).max()?;
+        let horizon = base * CURRENT_MAX_AGE.0 / CURRENT_MAX_AGE.1;
+        let current = self
+            .recent
+            .iter()
+            .flatten()
+            .filter(|&&(at, _)| at + horizon >= newest)
+            .map(|&(_, rtt)| rtt)
+            .min()?;
+        Some(current.saturating_sub(base))
     }
 
     /// `bytes` were sent at `now` in the packet numbered `packet`.
@@ -292,24 +369,72 @@ impl QueueDelayWindow {
             // The newest packet of a batch has waited least for its acknowledgement:
             // one sample per batch.
             self.base.on_sample(now, sample);
-            self.recent[self.next_recent] = Some(sample);
+            self.recent[self.next_recent] = Some((now, sample));
             self.next_recent = (self.next_recent + 1) % CURRENT_FILTER;
         }
         let Some(acked) = largest_acked else {
             return;
         };
+        if self.slowdown.is_some() {
+            if acked >= self.round_end {
+                self.slowdown_round(now);
+            }
+            return;
+        }
         let queue = self.queue_delay();
         if self.corroborated && queue.is_some_and(|queue| queue > QUEUE_TARGET) {
             // A queue: cut at once, then not again until what is sent after the cut is
             // acknowledged (it is what shows whether the cut was enough).
             if acked >= self.hold_cuts_until {
+                self.ramp_to = None;
                 self.cut();
                 self.start_round();
                 self.hold_cuts_until = self.round_end;
+                if self.next_slowdown.is_none_or(|next| now >= next) {
+                    self.slowdown = Some(Slowdown {
+                        began: now,
+                        rounds: 0,
+                        resume: self.allowance,
+                        base_then: self.base.get(),
+                    });
+                    self.allowance = 0;
+                }
             }
         } else if acked >= self.round_end {
             self.grow();
             self.start_round();
+        }
+    }
+
+    /// A round of a slowdown ended. It ends the slowdown once it has lasted
+    /// [`SLOWDOWN_MIN_ROUNDS`], the queue reads under half the target and the round
+    /// brought the least round trip down by no more than [`SLOWDOWN_SETTLED`] (the
+    /// shared queue has drained as far as it will), or after [`SLOWDOWN_MAX_ROUNDS`];
+    /// the window then doubles each round back to what it was, and the next slowdown
+    /// waits [`SLOWDOWN_INTERVAL`] times this one's length.
+    fn slowdown_round(&mut self, now: Instant) {
+        let Some(mut slowdown) = self.slowdown else {
+            return;
+        };
+        self.start_round();
+        slowdown.rounds += 1;
+        let base = self.base.get();
+        let fell = match (base, slowdown.base_then) {
+            (Some(base), Some(then)) => base + SLOWDOWN_SETTLED < then,
+            _ => false,
+        };
+        slowdown.base_then = base;
+        let drained = !fell && self.queue_delay().is_some_and(|q| q <= QUEUE_TARGET / 2);
+        if (slowdown.rounds >= SLOWDOWN_MIN_ROUNDS && drained)
+            || slowdown.rounds >= SLOWDOWN_MAX_ROUNDS
+        {
+            self.slowdown = None;
+            self.ramp_to = Some(slowdown.resume);
+            let took = now.saturating_duration_since(slowdown.began);
+            self.next_slowdown = Some(now + took * SLOWDOWN_INTERVAL);
+            self.hold_cuts_until = self.round_end;
+        } else {
+            self.slowdown = Some(slowdown);
         }
     }
 
@@ -351,6 +476,17 @@ impl QueueDelayWindow {
     /// quarter while the queue is under half the target, else by a sixteenth of a packet.
     fn grow(&mut self) {
         let step = (self.mtu / 16).max(1);
+        if let Some(to) = self.ramp_to {
+            // After a slowdown: double back to the window before it (LEDBAT++ slow-starts
+            // back to it), one round at a time so that a queue shows before it is deep.
+            if self.queue_delay().is_some_and(|q| q < QUEUE_TARGET / 2) {
+                self.allowance = (2 * self.allowance + self.mtu).min(to);
+            }
+            if self.allowance >= to {
+                self.ramp_to = None;
+            }
+            return;
+        }
         match self.queue_delay() {
             Some(queue) if queue < QUEUE_TARGET / 2 => {
                 self.allowance += (self.allowance / 4).max(step);
