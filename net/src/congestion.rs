@@ -920,6 +920,112 @@ mod tests {
     }
 
     #[test]
+    fn a_latecomer_slows_down_at_the_first_queue_until_it_drains_and_learns_the_true_least_round_trip()
+     {
+        let t0 = Instant::now();
+        let mut packet = 0;
+        let mut window = QueueDelayWindow::new(FLOOR_DEFAULT, 1200);
+        // The handshake and the first rounds queued behind other connections: 380 ms,
+        // of which 300 ms are queue, read as the path.
+        let now = rounds(&mut window, t0, &mut packet, 2_400, 5, |_| MS(380));
+        assert_eq!(window.base_rtt(), Some(MS(380)));
+        let settled = window.window();
+        assert_eq!(settled, 1_201 + 6_000);
+        // The queue grows 100 ms more: the first cut for a queue is a slowdown, one
+        // packet in flight (a cut alone keeps three quarters of the allowance).
+        let now = rounds(&mut window, now, &mut packet, 2_400, 2, |_| MS(480));
+        assert!(window.in_slowdown());
+        assert_eq!(window.window(), 1_201, "one packet in flight");
+        // Every connection behind the queue does the same: it drains. The slowdown
+        // lasts while each round still lowers the least round trip...
+        let draining = [300, 200, 100, 80];
+        let now = rounds(&mut window, now, &mut packet, 300, 4, |r| {
+            MS(draining[r as usize])
+        });
+        assert!(
+            window.in_slowdown(),
+            "the least round trip is still falling"
+        );
+        assert_eq!(window.window(), 1_201);
+        // ...and ends after a round that did not: the path's own 80 ms is known.
+        let now = rounds(&mut window, now, &mut packet, 300, 1, |_| MS(80));
+        assert!(!window.in_slowdown());
+        assert_eq!(window.base_rtt(), Some(MS(80)));
+        // The window doubles back, a round at a time, to what the cut left (4,500).
+        let mut seen = Vec::new();
+        let mut now = now;
+        for _ in 0..3 {
+            now = rounds(&mut window, now, &mut packet, 2_400, 1, |_| MS(80));
+            seen.push(window.window() - 1_201);
+        }
+        assert_eq!(seen, [1_200, 3_600, 4_500]);
+        // A queue soon after is a plain cut: the next slowdown waits nine times the
+        // last one's length.
+        let now = rounds(&mut window, now, &mut packet, 2_400, 3, |_| MS(120));
+        assert!(!window.in_slowdown());
+        assert!(window.window() > 1_201, "{}", window.window());
+        assert!(window.window() < 1_201 + 4_500, "{}", window.window());
+        // Long after it, a queue starts another.
+        let now = rounds(&mut window, now, &mut packet, 2_400, 100, |_| MS(80));
+        rounds(&mut window, now, &mut packet, 2_400, 3, |_| MS(120));
+        assert!(window.in_slowdown());
+    }
+
+    #[test]
+    fn a_slowdown_behind_a_queue_that_never_drains_ends_after_its_longest() {
+        let t0 = Instant::now();
+        let mut packet = 0;
+        let mut window = QueueDelayWindow::new(FLOOR_DEFAULT, 1200);
+        let now = rounds(&mut window, t0, &mut packet, 2_400, 5, |_| MS(80));
+        // Someone else's download keeps 200 ms of queue.
+        let now = rounds(&mut window, now, &mut packet, 300, 1, |_| MS(280));
+        assert!(window.in_slowdown());
+        let now = rounds(
+            &mut window,
+            now,
+            &mut packet,
+            300,
+            SLOWDOWN_MAX_ROUNDS - 1,
+            |_| MS(280),
+        );
+        assert!(window.in_slowdown());
+        rounds(&mut window, now, &mut packet, 300, 1, |_| MS(280));
+        assert!(
+            !window.in_slowdown(),
+            "at most {SLOWDOWN_MAX_ROUNDS} rounds"
+        );
+    }
+
+    #[test]
+    fn the_current_round_trip_forgets_samples_from_before_the_streams_began() {
+        let t0 = Instant::now();
+        let mut window = QueueDelayWindow::new(FLOOR_DEFAULT, 1200);
+        // The handshake: two batches at 118 ms.
+        for (i, at) in [0, 1].into_iter().enumerate() {
+            window.on_sent(t0 + MS(at), 1_200, i as u64);
+            window.on_ack(t0 + MS(at + 118), t0 + MS(at));
+            window.on_end_acks(t0 + MS(at + 118), 0, Some(i as u64));
+        }
+        assert_eq!(window.queue_delay(), Some(Duration::ZERO));
+        // The first acknowledgement of the stream, 190 ms later (more than a least
+        // round trip and a half), shows 222 ms of queue at once; with the handshake's
+        // samples in the filter it read none until four more batches came.
+        window.on_sent(t0 + MS(120), 300, 2);
+        window.on_ack(t0 + MS(460), t0 + MS(120));
+        window.on_end_acks(t0 + MS(460), 0, Some(2));
+        assert_eq!(window.queue_delay(), Some(MS(222)));
+        // Samples within a least round trip and a half of the newest still filter it.
+        window.on_sent(t0 + MS(200), 300, 3);
+        window.on_ack(t0 + MS(500), t0 + MS(200));
+        window.on_end_acks(t0 + MS(500), 0, Some(3));
+        assert_eq!(window.queue_delay(), Some(MS(300 - 118)));
+        window.on_sent(t0 + MS(450), 300, 4);
+        window.on_ack(t0 + MS(850), t0 + MS(450));
+        window.on_end_acks(t0 + MS(850), 0, Some(4));
+        assert_eq!(window.queue_delay(), Some(MS(400 - 118)));
+    }
+
+    #[test]
     fn late_acknowledgements_the_smoothed_round_trip_does_not_confirm_cut_nothing() {
         let t0 = Instant::now();
         let mut packet = 0;
