@@ -53,10 +53,19 @@
 //!
 //! **The least round trip must stay true.** The queueing delay is measured against the
 //! least round trip, and two things can make that wrong. A standing queue at connect
-//! time hides the true minimum (LEDBAT's latecomer problem): here every player's
-//! connection behind a bottleneck is this same controller, and all of them shrinking
-//! drains the queue to near empty once in a while, which gives each a true sample. A
-//! route that gets longer would look like a standing queue for ever and starve the
+//! time hides the true minimum (LEDBAT's latecomer problem): eight players connecting at
+//! once behind a 256 kbit/s link queue each other's handshakes, so the last takes 300 ms
+//! of queue for its path, reads no queue where there is one, and keeps it standing for
+//! all the others. So the first time a connection sees a queue, and after that at most
+//! once per nine times the last one's length, it **slows down** (LEDBAT++'s slowdowns,
+//! [`SLOWDOWN_MIN_ROUNDS`]): one packet in flight until the queue has drained as far as
+//! it will, then back to its window by doubling. Every connection behind the queue does
+//! the same when the queue reaches it, so the queue drains and each measures the true
+//! minimum. The slowdown starts at a queue, not on a timer: a path with random loss and
+//! no queue never pays for it. The current round trip's filter forgets samples more than
+//! a least round trip and a half older than the newest ([`CURRENT_MAX_AGE`]), so right
+//! after the handshake its samples no longer hide the first queue. A route that gets
+//! longer would look like a standing queue for ever and starve the
 //! stream at one packet a round trip: so the minimum expires, kept as the least of
 //! [`BASE_BUCKETS`] buckets of [`BASE_BUCKET_SPAN`] each (RFC 6817 §4's base-delay
 //! history), and a sample older than about a minute is forgotten.
@@ -149,7 +158,7 @@ pub const CURRENT_MAX_AGE: (u32, u32) = (3, 2);
 /// length, it goes down to one packet in flight for at least this many round trips and
 /// until the queue has drained; every connection behind the queue does the same when
 /// it sees it, so it drains, and each measures the path's true least round trip
-/// (LEDBAT++'s slowdowns, draft-irtf-iccrg-ledbat-plus-plus §4.4, which has two rounds
+/// (LEDBAT++'s slowdowns, draft-irtf-iccrg-ledbat-plus-plus, which has two rounds
 /// at two packets; here they start at a queue, not on a timer, so a path without one
 /// never pays for them: the 20 %-loss rows are unchanged).
 pub const SLOWDOWN_MIN_ROUNDS: u32 = 2;
