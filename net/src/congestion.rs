@@ -143,10 +143,10 @@ pub const CURRENT_FILTER: usize = 4;
 /// How old a sample may be, in least round trips (numerator, denominator: 3/2) before
 /// the newest, to count in the current round trip ([`QueueDelayWindow::queue_delay`]).
 /// One and a half: a round trip's acknowledgements, each tick's ACK on its input, and
-/// room for one that came late. A least round trip alone (1/1) cost the link model's
-/// 20 %-loss row 3 points of chunks (fewer samples in the filter, more of the player's
-/// ACK delay read as queue); two (2/1) let the capped link's queue climb 100 ms higher at
-/// connect time.
+/// room for one that came late. A least round trip alone (1/1) took the link model's
+/// 20 %-loss row to 22.3 % of chunks for 19.1 % of packets (fewer samples in the filter,
+/// more of the player's ACK delay read as queue; 20.7 % for 19.0 % with 3/2); two (2/1)
+/// let the capped link's queue climb 100 ms higher at connect time (929 against 831 ms).
 pub const CURRENT_MAX_AGE: (u32, u32) = (3, 2);
 
 /// Rounds a slowdown lasts at the least. A connection's least round trip is only as
