@@ -160,7 +160,7 @@ pub const CURRENT_MAX_AGE: (u32, u32) = (3, 2);
 /// it sees it, so it drains, and each measures the path's true least round trip
 /// (LEDBAT++'s slowdowns, draft-irtf-iccrg-ledbat-plus-plus, which has two rounds
 /// at two packets; here they start at a queue, not on a timer, so a path without one
-/// never pays for them: the 20 %-loss rows are unchanged).
+/// never pays for them: the link model's 20 %-loss row is unchanged).
 pub const SLOWDOWN_MIN_ROUNDS: u32 = 2;
 
 /// Rounds after which a slowdown ends even if the queue has not drained (someone
