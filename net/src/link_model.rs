@@ -540,19 +540,39 @@ mod tests {
         // After the connect-time burst, the queue stays within a few targets...
         let queue = |o: &Outcome, q| Duration::from_millis(Outcome::quantile(&o.queue_ms, q));
         assert!(
-            queue(&shipped, 1.0) < QUEUE_TARGET * 8,
+            queue(&shipped, 1.0) < QUEUE_TARGET * 5,
             "{:?}",
             queue(&shipped, 1.0)
         );
         assert!(
-            queue(&shipped, 0.5) < QUEUE_TARGET * 3,
+            queue(&shipped, 0.5) < QUEUE_TARGET * 2,
             "{:?}",
             queue(&shipped, 0.5)
         );
         // ...and a tick arrives at most the one-way delay, the queue and a tick's wait
-        // for the window after it was made.
+        // for the window after it was made (137 ms p99; 159 ms before the slowdowns).
         let age = Outcome::quantile(&shipped.ages_ms, 0.99);
-        assert!(age < 200, "age p99 {age} ms");
+        assert!(age < 150, "age p99 {age} ms");
+        // The whole run, the connect included: eight handshakes at once queue 240 ms
+        // and the streams climb on it until every connection has cut; with the
+        // slowdowns the queue peaks at 831 ms and is first under the target again at
+        // 3.3 s (before them: 955 ms, and 3.7 s), and the chunks' age p99 over the
+        // whole run is 791 ms (971 ms).
+        let whole = capped(FLOOR_DEFAULT, SEND_RULE, 0);
+        show("shipped, whole run", &whole);
+        let peak = whole.queue_trace.iter().max().copied().unwrap_or(0);
+        let target = QUEUE_TARGET.as_millis() as u64;
+        let drained = (1000..whole.queue_trace.len()).find(|&ms| whole.queue_trace[ms] < target);
+        eprintln!(
+            "queue peak {peak} ms, first under the target after the first second at {drained:?} ms"
+        );
+        assert!(peak < 850, "queue peak {peak} ms");
+        assert!(
+            drained.is_some_and(|ms| ms < 4000),
+            "drained at {drained:?} ms"
+        );
+        let age = Outcome::quantile(&whole.ages_ms, 0.99);
+        assert!(age < 850, "age p99 {age} ms over the whole run");
         // Stock Cubic fills the link's 64 KiB queue: two seconds.
         assert!(
             queue(&stock, 0.5) > Duration::from_millis(1500),
