@@ -364,7 +364,7 @@ fn families(sources: &MetricSources, resident_set_bytes: u64) -> Vec<MetricFamil
     );
     f.counter(
         "tickcast_peer_ticks_skipped_total",
-        "(peer, tick) pairs skipped because the peer's send queue had no room (backpressure).",
+        "(peer, tick) pairs never sent: held while the peer's congestion window or send queue had no room and replaced by a newer tick, or too large to hold (backpressure).",
         get(&net.peer_ticks_skipped_backpressure),
     );
     f.counter(
