@@ -71,6 +71,9 @@ pub struct ClientOutcome {
     pub delivery: DeliveryTotals,
     /// Chunk latency: server encode to read by the bot, per chunk.
     pub latency: LatencyHistogram,
+    /// The same from each session's 5th second on
+    /// (`tickcast_clients::track::SETTLED_AFTER_US`).
+    pub settled_latency: LatencyHistogram,
     /// Age of the newest complete snapshot, sampled once per tick.
     pub snapshot_age: LatencyHistogram,
     /// Age of the newest state of each entity in view, sampled once per tick per entity
@@ -111,6 +114,7 @@ impl ClientOutcome {
             tick_rate: 0,
             delivery: DeliveryTotals::default(),
             latency: LatencyHistogram::default(),
+            settled_latency: LatencyHistogram::default(),
             snapshot_age: LatencyHistogram::default(),
             staleness: LatencyHistogram::default(),
             rtt: LatencyHistogram::default(),

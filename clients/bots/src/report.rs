@@ -43,6 +43,11 @@ pub struct Summary {
     pub latency_ms_p50: Option<f64>,
     /// Chunk latency, 99th percentile over every chunk (ms).
     pub latency_ms_p99: Option<f64>,
+    /// Chunk latency over the chunks that came 5 s or more into their session, the
+    /// connect's transient left out: median (ms).
+    pub settled_latency_ms_p50: Option<f64>,
+    /// The same, 99th percentile (ms).
+    pub settled_latency_ms_p99: Option<f64>,
     /// Age of a client's newest complete snapshot, median over per-tick samples (ms).
     pub snapshot_age_ms_p50: Option<f64>,
     /// Age of a client's newest complete snapshot, 99th percentile (ms).
@@ -104,6 +109,7 @@ pub fn summarize<'a>(
     duration: Duration,
 ) -> Summary {
     let mut latency = LatencyHistogram::default();
+    let mut settled_latency = LatencyHistogram::default();
     let mut age = LatencyHistogram::default();
     let mut staleness = LatencyHistogram::default();
     let mut rtt = LatencyHistogram::default();
@@ -150,6 +156,7 @@ pub fn summarize<'a>(
         packets_in += outcome.udp_packets_in;
         packets_out += outcome.udp_packets_out;
         latency.merge(&outcome.latency);
+        settled_latency.merge(&outcome.settled_latency);
         age.merge(&outcome.snapshot_age);
         staleness.merge(&outcome.staleness);
         rtt.merge(&outcome.rtt);
@@ -176,6 +183,8 @@ pub fn summarize<'a>(
         chunks_lost: totals.chunks_lost,
         latency_ms_p50: latency.quantile_ms(0.50),
         latency_ms_p99: latency.quantile_ms(0.99),
+        settled_latency_ms_p50: settled_latency.quantile_ms(0.50),
+        settled_latency_ms_p99: settled_latency.quantile_ms(0.99),
         snapshot_age_ms_p50: age.quantile_ms(0.50),
         snapshot_age_ms_p99: age.quantile_ms(0.99),
         staleness_ms_p50: staleness.quantile_ms(0.50),
@@ -585,6 +594,8 @@ mod tests {
             "chunks_lost",
             "latency_ms_p50",
             "latency_ms_p99",
+            "settled_latency_ms_p50",
+            "settled_latency_ms_p99",
             "bytes_in_per_client_per_s",
             "entities_last_snapshot",
             "disconnects",

@@ -23,5 +23,5 @@ pub use assemble::{ChunkOutcome, TICKS_IN_FLIGHT, TickAssembler};
 pub use completeness::View;
 pub use delivery::Delivery;
 pub use latency::{LatencyHistogram, age_us};
-pub use receive::{DatagramOutcome, SnapshotReceiver, WorldUpdate};
+pub use receive::{DatagramOutcome, SETTLED_AFTER_US, SnapshotReceiver, WorldUpdate};
 pub use staleness::EntityStaleness;

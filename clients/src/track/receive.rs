@@ -46,10 +46,20 @@ pub struct SnapshotReceiver {
     world: Option<WorldView>,
     world_update: WorldUpdate,
     latency: LatencyHistogram,
+    /// Latency from [`SETTLED_AFTER_US`] after this session's first datagram on.
+    settled_latency: LatencyHistogram,
+    /// When this session's first datagram came, until [`SETTLED_AFTER_US`] has passed.
+    first_datagram_us: Option<u32>,
+    settled: bool,
     datagrams: u64,
     bytes: u64,
     malformed: u64,
 }
+
+/// How long after a session's first datagram its chunk latency counts as settled (see
+/// [`SnapshotReceiver::settled_latency`]): 5 s, past a connect's transient (the
+/// handshakes' own queue on a slow link, a congestion window finding its size).
+pub const SETTLED_AFTER_US: u32 = 5_000_000;
 
 impl SnapshotReceiver {
     /// A receiver that measures only (what a bot needs), for a client sent `view`
@@ -62,6 +72,9 @@ impl SnapshotReceiver {
             world: None,
             world_update: WorldUpdate::PerChunk,
             latency: LatencyHistogram::default(),
+            settled_latency: LatencyHistogram::default(),
+            first_datagram_us: None,
+            settled: false,
             datagrams: 0,
             bytes: 0,
             malformed: 0,
@@ -89,6 +102,9 @@ impl SnapshotReceiver {
     pub fn set_view(&mut self, view: View, schema: Arc<Schema>) {
         let keep_records = self.world_update == WorldUpdate::PerTick && self.world.is_some();
         self.assembler = TickAssembler::new(view, schema, keep_records);
+        // A new session's connect has its own transient.
+        self.first_datagram_us = None;
+        self.settled = false;
     }
 
     /// The schema the records are read with.
@@ -103,6 +119,11 @@ impl SnapshotReceiver {
     pub fn on_datagram(&mut self, bytes: &[u8], now_us: u32) -> DatagramOutcome {
         self.datagrams += 1;
         self.bytes += bytes.len() as u64;
+        if !self.settled {
+            let first = *self.first_datagram_us.get_or_insert(now_us);
+            // Once settled, settled for the session (the clock wraps every 71 minutes).
+            self.settled = now_us.wrapping_sub(first) >= SETTLED_AFTER_US;
+        }
         let mut outcome = None;
         let mut sampled = false;
         for message in datagram_messages(bytes) {
@@ -118,6 +139,9 @@ impl SnapshotReceiver {
                 sampled = true;
                 if let Some(age) = age_us(now_us, message.server_time_us()) {
                     self.latency.record(age);
+                    if self.settled {
+                        self.settled_latency.record(age);
+                    }
                 }
             }
             let this = self.on_message(&message);
@@ -197,6 +221,13 @@ impl SnapshotReceiver {
     /// Chunk latency (server encode to this receiver) samples.
     pub fn latency(&self) -> &LatencyHistogram {
         &self.latency
+    }
+
+    /// The chunk latency samples taken [`SETTLED_AFTER_US`] or more after each session's
+    /// first datagram: what a player sees once the connect's transient is over, beside
+    /// [`Self::latency`], which keeps every sample.
+    pub fn settled_latency(&self) -> &LatencyHistogram {
+        &self.settled_latency
     }
 
     /// Datagrams taken, valid or not.
@@ -369,6 +400,26 @@ mod tests {
                 Some(Tick::new(3))
             );
         }
+    }
+
+    #[test]
+    fn settled_latency_starts_five_seconds_into_each_session() {
+        let mut r = SnapshotReceiver::new(View::ALL, arena_schema());
+        let one = |tick| datagram(&[&directory(tick, 1, 1, &[0])]);
+        let first = 1_250;
+        r.on_datagram(&one(5), first);
+        r.on_datagram(&one(6), first + SETTLED_AFTER_US - 1);
+        assert_eq!((r.latency().count(), r.settled_latency().count()), (2, 0));
+        r.on_datagram(&one(7), first + SETTLED_AFTER_US);
+        r.on_datagram(&one(8), first + SETTLED_AFTER_US + 1_000);
+        assert_eq!((r.latency().count(), r.settled_latency().count()), (4, 2));
+        // A new session (a reconnect's Welcome) has a connect of its own.
+        r.set_view(View::ALL, arena_schema());
+        let again = first + 2 * SETTLED_AFTER_US;
+        r.on_datagram(&one(9), again);
+        assert_eq!((r.latency().count(), r.settled_latency().count()), (5, 2));
+        r.on_datagram(&one(10), again + SETTLED_AFTER_US);
+        assert_eq!((r.latency().count(), r.settled_latency().count()), (6, 3));
     }
 
     #[test]

@@ -385,6 +385,11 @@ fn print_summary(s: &Summary) {
         ms(s.snapshot_age_ms_p99)
     );
     println!(
+        "  settled        latency p50 {}, p99 {}   (chunks 5 s or more into their session)",
+        ms(s.settled_latency_ms_p50),
+        ms(s.settled_latency_ms_p99)
+    );
+    println!(
         "  staleness      p50 {}, p99 {}   (age of the newest state of each entity in view)",
         ms(s.staleness_ms_p50),
         ms(s.staleness_ms_p99)

@@ -471,6 +471,9 @@ impl DrivenBot {
                 .add_unseen_tail(&delivery, server_tick);
         }
         self.outcome.latency.merge(playing.receiver.latency());
+        self.outcome
+            .settled_latency
+            .merge(playing.receiver.settled_latency());
         self.outcome.bytes_in += playing.receiver.bytes();
         self.outcome.malformed_chunks += playing.receiver.malformed();
         self.outcome.played_for += now.duration_since(playing.welcomed);

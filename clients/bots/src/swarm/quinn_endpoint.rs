@@ -271,6 +271,7 @@ async fn play(
         outcome.delivery.add_unseen_tail(&delivery, server_tick);
     }
     outcome.latency.merge(receiver.latency());
+    outcome.settled_latency.merge(receiver.settled_latency());
     outcome.bytes_in += receiver.bytes();
     outcome.malformed_chunks += receiver.malformed();
     lost
