@@ -7,7 +7,7 @@
 use tickcast_shared::Tick;
 use tickcast_shared::msg::{INPUT_CMD_LEN, InputCmd, InputDatagram, MAX_INPUTS_PER_DATAGRAM};
 use tickcast_shared::schema::{
-    INPUT_PREFIX_LEN, InputRole, MAX_FIELDS, MAX_RECORD_LEN, Schema, SchemaError,
+    INPUT_PREFIX_LEN, InputRole, MAX_FIELDS, MAX_INPUT_LEN, Schema, SchemaError,
 };
 
 /// What a generic client wants to do this tick, in no game's terms.
@@ -63,7 +63,7 @@ impl InputMapper for ByRoles {
 /// datagram carries them all and one lost datagram costs nothing when the next arrives.
 #[derive(Debug, Clone)]
 pub struct InputHistory {
-    recent: [[u8; MAX_RECORD_LEN]; MAX_INPUTS_PER_DATAGRAM],
+    recent: [[u8; MAX_INPUT_LEN]; MAX_INPUTS_PER_DATAGRAM],
     cmd_len: usize,
     len: usize,
     next_seq: u32,
@@ -74,7 +74,7 @@ impl Default for InputHistory {
     /// starts it over at that length.
     fn default() -> Self {
         Self {
-            recent: [[0; MAX_RECORD_LEN]; MAX_INPUTS_PER_DATAGRAM],
+            recent: [[0; MAX_INPUT_LEN]; MAX_INPUTS_PER_DATAGRAM],
             cmd_len: INPUT_CMD_LEN,
             len: 0,
             next_seq: 0,
@@ -97,7 +97,7 @@ impl InputHistory {
         values: &[i64],
         ack_tick: Tick,
     ) -> Result<InputDatagram, SchemaError> {
-        let mut command = [0u8; MAX_RECORD_LEN];
+        let mut command = [0u8; MAX_INPUT_LEN];
         let (len, _) = schema.write_input(0, values, &mut command)?;
         Ok(self.push_raw(&command[..len], ack_tick))
     }
@@ -115,7 +115,7 @@ impl InputHistory {
         let fields = schema.input().len().min(MAX_FIELDS);
         mapper.values(schema, intent, &mut values[..fields]);
         // The values are as many as the input's fields, the buffer as long as any input.
-        let mut command = [0u8; MAX_RECORD_LEN];
+        let mut command = [0u8; MAX_INPUT_LEN];
         let len = schema
             .write_input(0, &values[..fields], &mut command)
             .map_or(schema.input_len(), |(len, _)| len);
@@ -128,7 +128,7 @@ impl InputHistory {
     /// over (a client of a new game sends no command of the old one). A command shorter
     /// than its `seq` or longer than any schema allows is cut or padded into range.
     pub fn push_raw(&mut self, command: &[u8], ack_tick: Tick) -> InputDatagram {
-        let cmd_len = command.len().clamp(INPUT_PREFIX_LEN, MAX_RECORD_LEN);
+        let cmd_len = command.len().clamp(INPUT_PREFIX_LEN, MAX_INPUT_LEN);
         if cmd_len != self.cmd_len {
             self.cmd_len = cmd_len;
             self.len = 0;
@@ -137,7 +137,7 @@ impl InputHistory {
         self.next_seq = self.next_seq.wrapping_add(1);
         self.recent.rotate_right(1);
         let newest = &mut self.recent[0];
-        *newest = [0; MAX_RECORD_LEN];
+        *newest = [0; MAX_INPUT_LEN];
         let copied = command.len().min(cmd_len);
         newest[..copied].copy_from_slice(&command[..copied]);
         newest[..INPUT_PREFIX_LEN].copy_from_slice(&seq.to_le_bytes());

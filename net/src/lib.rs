@@ -50,7 +50,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
 use tickcast_shared::chunk::DEFAULT_CHUNK_PAYLOAD;
-use tickcast_shared::event::{JoinAck, PeerEvent};
+use tickcast_shared::event::{JoinAck, Membership, PeerEvent};
 use tickcast_shared::index::TickIndex;
 use tickcast_shared::msg::RejectReason;
 use tickcast_shared::schema::Schema;
@@ -538,7 +538,7 @@ pub struct NetHandle {
     memory_plan: MemoryPlan,
     counters: Arc<NetCounters>,
     publisher: TickPublisher,
-    membership: Receiver<PeerEvent>,
+    membership: Receiver<Membership>,
     inputs: Receiver<PeerEvent>,
     controls: backend::Controls,
     draining: Arc<AtomicBool>,
@@ -582,7 +582,7 @@ impl NetHandle {
     /// the channels' capacities, so a flood cannot hold the caller for long.
     pub fn drain_events(&self, mut f: impl FnMut(PeerEvent)) {
         for event in self.membership.try_iter() {
-            f(event);
+            f(event.into());
         }
         for event in self
             .inputs
@@ -649,7 +649,7 @@ pub(crate) struct NetParts {
     pub(crate) memory_plan: MemoryPlan,
     pub(crate) token_key: tickcast_shared::token::TokenKey,
     pub(crate) counters: Arc<NetCounters>,
-    pub(crate) membership: crossbeam_channel::Sender<PeerEvent>,
+    pub(crate) membership: crossbeam_channel::Sender<Membership>,
     pub(crate) inputs: crossbeam_channel::Sender<PeerEvent>,
     pub(crate) draining: Arc<AtomicBool>,
 }

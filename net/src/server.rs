@@ -13,7 +13,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tickcast_shared::Tick;
 use tickcast_shared::chunk::TICK_FRAME_PREFIX_LEN;
-use tickcast_shared::event::{JoinAck, PeerEvent};
+use tickcast_shared::event::{JoinAck, Membership, PeerEvent};
 use tickcast_shared::msg::{
     self, Hello, InputDatagram, Reject, RejectReason, ServerMessage, Welcome,
 };
@@ -50,7 +50,7 @@ struct Peer {
 struct NetState {
     config: NetConfig,
     counters: Arc<NetCounters>,
-    membership: Sender<PeerEvent>,
+    membership: Sender<Membership>,
     inputs: Sender<PeerEvent>,
     /// Who is connected, and the places held by admissions in flight.
     peers: Mutex<PeerTable<Peer>>,
@@ -118,7 +118,7 @@ impl NetState {
         counter(&self.counters).fetch_add(1, Ordering::Relaxed);
     }
 
-    fn send_membership(&self, event: PeerEvent) {
+    fn send_membership(&self, event: Membership) {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.membership.try_send(event)
         {
@@ -399,7 +399,7 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
     state.pending_joins().insert(client_id, ack_tx);
     if state
         .membership
-        .try_send(PeerEvent::Joined { client_id })
+        .try_send(Membership::Joined { client_id })
         .is_err()
     {
         state.pending_joins().remove(&client_id);
@@ -417,7 +417,7 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
         Ok(Ok(ack)) => ack,
         _ => {
             // The sim may still spawn the entity later; the Left makes it despawn again.
-            state.send_membership(PeerEvent::Left { client_id });
+            state.send_membership(Membership::Left { client_id });
             reject(
                 &state,
                 &conn,
@@ -448,7 +448,7 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
         _ => false,
     };
     if !sent {
-        state.send_membership(PeerEvent::Left { client_id });
+        state.send_membership(Membership::Left { client_id });
         return;
     }
 
@@ -484,7 +484,7 @@ async fn connection(state: Arc<NetState>, incoming: quinn::Incoming, handshake: 
     let removed = state.peers().disconnect(client_id, generation);
     if removed {
         state.counters.peers.fetch_sub(1, Ordering::Relaxed);
-        state.send_membership(PeerEvent::Left { client_id });
+        state.send_membership(Membership::Left { client_id });
         tracing::debug!(client_id, "left");
     }
     // Keep the send half alive until here: dropping it earlier would reset the stream.
@@ -502,7 +502,7 @@ fn close_replaced(state: &NetState, client_id: u64, old: &Peer) {
         VarInt::from_u32(close::REPLACED),
         b"replaced by a newer connection",
     );
-    state.send_membership(PeerEvent::Left { client_id });
+    state.send_membership(Membership::Left { client_id });
 }
 
 /// Reads the peer's input datagrams until it leaves or misbehaves.

@@ -7,7 +7,7 @@
 use bincode::{Decode, Encode};
 
 use crate::Tick;
-use crate::schema::{INPUT_PREFIX_LEN, MAX_RECORD_LEN, Schema, SchemaError};
+use crate::schema::{INPUT_PREFIX_LEN, MAX_INPUT_LEN, Schema, SchemaError};
 use crate::token::ConnectToken;
 use crate::wire::{self, WireError};
 
@@ -175,7 +175,7 @@ pub const INPUT_DATAGRAM_HEADER_LEN: usize = 6;
 /// The longest input datagram of any game: its header and four of the longest commands
 /// a schema allows.
 pub const MAX_INPUT_DATAGRAM_LEN: usize =
-    INPUT_DATAGRAM_HEADER_LEN + MAX_INPUTS_PER_DATAGRAM * MAX_RECORD_LEN;
+    INPUT_DATAGRAM_HEADER_LEN + MAX_INPUTS_PER_DATAGRAM * MAX_INPUT_LEN;
 
 /// Button bit: fire.
 pub const BUTTON_FIRE: u8 = 0b0000_0001;
@@ -236,7 +236,7 @@ pub struct InputDatagram {
     ack_tick: Tick,
     count: u8,
     cmd_len: u8,
-    commands: [u8; MAX_INPUTS_PER_DATAGRAM * MAX_RECORD_LEN],
+    commands: [u8; MAX_INPUTS_PER_DATAGRAM * MAX_INPUT_LEN],
 }
 
 impl std::fmt::Debug for InputDatagram {
@@ -256,18 +256,18 @@ fn bad(text: String) -> WireError {
 impl InputDatagram {
     /// An empty datagram (no command) for commands of `cmd_len` bytes, acknowledging
     /// `ack_tick`. Fails if `cmd_len` is not a command length a schema allows
-    /// (`4..=`[`MAX_RECORD_LEN`]).
+    /// (`4..=`[`MAX_INPUT_LEN`]).
     pub fn new(ack_tick: Tick, cmd_len: usize) -> Result<Self, WireError> {
-        if !(INPUT_PREFIX_LEN..=MAX_RECORD_LEN).contains(&cmd_len) {
+        if !(INPUT_PREFIX_LEN..=MAX_INPUT_LEN).contains(&cmd_len) {
             return Err(bad(format!(
-                "an input command of {cmd_len} bytes (a schema allows {INPUT_PREFIX_LEN} to {MAX_RECORD_LEN})"
+                "an input command of {cmd_len} bytes (a schema allows {INPUT_PREFIX_LEN} to {MAX_INPUT_LEN})"
             )));
         }
         Ok(Self {
             ack_tick,
             count: 0,
             cmd_len: cmd_len as u8,
-            commands: [0; MAX_INPUTS_PER_DATAGRAM * MAX_RECORD_LEN],
+            commands: [0; MAX_INPUTS_PER_DATAGRAM * MAX_INPUT_LEN],
         })
     }
 
@@ -288,7 +288,7 @@ impl InputDatagram {
             ack_tick,
             count: 1,
             cmd_len: INPUT_CMD_LEN as u8,
-            commands: [0; MAX_INPUTS_PER_DATAGRAM * MAX_RECORD_LEN],
+            commands: [0; MAX_INPUTS_PER_DATAGRAM * MAX_INPUT_LEN],
         };
         datagram.commands[..INPUT_CMD_LEN].copy_from_slice(&cmd.to_bytes());
         datagram

@@ -36,8 +36,15 @@ pub const MAX_NAME_LEN: usize = 32;
 pub const MAX_KINDS: usize = 16;
 /// The most fields an entity kind or an input may declare.
 pub const MAX_FIELDS: usize = 16;
-/// The longest record or input command, prefix included, in bytes.
+/// The longest record, prefix included, in bytes.
 pub const MAX_RECORD_LEN: usize = 64;
+/// The longest input command, `seq` included, in bytes: room for 28 bytes of fields
+/// (sticks, buttons, aims). Input datagrams carry their commands inline on their way to
+/// the simulation, through a bounded channel whose every slot is allocated at start, so
+/// this bound is paid per slot: 64 here cost 3.65 MiB more at 510 clients' worth of
+/// channels than the 12-byte commands before the schema (docs/PERFORMANCE.md, "Bring
+/// your own game").
+pub const MAX_INPUT_LEN: usize = 32;
 /// Bytes every entity record starts with: `net_id` (u32) and `kind` (u8).
 pub const RECORD_PREFIX_LEN: usize = 5;
 /// Bytes every input command starts with: `seq` (u32).
@@ -1013,10 +1020,8 @@ fn input_layout(input: &[InputField]) -> Result<(Vec<usize>, usize), String> {
         offsets.push(len);
         len += field.ty.width();
     }
-    if len > MAX_RECORD_LEN {
-        return Err(format!(
-            "an input of {len} bytes (at most {MAX_RECORD_LEN})"
-        ));
+    if len > MAX_INPUT_LEN {
+        return Err(format!("an input of {len} bytes (at most {MAX_INPUT_LEN})"));
     }
     Ok((offsets, len))
 }
@@ -1246,6 +1251,16 @@ mod tests {
         let mut big = position();
         big.extend((0..14).map(|i| Field::new(&format!("f{i}"), FieldType::U32)));
         assert!(refused(vec![kind(1, "a", big)], vec![]).contains("at most 64"));
+        // An input command is bounded tighter than a record: 4 + 7 × 4 bytes fit, a
+        // field more does not.
+        let input = |n: usize| -> Vec<InputField> {
+            (0..n)
+                .map(|i| InputField::new(&format!("v{i}"), FieldType::I32, -1, 1))
+                .collect()
+        };
+        let fits = Schema::new("g", 1, vec![kind(1, "a", position())], input(7)).unwrap();
+        assert_eq!(fits.input_len(), MAX_INPUT_LEN);
+        assert!(refused(vec![kind(1, "a", position())], input(8)).contains("at most 32"));
     }
 
     #[test]
@@ -1317,7 +1332,7 @@ mod tests {
             seq in any::<u32>(), values in proptest::array::uniform4(any::<i64>())
         ) {
             let schema = sample();
-            let mut out = [0u8; MAX_RECORD_LEN];
+            let mut out = [0u8; MAX_INPUT_LEN];
             let (len, _) = schema.write_input(seq, &values, &mut out).unwrap();
             let mut read = [0i64; MAX_FIELDS];
             let (back, clamped) = schema.read_input(&out[..len], &mut read).unwrap();

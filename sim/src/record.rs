@@ -359,7 +359,7 @@ fn encode_tick(tick: &TickRecord, out: &mut Vec<u8>) {
             } => {
                 out.push(3);
                 out.extend_from_slice(&client_id.to_le_bytes());
-                // A command is at most MAX_RECORD_LEN (64) bytes.
+                // A command is at most MAX_INPUT_LEN (32) bytes.
                 out.push(datagram.cmd_len() as u8);
                 let (bytes, len) = datagram.encode();
                 out.extend_from_slice(&bytes[..len]);

@@ -33,7 +33,7 @@ use quinn_proto::{
     VarInt,
 };
 use tickcast_shared::chunk::TICK_FRAME_PREFIX_LEN;
-use tickcast_shared::event::{JoinAck, PeerEvent};
+use tickcast_shared::event::{JoinAck, Membership, PeerEvent};
 use tickcast_shared::msg::{
     self, Hello, InputDatagram, Reject, RejectReason, ServerMessage, Welcome,
 };
@@ -226,7 +226,7 @@ impl Endpoint {
 struct Driver {
     config: NetConfig,
     counters: Arc<NetCounters>,
-    membership: Sender<PeerEvent>,
+    membership: Sender<Membership>,
     inputs: Sender<PeerEvent>,
     draining: Arc<AtomicBool>,
     gate: Gate,
@@ -334,7 +334,7 @@ impl Driver {
         counter(&self.counters).fetch_add(1, Ordering::Relaxed);
     }
 
-    fn send_membership(&self, event: PeerEvent) {
+    fn send_membership(&self, event: Membership) {
         if self.membership.try_send(event).is_err() {
             self.count(|c| &c.membership_events_lost);
         }
@@ -809,7 +809,7 @@ impl Driver {
             }
             Phase::AwaitingJoin { client_id, .. } => {
                 // The sim may still spawn the entity later; the Left makes it despawn.
-                self.send_membership(PeerEvent::Left { client_id });
+                self.send_membership(Membership::Left { client_id });
                 self.reject(
                     handle,
                     conn,
@@ -889,7 +889,7 @@ impl Driver {
             Phase::AwaitingJoin { client_id, .. } => {
                 self.counters.handshaking.fetch_sub(1, Ordering::Relaxed);
                 self.abandon_join(handle, client_id);
-                self.send_membership(PeerEvent::Left { client_id });
+                self.send_membership(Membership::Left { client_id });
             }
             Phase::Joined {
                 client_id,
@@ -901,7 +901,7 @@ impl Driver {
                 }
                 if self.peers.disconnect(client_id, generation) {
                     self.counters.peers.fetch_sub(1, Ordering::Relaxed);
-                    self.send_membership(PeerEvent::Left { client_id });
+                    self.send_membership(Membership::Left { client_id });
                     tracing::debug!(client_id, "left");
                 }
             }
@@ -1025,7 +1025,7 @@ impl Driver {
         }
         if self
             .membership
-            .try_send(PeerEvent::Joined { client_id })
+            .try_send(Membership::Joined { client_id })
             .is_err()
         {
             self.reject(
@@ -1119,7 +1119,7 @@ impl Driver {
             conn.phase = Phase::Closed;
             self.touch(old.handle);
         }
-        self.send_membership(PeerEvent::Left { client_id });
+        self.send_membership(Membership::Left { client_id });
     }
 
     /// The sim's answers to joins: each waiting connection gets its Welcome and joins
