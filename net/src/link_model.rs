@@ -550,14 +550,15 @@ mod tests {
             queue(&shipped, 0.5)
         );
         // ...and a tick arrives at most the one-way delay, the queue and a tick's wait
-        // for the window after it was made (137 ms p99; 159 ms before the slowdowns).
+        // for the window after it was made (135 ms p99; 159 ms before the slowdowns).
         let age = Outcome::quantile(&shipped.ages_ms, 0.99);
         assert!(age < 150, "age p99 {age} ms");
-        // The whole run, the connect included: eight handshakes at once queue 240 ms
-        // and the streams climb on it until every connection has cut; with the
-        // slowdowns the queue peaks at 831 ms and is first under the target again at
-        // 3.3 s (before them: 955 ms, and 3.7 s), and the chunks' age p99 over the
-        // whole run is 791 ms (971 ms).
+        // The whole run, the connect included: eight handshakes at once queue 8 × 1,058
+        // bytes, 265 ms, and the streams climb on it until every connection has cut. The
+        // server's path MTU discovery sends one probe, not four (`transport`: quinn sends
+        // them outside the window): the queue peaks at 736 ms and is first under the
+        // target again at 1.7 s, and the chunks' age p99 over the whole run is 746 ms
+        // (with four probes: 831 ms, 3.3 s and 791 ms).
         let whole = capped(FLOOR_DEFAULT, SEND_RULE, 0);
         show("shipped, whole run", &whole);
         let peak = whole.queue_trace.iter().max().copied().unwrap_or(0);
@@ -566,13 +567,13 @@ mod tests {
         eprintln!(
             "queue peak {peak} ms, first under the target after the first second at {drained:?} ms"
         );
-        assert!(peak < 850, "queue peak {peak} ms");
+        assert!(peak < 760, "queue peak {peak} ms");
         assert!(
-            drained.is_some_and(|ms| ms < 4000),
+            drained.is_some_and(|ms| ms < 2000),
             "drained at {drained:?} ms"
         );
         let age = Outcome::quantile(&whole.ages_ms, 0.99);
-        assert!(age < 850, "age p99 {age} ms over the whole run");
+        assert!(age < 770, "age p99 {age} ms over the whole run");
         // Stock Cubic fills the link's 64 KiB queue: two seconds.
         assert!(
             queue(&stock, 0.5) > Duration::from_millis(1500),
