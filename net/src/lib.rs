@@ -241,6 +241,15 @@ impl Default for NetConfig {
 }
 
 impl NetConfig {
+    /// Bytes of one input command of the game's schema, what every input datagram is
+    /// decoded with. [`spawn`] refuses a configuration without a schema, so the arena's
+    /// length stands in only for a config that never serves.
+    pub fn input_cmd_len(&self) -> usize {
+        self.schema
+            .as_deref()
+            .map_or(tickcast_shared::msg::INPUT_CMD_LEN, Schema::input_len)
+    }
+
     /// Checks values that would make the server misbehave.
     pub fn validate(&self) -> Result<(), NetError> {
         let bad = |field: &'static str, reason: String| {

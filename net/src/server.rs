@@ -17,7 +17,6 @@ use tickcast_shared::event::{JoinAck, Membership, PeerEvent};
 use tickcast_shared::msg::{
     self, Hello, InputDatagram, Reject, RejectReason, ServerMessage, Welcome,
 };
-use tickcast_shared::schema::Schema;
 use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
 use tickcast_shared::{PROTOCOL_VERSION, close};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -514,11 +513,7 @@ async fn serve_peer(state: &NetState, conn: &Connection, client_id: u64) {
             .counters
             .bytes_in
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let cmd_len = state
-            .config
-            .schema
-            .as_deref()
-            .map_or(msg::INPUT_CMD_LEN, Schema::input_len);
+        let cmd_len = state.config.input_cmd_len();
         let datagram = match InputDatagram::decode(&bytes, cmd_len) {
             Ok(datagram) => datagram,
             Err(e) => {

@@ -37,7 +37,6 @@ use tickcast_shared::event::{JoinAck, Membership, PeerEvent};
 use tickcast_shared::msg::{
     self, Hello, InputDatagram, Reject, RejectReason, ServerMessage, Welcome,
 };
-use tickcast_shared::schema::Schema;
 use tickcast_shared::wire::{self, FRAME_PREFIX_LEN, MAX_MESSAGE_LEN};
 use tickcast_shared::{PROTOCOL_VERSION, Tick, close};
 
@@ -1212,11 +1211,7 @@ impl Driver {
             self.counters
                 .bytes_in
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            let cmd_len = self
-                .config
-                .schema
-                .as_deref()
-                .map_or(msg::INPUT_CMD_LEN, Schema::input_len);
+            let cmd_len = self.config.input_cmd_len();
             let datagram = match InputDatagram::decode(&bytes, cmd_len) {
                 Ok(datagram) => datagram,
                 Err(e) => {
