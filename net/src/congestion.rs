@@ -122,7 +122,9 @@ pub const FLOOR_DEFAULT: u64 = 12_000;
 /// target is the one-way delay plus two ticks), and above the noise left in the
 /// filtered samples (the peer's acknowledgement delay, up to 25 ms in quinn, is at its
 /// least in one of the last few samples; a Wi-Fi hop's jitter). LEDBAT's 100 ms is a
-/// bulk transfer's patience, three ticks here.
+/// bulk transfer's patience, three ticks here. 15 and 10 ms brought the capped link's
+/// latency closer to its target but not under it, and spent the loss rows' margin
+/// (`docs/PERFORMANCE.md`, "What the capped row's latency target asks").
 pub const QUEUE_TARGET: Duration = Duration::from_millis(25);
 
 /// How long one bucket of the least-round-trip history spans. 10 s: several times any
