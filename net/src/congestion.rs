@@ -123,7 +123,8 @@ pub const FLOOR_DEFAULT: u64 = 12_000;
 /// filtered samples (the peer's acknowledgement delay, up to 25 ms in quinn, is at its
 /// least in one of the last few samples; a Wi-Fi hop's jitter). LEDBAT's 100 ms is a
 /// bulk transfer's patience, three ticks here. 15 and 10 ms brought the capped link's
-/// latency closer to its target but not under it, and spent the loss rows' margin
+/// latency closer to its target but not under it; both took the link model's 20 % row
+/// over its target, and 10 ms cost the real table's loss rows skipped ticks too
 /// (`docs/PERFORMANCE.md`, "What the capped row's latency target asks").
 pub const QUEUE_TARGET: Duration = Duration::from_millis(25);
 
