@@ -64,7 +64,15 @@
 //! minimum. The slowdown starts at a queue, not on a timer: a path with random loss and
 //! no queue never pays for it. The current round trip's filter forgets samples more than
 //! a least round trip and a half older than the newest ([`CURRENT_MAX_AGE`]), so right
-//! after the handshake its samples no longer hide the first queue. A route that gets
+//! after the handshake its samples no longer hide the first queue. And a connection does
+//! not wait to see the queue climb above what its own handshake measured: the
+//! connections from one client address share their least round trip ([`PathHint`],
+//! kept by the driver per address, RFC 9040's idea of sharing what one connection
+//! learnt of a path with the next), and until its first slowdown has ended a
+//! connection reads its queue against that when it is less, so a latecomer sees the
+//! queue the earlier handshakes built at its first acknowledgement and slows down at
+//! once. Only until then: players behind one NAT share an address, not a path
+//! ([`QueueDelayWindow::share_hint`]). A route that gets
 //! longer would look like a standing queue for ever and starve the
 //! stream at one packet a round trip: so the minimum expires, kept as the least of
 //! [`BASE_BUCKETS`] buckets of [`BASE_BUCKET_SPAN`] each (RFC 6817 §4's base-delay
@@ -93,8 +101,10 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics, CubicConfig};
@@ -271,6 +281,9 @@ pub struct QueueDelayWindow {
     next_slowdown: Option<Instant>,
     /// After a slowdown: the allowance doubles each round back up to this.
     ramp_to: Option<u64>,
+    /// The least round trip of the other connections from the peer's address
+    /// ([`PathHint`]), as of the last batch of acknowledgements.
+    hint: Option<Duration>,
 }
 
 /// A slowdown in progress: one packet in flight a round trip.
@@ -306,6 +319,7 @@ impl QueueDelayWindow {
             slowdown: None,
             next_slowdown: None,
             ramp_to: None,
+            hint: None,
         }
     }
 
@@ -334,9 +348,32 @@ impl QueueDelayWindow {
         self.mtu + 1 + self.allowance
     }
 
-    /// The least round trip remembered (see [`BaseRtt`]).
+    /// The least round trip the window steers by: its own (see [`BaseRtt`]), or until its
+    /// first slowdown has ended the least of the other connections from the same address
+    /// when that is less ([`QueueDelayWindow::share_hint`]).
     pub fn base_rtt(&self) -> Option<Duration> {
-        self.base.get()
+        let own = self.base.get()?;
+        match self.hint {
+            Some(hint) if self.next_slowdown.is_none() => Some(own.min(hint)),
+            _ => Some(own),
+        }
+    }
+
+    /// Takes the least round trip of the other connections from the peer's address
+    /// ([`PathHint`]), `None` if there is none. Players who connect at once behind one
+    /// bottleneck queue each other's handshakes, so each later one takes the queue into
+    /// its own least round trip and cannot see it (LEDBAT's latecomer problem, the module
+    /// doc); the first one's is the path's. Until its first slowdown ends a window reads
+    /// its queue against the less of the two, so a latecomer sees the queue at its first
+    /// acknowledgement and slows down at once, not only once the queue has climbed
+    /// [`QUEUE_TARGET`] above what it measured. After that it goes by its own alone:
+    /// players behind one NAT share an address, not a path, and one whose path is longer
+    /// than a neighbour's would otherwise read the difference as a standing queue and be
+    /// held to one packet a round trip for as long as the neighbour plays. What it pays
+    /// instead is one slowdown at connect, ended by its own least round trip
+    /// ([`QueueDelayWindow::slowdown_round`]).
+    pub fn share_hint(&mut self, hint: Option<Duration>) {
+        self.hint = hint;
     }
 
     /// The queueing delay now: the least of the last [`CURRENT_FILTER`] samples less the
@@ -347,17 +384,22 @@ impl QueueDelayWindow {
     /// out) those hid a queue climbing at a second per second for four batches (the
     /// link model's capped link: the first cut came 350 ms after the first data).
     pub fn queue_delay(&self) -> Option<Duration> {
-        let base = self.base.get()?;
+        let base = self.base_rtt()?;
+        Some(self.current()?.saturating_sub(base))
+    }
+
+    /// The current round trip: the least of the recent samples [`QueueDelayWindow::queue_delay`]
+    /// keeps.
+    fn current(&self) -> Option<Duration> {
+        let base = self.base_rtt()?;
         let newest = self.recent.iter().flatten().map(|&(at, _)| at).max()?;
         let horizon = base * CURRENT_MAX_AGE.0 / CURRENT_MAX_AGE.1;
-        let current = self
-            .recent
+        self.recent
             .iter()
             .flatten()
             .filter(|&&(at, _)| at + horizon >= newest)
             .map(|&(_, rtt)| rtt)
-            .min()?;
-        Some(current.saturating_sub(base))
+            .min()
     }
 
     /// `bytes` were sent at `now` in the packet numbered `packet`.
@@ -374,19 +416,32 @@ impl QueueDelayWindow {
     }
 
     /// A batch of acknowledgements is done: `in_flight` bytes are left in flight, and
-    /// `largest_acked` is the largest packet number acknowledged so far.
-    pub fn on_end_acks(&mut self, now: Instant, in_flight: u64, largest_acked: Option<u64>) {
+    /// `largest_acked` is the largest packet number acknowledged so far. Returns the
+    /// batch's round-trip sample, if it had one (for the [`PathHint`]).
+    pub fn on_end_acks(
+        &mut self,
+        now: Instant,
+        in_flight: u64,
+        largest_acked: Option<u64>,
+    ) -> Option<Duration> {
         self.in_flight = in_flight;
-        if let Some(sample) = self.batch.take() {
+        let sample = self.batch.take();
+        if let Some(sample) = sample {
             // The newest packet of a batch has waited least for its acknowledgement:
             // one sample per batch.
             self.base.on_sample(now, sample);
             self.recent[self.next_recent] = Some((now, sample));
             self.next_recent = (self.next_recent + 1) % CURRENT_FILTER;
         }
-        let Some(acked) = largest_acked else {
-            return;
-        };
+        if let Some(acked) = largest_acked {
+            self.steer(now, acked);
+        }
+        sample
+    }
+
+    /// Cuts, slows down or grows once a round, after a batch of acknowledgements up to
+    /// the packet numbered `acked`.
+    fn steer(&mut self, now: Instant, acked: u64) {
         if self.slowdown.is_some() {
             if acked >= self.round_end {
                 self.slowdown_round(now);
@@ -436,7 +491,12 @@ impl QueueDelayWindow {
             _ => false,
         };
         slowdown.base_then = base;
-        let drained = !fell && self.queue_delay().is_some_and(|q| q <= QUEUE_TARGET / 2);
+        // Drained by its own least round trip, not the address's (see `share_hint`).
+        let own_queue = match (self.current(), base) {
+            (Some(current), Some(base)) => Some(current.saturating_sub(base)),
+            _ => None,
+        };
+        let drained = !fell && own_queue.is_some_and(|q| q <= QUEUE_TARGET / 2);
         if (slowdown.rounds >= SLOWDOWN_MIN_ROUNDS && drained)
             || slowdown.rounds >= SLOWDOWN_MAX_ROUNDS
         {
@@ -531,6 +591,9 @@ pub struct SendRoom {
     window: AtomicU64,
     in_flight: AtomicU64,
     mtu: AtomicU64,
+    /// The least round trip of the connections from the peer's address, once the driver
+    /// has told the room who the peer is ([`SendRoom::share_path`]).
+    hint: OnceLock<Arc<PathHint>>,
 }
 
 impl SendRoom {
@@ -540,12 +603,80 @@ impl SendRoom {
         self.mtu.store(mtu, Ordering::Relaxed);
     }
 
+    /// Lets the controller read and feed the least round trip of the connections from the
+    /// peer's address ([`PathHints::for_address`]); the first call wins.
+    pub fn share_path(&self, hint: Arc<PathHint>) {
+        let _ = self.hint.set(hint);
+    }
+
     /// Whether quinn would send a packet now: `in flight + packet < window`.
     pub fn open(&self) -> bool {
         let window = self.window.load(Ordering::Relaxed);
         let in_flight = self.in_flight.load(Ordering::Relaxed);
         let mtu = self.mtu.load(Ordering::Relaxed);
         in_flight + mtu < window
+    }
+}
+
+/// The least round trip of every connection from one client address over the last
+/// minute or so ([`BaseRtt`]): what a connection that joins behind the same bottleneck as
+/// the others would have measured had their handshakes not queued ahead of its own
+/// ([`QueueDelayWindow::share_hint`]). The driver's thread alone feeds and reads it.
+#[derive(Debug, Default)]
+pub struct PathHint {
+    least: Mutex<BaseRtt>,
+}
+
+impl PathHint {
+    /// Takes a connection's round-trip sample that arrived at `now`.
+    pub fn on_sample(&self, now: Instant, rtt: Duration) {
+        // A panic elsewhere while it was held leaves a history still worth reading.
+        let mut least = self.least.lock().unwrap_or_else(|e| e.into_inner());
+        least.on_sample(now, rtt);
+    }
+
+    /// The least round trip remembered, `None` before the first sample.
+    pub fn get(&self) -> Option<Duration> {
+        self.least.lock().unwrap_or_else(|e| e.into_inner()).get()
+    }
+}
+
+/// The [`PathHint`] of each client address with a connection, kept by the driver. An
+/// address's hint lives as long as one of its connections does; the map forgets dead
+/// ones from time to time, so it holds at most about twice the live addresses.
+#[derive(Debug, Default)]
+pub struct PathHints {
+    by_address: HashMap<IpAddr, Weak<PathHint>>,
+    /// Entries at which the dead are next swept out.
+    sweep_at: usize,
+}
+
+impl PathHints {
+    /// Entries below which the map is never swept.
+    const SWEEP_FLOOR: usize = 64;
+
+    /// The hint shared by the connections from `address`, made if it has none.
+    pub fn for_address(&mut self, address: IpAddr) -> Arc<PathHint> {
+        if let Some(hint) = self.by_address.get(&address).and_then(Weak::upgrade) {
+            return hint;
+        }
+        if self.by_address.len() >= self.sweep_at.max(Self::SWEEP_FLOOR) {
+            self.by_address.retain(|_, hint| hint.strong_count() > 0);
+            self.sweep_at = 2 * self.by_address.len();
+        }
+        let hint = Arc::new(PathHint::default());
+        self.by_address.insert(address, Arc::downgrade(&hint));
+        hint
+    }
+
+    /// Addresses in the map, the dead not yet swept included.
+    pub fn len(&self) -> usize {
+        self.by_address.len()
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.by_address.is_empty()
     }
 }
 
@@ -685,8 +816,14 @@ impl Controller for FlooredController {
         app_limited: bool,
         largest_packet_num_acked: Option<u64>,
     ) {
-        self.delay
+        let hint = self.room.hint.get();
+        self.delay.share_hint(hint.and_then(|hint| hint.get()));
+        let sample = self
+            .delay
             .on_end_acks(now, in_flight, largest_packet_num_acked);
+        if let (Some(hint), Some(sample)) = (hint, sample) {
+            hint.on_sample(now, sample);
+        }
         self.inner
             .on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
         self.publish();
@@ -981,6 +1118,97 @@ mod tests {
         let now = rounds(&mut window, now, &mut packet, 2_400, 100, |_| MS(80));
         rounds(&mut window, now, &mut packet, 2_400, 3, |_| MS(120));
         assert!(window.in_slowdown());
+    }
+
+    #[test]
+    fn a_latecomer_told_the_address_least_round_trip_slows_down_at_its_first_acknowledgement() {
+        let t0 = Instant::now();
+        // Seven connections from the address have measured the path: 80 ms. This one's
+        // handshake queued behind theirs: 380 ms, of which 300 ms are queue.
+        for hint in [None, Some(MS(80))] {
+            let mut packet = 0;
+            let mut window = QueueDelayWindow::new(FLOOR_DEFAULT, 1200);
+            window.share_hint(hint);
+            rounds(&mut window, t0, &mut packet, 2_400, 1, |_| MS(380));
+            if hint.is_none() {
+                // Alone it reads the queue as its path: no queue, twice what it used
+                // plus a packet.
+                assert_eq!(window.queue_delay(), Some(Duration::ZERO));
+                assert!(!window.in_slowdown());
+                assert_eq!(window.window(), 1_201 + 2 * 2_400 + 1_200);
+            } else {
+                assert_eq!(window.base_rtt(), Some(MS(80)));
+                assert_eq!(window.queue_delay(), Some(MS(300)));
+                assert!(window.in_slowdown());
+                assert_eq!(window.window(), 1_201, "one packet in flight");
+            }
+        }
+    }
+
+    #[test]
+    fn after_its_first_slowdown_a_window_goes_by_its_own_path_not_a_shorter_neighbours() {
+        // Two players behind one NAT: the neighbour's path is 40 ms, this one's 80 ms
+        // with no queue on it.
+        let t0 = Instant::now();
+        let mut packet = 0;
+        let mut window = QueueDelayWindow::new(FLOOR_DEFAULT, 1200);
+        window.share_hint(Some(MS(40)));
+        // It reads 40 ms of queue at first and slows down...
+        let now = rounds(&mut window, t0, &mut packet, 2_400, 1, |_| MS(80));
+        assert!(window.in_slowdown());
+        // ...for the fewest rounds: its own least round trip does not fall, and against
+        // it nothing is queued.
+        let now = rounds(
+            &mut window,
+            now,
+            &mut packet,
+            300,
+            SLOWDOWN_MIN_ROUNDS,
+            |_| MS(80),
+        );
+        assert!(!window.in_slowdown());
+        assert_eq!(window.base_rtt(), Some(MS(80)), "its own, from now on");
+        // The neighbour plays on: this stream is never cut again, and its window grows
+        // back to twice what it uses plus a packet.
+        let mut now = now;
+        for _ in 0..40 {
+            window.share_hint(Some(MS(40)));
+            now = rounds(&mut window, now, &mut packet, 2_400, 1, |_| MS(80));
+            assert!(!window.in_slowdown());
+        }
+        assert_eq!(window.queue_delay(), Some(Duration::ZERO));
+        assert_eq!(window.window(), 1_201 + 2 * 2_400 + 1_200);
+    }
+
+    #[test]
+    fn connections_from_one_address_share_a_hint_that_dies_with_the_last_of_them() {
+        let mut hints = PathHints::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = hints.for_address(a);
+        let second = hints.for_address(a);
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(!Arc::ptr_eq(&first, &hints.for_address(b)));
+        let now = Instant::now();
+        first.on_sample(now, MS(80));
+        second.on_sample(now, MS(120));
+        assert_eq!(second.get(), Some(MS(80)));
+        // The last connection from `a` ends: a new one starts afresh.
+        drop((first, second));
+        assert_eq!(hints.for_address(a).get(), None);
+        // Addresses whose connections ended are swept out as the map grows: it holds
+        // at most about twice the live ones.
+        let live: Vec<_> = (0..10u8)
+            .map(|i| hints.for_address(IpAddr::from([198, 51, 100, i])))
+            .collect();
+        for i in 0..=255u8 {
+            drop(hints.for_address(IpAddr::from([203, 0, 113, i])));
+        }
+        assert!(
+            hints.len() <= PathHints::SWEEP_FLOOR.max(2 * live.len()) + 1,
+            "{}",
+            hints.len()
+        );
     }
 
     #[test]

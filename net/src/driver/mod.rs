@@ -45,6 +45,7 @@ use crate::admission::{
     needs_address_validation,
 };
 use crate::budget::{self, RssSample};
+use crate::congestion::PathHints;
 use crate::fanout::{
     DatagramShape, FanOutScope, PeerOutbox, PeerSendState, offer_tick, select_view,
 };
@@ -242,6 +243,9 @@ struct Driver {
     /// top symbol of the server's profile at 1,000 clients (15.7 % of `perf` samples);
     /// boxed, every malloc/memcpy symbol together was 1.2 %.
     conns: Vec<Option<Box<Conn>>>,
+    /// The least round trip of each client address's connections, which a connection's
+    /// congestion controller reads until its first slowdown (`congestion::PathHint`).
+    path_hints: PathHints,
     timers: Timers,
     inbox: Arc<Inbox>,
     join_acks: Receiver<JoinAck>,
@@ -309,6 +313,7 @@ impl Driver {
             io,
             endpoint,
             conns: Vec::new(),
+            path_hints: PathHints::default(),
             timers: Timers::default(),
             inbox,
             join_acks,
@@ -556,7 +561,8 @@ impl Driver {
                 self.counters
                     .handshaking_peak
                     .fetch_max(now_handshaking, Ordering::Relaxed);
-                tracing::debug!(remote = %quic.remote_address(), "accepted");
+                let remote = quic.remote_address();
+                tracing::debug!(%remote, "accepted");
                 let slot = handle.0;
                 if self.conns.len() <= slot {
                     self.conns.resize_with(slot + 1, || None);
@@ -568,7 +574,11 @@ impl Driver {
                 );
                 let mut conn = Box::new(Conn::new(quic, bounds));
                 // quinn built its congestion controller inside `accept`, on this thread.
-                conn.outbox = PeerOutbox::new(crate::congestion::take_last_built_room());
+                let room = crate::congestion::take_last_built_room();
+                if let Some(room) = &room {
+                    room.share_path(self.path_hints.for_address(remote.ip()));
+                }
+                conn.outbox = PeerOutbox::new(room);
                 self.conns[slot] = Some(conn);
                 self.touch(handle);
             }
