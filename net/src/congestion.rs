@@ -696,6 +696,16 @@ pub fn take_last_built_room() -> Option<Arc<SendRoom>> {
     LAST_BUILT.with(|cell| cell.borrow_mut().take())
 }
 
+/// [`take_last_built_room`] for a connection from `peer`: its room is given the
+/// [`PathHint`] of the peer's address from `hints`.
+pub fn take_last_built_room_for(hints: &mut PathHints, peer: IpAddr) -> Option<Arc<SendRoom>> {
+    let room = take_last_built_room();
+    if let Some(room) = &room {
+        room.share_path(hints.for_address(peer));
+    }
+    room
+}
+
 /// Whether a room's controller still publishes into it.
 pub fn room_is_live(room: &Arc<SendRoom>) -> bool {
     Arc::strong_count(room) > 1

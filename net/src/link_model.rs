@@ -220,10 +220,10 @@ impl Scenario {
                             buf.clear();
                             if let Ok((handle, conn)) = server.accept(incoming, now, &mut buf, None)
                             {
-                                let room = crate::congestion::take_last_built_room();
-                                if let Some(room) = &room {
-                                    room.share_path(path_hints.for_address(client_addr.ip()));
-                                }
+                                let room = crate::congestion::take_last_built_room_for(
+                                    &mut path_hints,
+                                    client_addr.ip(),
+                                );
                                 servers.insert(
                                     handle,
                                     ServerPeer {

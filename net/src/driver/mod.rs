@@ -45,7 +45,7 @@ use crate::admission::{
     needs_address_validation,
 };
 use crate::budget::{self, RssSample};
-use crate::congestion::PathHints;
+use crate::congestion::{PathHints, take_last_built_room_for};
 use crate::fanout::{
     DatagramShape, FanOutScope, PeerOutbox, PeerSendState, offer_tick, select_view,
 };
@@ -574,11 +574,8 @@ impl Driver {
                 );
                 let mut conn = Box::new(Conn::new(quic, bounds));
                 // quinn built its congestion controller inside `accept`, on this thread.
-                let room = crate::congestion::take_last_built_room();
-                if let Some(room) = &room {
-                    room.share_path(self.path_hints.for_address(remote.ip()));
-                }
-                conn.outbox = PeerOutbox::new(room);
+                conn.outbox =
+                    PeerOutbox::new(take_last_built_room_for(&mut self.path_hints, remote.ip()));
                 self.conns[slot] = Some(conn);
                 self.touch(handle);
             }
