@@ -670,13 +670,9 @@ impl PathHints {
     }
 
     /// Addresses in the map, the dead not yet swept included.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.by_address.len()
-    }
-
-    /// Whether the map is empty.
-    pub fn is_empty(&self) -> bool {
-        self.by_address.is_empty()
     }
 }
 
