@@ -88,8 +88,11 @@ fn twenty_percent_loss_costs_about_twenty_percent_of_chunks_and_no_connection() 
     let dealt = link.down.dropped_loss as f64 / link.down.packets as f64;
     let lost = chunks_lost_ratio(&report);
     eprintln!(
-        "netsim 20 %: link lost {dealt:.3} of packets down; bots lost {lost:.3} of chunks; \
-         delivery {:.3}; server skipped {} of {} peer-ticks; staleness p50 {:?} p99 {:?}",
+        "netsim 20 %: {} of 6 bots in ({:?}); link lost {dealt:.3} of packets down; bots lost \
+         {lost:.3} of chunks; delivery {:.3}; server skipped {} of {} peer-ticks; staleness \
+         p50 {:?} p99 {:?}",
+        s.connected,
+        s.errors,
         s.delivery_ratio,
         NetCounters::get(&counters.peer_ticks_skipped_backpressure),
         NetCounters::get(&counters.peer_ticks_sent),
